@@ -1,0 +1,108 @@
+"""Building blocks shared by the model family: a conv block and GoogLeNet's inception module.
+
+Every inception module of every GoogLeNet variant is built by `InceptionModule` from one row of the
+paper's Table 1 (`InceptionWidths`), so no module is hand-copied and no branch can drift.
+"""
+from typing import NamedTuple
+
+import keras
+import tensorflow as tf
+
+
+class InceptionWidths(NamedTuple):
+    """One row of Table 1: the output channels of each branch of an inception module."""
+    branch1x1: int
+    branch3x3_reduce: int
+    branch3x3: int
+    branch5x5_reduce: int
+    branch5x5: int
+    branch_pool_proj: int
+
+    @property
+    def out_channels(self):
+        return self.branch1x1 + self.branch3x3 + self.branch5x5 + self.branch_pool_proj
+
+    def scaled(self, multiplier):
+        return InceptionWidths(*(scale_width(w, multiplier) for w in self))
+
+
+def scale_width(width, multiplier):
+    """Channels after a width multiplier; at least one so the graph stays structurally complete."""
+    return max(1, int(round(width * multiplier)))
+
+
+class ConvBlock(keras.layers.Layer):
+    """conv -> ReLU (the paper), or conv without bias -> batch norm -> ReLU (the BN variants)."""
+
+    def __init__(self, filters, kernel_size, strides=1, padding="same", batch_norm=False,
+                 activation=True, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(
+            filters, kernel_size, strides=strides, padding=padding, use_bias=not batch_norm,
+            kernel_initializer="he_normal" if activation else "glorot_uniform", name="conv")
+        # epsilon 1e-3 and momentum 0.99 are TF-slim's and Keras applications' settings.
+        self.bn = (keras.layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name="bn")
+                   if batch_norm else None)
+        self.activation = activation
+
+    def call(self, x, training=False):
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x, training=training)
+        return keras.ops.relu(x) if self.activation else x
+
+    def compute_output_shape(self, input_shape):
+        return self.conv.compute_output_shape(input_shape)
+
+
+class LocalResponseNormalization(keras.layers.Layer):
+    """LRN as in the paper's stem (Caffe's bvlc_googlenet: size 5, alpha 1e-4, beta 0.75).
+
+    Caffe divides alpha by the window size; TensorFlow does not, hence alpha / size here.
+    Computed in float32 because the TF kernel has no half-precision CPU implementation.
+    """
+
+    def __init__(self, size=5, alpha=1e-4, beta=0.75, bias=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.size, self.alpha, self.beta, self.bias = size, alpha, beta, bias
+
+    def call(self, x):
+        y = tf.nn.local_response_normalization(
+            tf.cast(x, tf.float32), depth_radius=self.size // 2, bias=self.bias,
+            alpha=self.alpha / self.size, beta=self.beta)
+        return tf.cast(y, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+class InceptionModule(keras.layers.Layer):
+    """The inception module of Figure 2(b): 1x1, 1x1->3x3, 1x1->5x5 and maxpool->1x1, concatenated."""
+
+    def __init__(self, widths: InceptionWidths, batch_norm=False, **kwargs):
+        super().__init__(**kwargs)
+        self.widths = InceptionWidths(*widths)
+
+        def conv(filters, size, name):
+            return ConvBlock(filters, size, batch_norm=batch_norm, name=name)
+
+        self.branch1x1 = conv(self.widths.branch1x1, 1, "branch1x1")
+        self.branch3x3_reduce = conv(self.widths.branch3x3_reduce, 1, "branch3x3_reduce")
+        self.branch3x3 = conv(self.widths.branch3x3, 3, "branch3x3")
+        self.branch5x5_reduce = conv(self.widths.branch5x5_reduce, 1, "branch5x5_reduce")
+        # A real 5x5, as in the paper (TF-slim and torchvision use 3x3 here by mistake).
+        self.branch5x5 = conv(self.widths.branch5x5, 5, "branch5x5")
+        self.branch_pool = keras.layers.MaxPooling2D(3, strides=1, padding="same",
+                                                     name="branch_pool")
+        self.branch_pool_proj = conv(self.widths.branch_pool_proj, 1, "branch_pool_proj")
+
+    def call(self, x, training=False):
+        return keras.ops.concatenate([
+            self.branch1x1(x, training=training),
+            self.branch3x3(self.branch3x3_reduce(x, training=training), training=training),
+            self.branch5x5(self.branch5x5_reduce(x, training=training), training=training),
+            self.branch_pool_proj(self.branch_pool(x), training=training),
+        ], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.widths.out_channels)
