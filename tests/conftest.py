@@ -23,3 +23,32 @@ def cpu_devices(n):
     if n > len(names):
         pytest.skip(f"needs {n} logical CPUs, have {len(names)}")
     return names[:n]
+
+
+def write_image(path, size=(40, 48), color=None, fmt=None, mode="RGB", seed=0):
+    """Writes a small real image file (random pixels, or one `color`) and returns its path."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    pixels = (np.full((*size, 3), color, np.uint8) if color is not None
+              else rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(pixels).convert(mode).save(path, format=fmt)
+    return str(path)
+
+
+def write_image_folder(root, classes=("cat", "dog"), per_class=6, size=(40, 48), ext=".jpg"):
+    """A class-per-folder tree of JPEGs: root/<class>/img_<i><ext>."""
+    paths = []
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            paths.append(write_image(os.path.join(root, name, f"img_{i}{ext}"), size=size,
+                                     seed=c * 1000 + i, fmt="JPEG"))
+    return paths
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    root = tmp_path / "images"
+    write_image_folder(str(root))
+    return str(root)

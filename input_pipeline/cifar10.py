@@ -1,0 +1,50 @@
+"""CIFAR-10, python version: `cifar-10-batches-py/` pickles, with the official 50000/10000 split."""
+import os
+import pickle
+
+import numpy as np
+
+from input_pipeline.examples import Examples, RawDataset
+from input_pipeline.folder import missing_dir_error
+
+LAYOUT = """  DATA_DIR/  (or DATA_DIR/cifar-10-batches-py/)
+    data_batch_1 ... data_batch_5, test_batch, batches.meta   (python pickles)"""
+
+
+def _unpickle(path):
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except FileNotFoundError:
+        raise ValueError(f"Missing CIFAR-10 file {path!r}; expected layout:\n{LAYOUT}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError) as e:
+        raise ValueError(f"{path!r} is not a readable CIFAR-10 pickle: {e}") from None
+
+
+def _read_batches(root, names, num_classes):
+    images, labels = [], []
+    for name in names:
+        batch = _unpickle(os.path.join(root, name))
+        if b"data" not in batch or b"labels" not in batch:
+            raise ValueError(f"{os.path.join(root, name)!r} lacks b'data' or b'labels'")
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        # Rows are channel-planar: 1024 red, 1024 green, 1024 blue values of a 32x32 image.
+        images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.append(np.asarray(batch[b"labels"]))
+    labels = np.concatenate(labels)
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"A label in {root!r} is outside 0..{num_classes - 1}")
+    return Examples(labels, images=np.concatenate(images))
+
+
+def load(data_dir):
+    if not data_dir or not os.path.isdir(data_dir):
+        raise missing_dir_error(data_dir, "cifar10", LAYOUT)
+    root = os.path.abspath(os.path.expanduser(data_dir))
+    if os.path.isdir(os.path.join(root, "cifar-10-batches-py")):
+        root = os.path.join(root, "cifar-10-batches-py")
+    meta = _unpickle(os.path.join(root, "batches.meta"))
+    class_names = [n.decode() for n in meta[b"label_names"]]
+    train = _read_batches(root, [f"data_batch_{i}" for i in range(1, 6)], len(class_names))
+    test = _read_batches(root, ["test_batch"], len(class_names))
+    return RawDataset(class_names, train, test)

@@ -1,0 +1,130 @@
+"""The dataset registry, and the train / test split that is made once per run and then reused.
+
+Datasets without an official test split (digits, folder, mini_imagenet) are split per class with
+scikit-learn, seeded. The split and the class names are written into the run directory's `data/`
+and read back from there on resume and by evaluation, so a test image is never trained on, even if
+files are added to the data folder later.
+"""
+import csv
+import dataclasses
+import json
+import os
+from typing import Callable
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from input_pipeline import cifar10, digits, folder, imagenet, mini_imagenet, tiny_imagenet
+from input_pipeline.examples import DatasetSplits, Examples
+from input_pipeline.preprocessing import Augmentation
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    load: Callable  # data_dir -> RawDataset
+    augmentation: Augmentation
+    description: str
+
+
+DATASETS = {
+    # Mirrored digits are other symbols and small ones are unreadable: gentle crops, no flips.
+    "digits": DatasetSpec(digits.load, Augmentation(min_area=0.6, flip=False, color_jitter=False),
+                          "scikit-learn's handwritten digits as JPEGs (no download)"),
+    "folder": DatasetSpec(folder.load, Augmentation(), "any root/<class>/*.jpg tree"),
+    "mini_imagenet": DatasetSpec(mini_imagenet.load, Augmentation(),
+                                 "mini-ImageNet, all 100 classes merged and re-split"),
+    "tiny_imagenet": DatasetSpec(tiny_imagenet.load, Augmentation(min_area=0.25),
+                                 "Tiny ImageNet, val/ as the test split"),
+    # 32-px images lose their object in an 8% crop; 35% keeps it (flip and jitter as usual).
+    "cifar10": DatasetSpec(cifar10.load, Augmentation(min_area=0.35),
+                           "CIFAR-10 python pickles, the official split"),
+    "imagenet": DatasetSpec(imagenet.load, Augmentation(), "ILSVRC 2012 train/ and val/"),
+}
+
+
+def get_dataset(name):
+    if name not in DATASETS:
+        raise ValueError(f"Unknown dataset {name!r}; valid names: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]
+
+
+def stratified_split(examples, test_fraction, seed):
+    """Per-class (stratified) train / test split of `examples`, reproducible from `seed`."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    counts = np.bincount(examples.labels)
+    if counts[counts > 0].min() < 2:
+        raise ValueError("Every class needs at least 2 images to be split into train and test; "
+                         f"class {int(np.argmin(np.where(counts > 0, counts, 99)))} has 1")
+    train_index, test_index = train_test_split(
+        np.arange(len(examples)), test_size=test_fraction, random_state=seed,
+        stratify=examples.labels)
+    return examples.subset(np.sort(train_index)), examples.subset(np.sort(test_index))
+
+
+def _write_split(data_dir_out, meta, class_names, train, test):
+    os.makedirs(data_dir_out, exist_ok=True)
+    tmp = os.path.join(data_dir_out, ".tmp")
+    with open(tmp + "classes", "w") as f:
+        f.writelines(name + "\n" for name in class_names)
+    if train.paths is not None:
+        with open(tmp + "split", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["subset", "label", "path"])
+            for subset, ex in (("train", train), ("test", test)):
+                writer.writerows((subset, label, path) for label, path in zip(ex.labels, ex.paths))
+        os.replace(tmp + "split", os.path.join(data_dir_out, "split.csv"))
+    os.replace(tmp + "classes", os.path.join(data_dir_out, "class_names.txt"))
+    # Written last: its presence means the split is complete.
+    with open(tmp + "meta", "w") as f:
+        json.dump(meta, f, indent=2)
+    os.replace(tmp + "meta", os.path.join(data_dir_out, "dataset.json"))
+
+
+def _read_split(data_dir_out):
+    with open(os.path.join(data_dir_out, "class_names.txt")) as f:
+        class_names = [line.rstrip("\n") for line in f]
+    subsets = {"train": ([], []), "test": ([], [])}
+    with open(os.path.join(data_dir_out, "split.csv"), newline="") as f:
+        for row in csv.DictReader(f):
+            subsets[row["subset"]][0].append(int(row["label"]))
+            subsets[row["subset"]][1].append(row["path"])
+    train, test = (Examples(np.array(labels, dtype=np.int32), paths=np.array(paths))
+                   for labels, paths in subsets.values())
+    return class_names, train, test
+
+
+def load_dataset(name, data_dir=None, *, run_dir=None, test_fraction=0.3, seed=0):
+    """The run's `DatasetSplits`: made (and saved under run_dir/data/) once, reloaded afterwards."""
+    spec = get_dataset(name)
+    saved = os.path.join(run_dir, "data") if run_dir else None
+    if saved and os.path.exists(os.path.join(saved, "dataset.json")):
+        with open(os.path.join(saved, "dataset.json")) as f:
+            meta = json.load(f)
+        if meta["dataset"] != name:
+            raise ValueError(f"Run directory {run_dir!r} was made for dataset {meta['dataset']!r}, "
+                             f"not {name!r}; use another run directory")
+        if not meta["official_split"]:
+            class_names, train, test = _read_split(saved)
+            return DatasetSplits(name, meta["data_dir"], class_names, train, test)
+        data_dir = data_dir or meta["data_dir"]
+
+    raw = spec.load(data_dir)
+    if raw.test is None:
+        train, test = stratified_split(raw.train, test_fraction, seed)
+    else:
+        train, test = raw.train, raw.test
+    if saved:
+        if os.path.exists(os.path.join(saved, "dataset.json")):
+            with open(os.path.join(saved, "class_names.txt")) as f:
+                known = [line.rstrip("\n") for line in f]
+            if known != list(raw.class_names):
+                raise ValueError(f"The classes in {data_dir!r} differ from those run {run_dir!r} "
+                                 f"was trained on ({len(known)} classes in {saved}/class_names.txt)")
+        else:
+            meta = {"dataset": name, "data_dir": os.path.abspath(data_dir) if data_dir else None,
+                    "official_split": raw.test is not None,
+                    "test_fraction": None if raw.test is not None else test_fraction,
+                    "seed": seed, "num_train": len(train), "num_test": len(test)}
+            _write_split(saved, meta, raw.class_names, train, test)
+    return DatasetSplits(name, data_dir, list(raw.class_names), train, test)

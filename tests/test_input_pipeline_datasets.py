@@ -1,0 +1,174 @@
+"""Tests for the dataset readers and the run's saved split (input_pipeline/datasets.py and readers)."""
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+import input_pipeline
+from conftest import write_image, write_image_folder
+from input_pipeline import digits
+
+
+def test_registry_lists_valid_names():
+    with pytest.raises(ValueError, match="cifar10, digits, folder, imagenet, mini_imagenet"):
+        input_pipeline.get_dataset("mnist")
+
+
+def test_digits_are_written_as_jpegs_and_split_stratified(tmp_path):
+    data_dir, run_dir = str(tmp_path / "digits"), str(tmp_path / "run")
+    splits = input_pipeline.load_dataset("digits", data_dir, run_dir=run_dir)
+    files = [f for _, _, names in os.walk(data_dir) for f in names]
+    assert len(files) == 1797 and all(f.endswith(".jpg") for f in files)
+    assert splits.class_names == [str(d) for d in range(10)]
+    assert len(splits.train) + len(splits.test) == 1797
+    assert set(splits.train.paths).isdisjoint(splits.test.paths)
+    # Stratified 7:3: every class holds out 30% of its images (+-1 for rounding).
+    for label in range(10):
+        n_train = (splits.train.labels == label).sum()
+        n_test = (splits.test.labels == label).sum()
+        assert abs(n_test - 0.3 * (n_train + n_test)) <= 1
+    image = input_pipeline.decode_image(open(splits.train.paths[0], "rb").read())
+    assert image.shape == (digits.IMAGE_SIZE, digits.IMAGE_SIZE, 3)
+
+
+def test_split_is_saved_and_reused_even_when_files_are_added(tmp_path):
+    root, run_dir = str(tmp_path / "photos"), str(tmp_path / "run")
+    write_image_folder(root, classes=("daisy", "roses", "tulips"), per_class=10)
+    first = input_pipeline.load_dataset("folder", root, run_dir=run_dir, seed=1)
+    meta = json.load(open(os.path.join(run_dir, "data", "dataset.json")))
+    assert meta["dataset"] == "folder" and meta["num_test"] == 9
+    write_image_folder(root, classes=("daisy",), per_class=15)  # 5 new daisies
+    again = input_pipeline.load_dataset("folder", root, run_dir=run_dir, seed=2)
+    np.testing.assert_array_equal(first.test.paths, again.test.paths)
+    np.testing.assert_array_equal(first.train.paths, again.train.paths)
+    fresh = input_pipeline.load_dataset("folder", root, seed=1)
+    assert len(fresh.train) + len(fresh.test) == 35
+    with pytest.raises(ValueError, match="made for dataset 'folder', not 'digits'"):
+        input_pipeline.load_dataset("digits", None, run_dir=run_dir)
+
+
+def test_folder_reads_every_extension_in_any_case(tmp_path):
+    root = tmp_path / "data"
+    for i, ext in enumerate([".jpg", ".JPEG", ".png", ".Bmp", ".gif"]):
+        fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".gif": "GIF"}
+        write_image(root / "x" / f"{i}{ext}", fmt=fmt[ext.lower()])
+        write_image(root / "y" / f"{i}{ext}", fmt=fmt[ext.lower()])
+    (root / "x" / "readme.txt").write_text("ignored")
+    splits = input_pipeline.load_dataset("folder", str(root), test_fraction=0.2)
+    assert splits.class_names == ["x", "y"] and len(splits.train) + len(splits.test) == 10
+
+
+def test_folder_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="(?s)does not exist.*<class 1>/image001.jpg"):
+        input_pipeline.load_dataset("folder", str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match="holds no class folders"):
+        input_pipeline.load_dataset("folder", str(tmp_path))
+    write_image_folder(str(tmp_path / "d"), classes=("a",), per_class=2)
+    os.makedirs(tmp_path / "d" / "b")
+    with pytest.raises(ValueError, match=r"Class folder '.*d/b' holds no image files"):
+        input_pipeline.load_dataset("folder", str(tmp_path / "d"))
+
+
+def _mini_imagenet_csv_layout(root, classes_per_split, per_class=4):
+    os.makedirs(root / "images")
+    for split, wnids in classes_per_split.items():
+        rows = ["filename,label"]
+        for wnid in wnids:
+            for i in range(per_class):
+                name = f"{wnid}{i:08d}.jpg"
+                write_image(root / "images" / name, size=(21, 21), seed=i, fmt="JPEG")
+                rows.append(f"{name},{wnid}")
+        (root / f"{split}.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_mini_imagenet_merges_all_splits_and_resplits(tmp_path):
+    root = tmp_path / "mini"
+    _mini_imagenet_csv_layout(root, {"train": ["n01", "n02", "n03"], "val": ["n04"],
+                                     "test": ["n05"]}, per_class=10)
+    splits = input_pipeline.load_dataset("mini_imagenet", str(root))
+    assert splits.class_names == ["n01", "n02", "n03", "n04", "n05"]
+    assert np.bincount(splits.test.labels).tolist() == [3] * 5
+
+    folders = tmp_path / "mini_folders"
+    for split, wnid in (("train", "n01"), ("val", "n02"), ("test", "n03")):
+        write_image_folder(str(folders / split), classes=(wnid,), per_class=4)
+    splits = input_pipeline.load_dataset("mini_imagenet", str(folders))
+    assert splits.class_names == ["n01", "n02", "n03"]
+
+
+def test_mini_imagenet_csv_row_naming_a_missing_file(tmp_path):
+    root = tmp_path / "mini"
+    _mini_imagenet_csv_layout(root, {"train": ["n01", "n02"]})
+    with open(root / "train.csv", "a") as f:
+        f.write("gone.jpg,n01\n")
+    with pytest.raises(ValueError, match=r"train.csv, line 10: image .*gone.jpg' does not exist"):
+        input_pipeline.load_dataset("mini_imagenet", str(root))
+
+
+def _tiny_imagenet(root, wnids=("n01", "n02"), per_class=3, bad_val_wnid=None):
+    (root / "wnids.txt").parent.mkdir(parents=True)
+    (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    for wnid in wnids:
+        for i in range(per_class):
+            write_image(root / "train" / wnid / "images" / f"{wnid}_{i}.JPEG", fmt="JPEG")
+    lines = []
+    for i, wnid in enumerate(list(wnids) + ([bad_val_wnid] if bad_val_wnid else [])):
+        write_image(root / "val" / "images" / f"val_{i}.JPEG", fmt="JPEG")
+        lines.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t10\t10")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_tiny_imagenet_uses_val_as_test(tmp_path):
+    _tiny_imagenet(tmp_path / "tiny-imagenet-200")
+    splits = input_pipeline.load_dataset("tiny_imagenet", str(tmp_path))
+    assert splits.class_names == ["n01", "n02"]
+    assert len(splits.train) == 6 and splits.test.labels.tolist() == [0, 1]
+    _tiny_imagenet(tmp_path / "bad", bad_val_wnid="n99")
+    with pytest.raises(ValueError, match="val_annotations.txt, line 3: class 'n99' is not in"):
+        input_pipeline.load_dataset("tiny_imagenet", str(tmp_path / "bad"))
+
+
+def test_cifar10_pickles_are_channel_planar(tmp_path):
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batches[name] = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8),
+                         b"labels": rng.integers(0, 10, 4).tolist()}
+        pickle.dump(batches[name], open(root / name, "wb"))
+    names = [n.encode() for n in ("airplane automobile bird cat deer dog frog horse ship "
+                                  "truck").split()]
+    pickle.dump({b"label_names": names}, open(root / "batches.meta", "wb"))
+    splits = input_pipeline.load_dataset("cifar10", str(tmp_path))
+    assert len(splits.train) == 20 and len(splits.test) == 4 and splits.class_names[9] == "truck"
+    row = batches["data_batch_1"][b"data"][0]
+    # Pixel (r, c) of channel k is at k * 1024 + r * 32 + c.
+    assert splits.train.images[0, 2, 5].tolist() == [row[69], row[1024 + 69], row[2048 + 69]]
+    assert splits.test.labels.tolist() == batches["test_batch"][b"labels"]
+    os.remove(root / "batches.meta")
+    with pytest.raises(ValueError, match="Missing CIFAR-10 file .*batches.meta"):
+        input_pipeline.load_dataset("cifar10", str(root))
+
+
+def test_imagenet_val_folders_or_flat_with_labels(tmp_path):
+    root = tmp_path / "imagenet"
+    write_image_folder(str(root / "train"), classes=("n01", "n02"), per_class=2, ext=".JPEG")
+    write_image_folder(str(root / "val"), classes=("n02",), per_class=1, ext=".JPEG")
+    splits = input_pipeline.load_dataset("imagenet", str(root))
+    assert len(splits.train) == 4 and splits.test.labels.tolist() == [1]
+
+    flat = tmp_path / "flat"
+    write_image_folder(str(flat / "train"), classes=("n01", "n02"), per_class=2, ext=".JPEG")
+    for i in range(2):
+        write_image(flat / "val" / f"ILSVRC2012_val_{i:08d}.JPEG", fmt="JPEG")
+    (flat / "LOC_val_solution.csv").write_text(
+        "ImageId,PredictionString\nILSVRC2012_val_00000000,n02 1 2 3 4\n"
+        "ILSVRC2012_val_00000001,n01 1 2 3 4\n")
+    splits = input_pipeline.load_dataset("imagenet", str(flat))
+    assert splits.test.labels.tolist() == [1, 0]
+    (flat / "LOC_val_solution.csv").write_text("ILSVRC2012_val_00000000,n77 1 2 3 4\n")
+    with pytest.raises(ValueError, match="line 1: class 'n77' has no train/ folder"):
+        input_pipeline.load_dataset("imagenet", str(flat))

@@ -1,0 +1,73 @@
+"""Tests for input_pipeline/preprocessing.py: decoding every format to RGB, eval crop, augmentation."""
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import write_image
+from input_pipeline import preprocessing
+from input_pipeline.preprocessing import Augmentation
+
+COLOR = (200, 40, 90)
+
+
+def decode_file(path):
+    return preprocessing.decode_image(tf.io.read_file(path)).numpy()
+
+
+@pytest.mark.parametrize("fmt,mode,tolerance", [
+    ("JPEG", "RGB", 6), ("JPEG", "CMYK", 6), ("PNG", "RGB", 0), ("PNG", "RGBA", 0),
+    ("GIF", "RGB", 40), ("BMP", "RGB", 0)])
+def test_any_format_named_jpg_decodes_to_rgb(tmp_path, fmt, mode, tolerance):
+    # Every file is named .jpg, as ImageNet's one PNG is: decoding goes by content, not name.
+    path = write_image(tmp_path / "x.jpg", size=(12, 20), color=COLOR, fmt=fmt, mode=mode)
+    image = decode_file(path)
+    assert image.shape == (12, 20, 3) and image.dtype == np.uint8
+    np.testing.assert_allclose(image.reshape(-1, 3).mean(0), COLOR, atol=tolerance)
+
+
+def test_grayscale_jpeg_becomes_three_equal_channels(tmp_path):
+    path = write_image(tmp_path / "g.jpg", size=(10, 10), color=(120, 120, 120), mode="L")
+    image = decode_file(path)
+    assert image.shape == (10, 10, 3)
+    assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
+
+
+def test_corrupt_data_raises():
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        preprocessing.decode_image(tf.constant(b"this is a text file"))
+
+
+def test_eval_is_the_central_87_5_percent():
+    image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    assert preprocessing.cache_size(224) == 256
+    out = preprocessing.preprocess_for_eval(image, 224).numpy()
+    expected = image[16:240, 16:240].astype(np.float32) / 127.5 - 1
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+
+
+def test_augmentation_range_determinism_and_variety():
+    cached = tf.constant(np.random.default_rng(1).integers(0, 256, (37, 37, 3), dtype=np.uint8))
+    a = preprocessing.augment_for_train(cached, 32, tf.constant([1, 2])).numpy()
+    b = preprocessing.augment_for_train(cached, 32, tf.constant([1, 2])).numpy()
+    c = preprocessing.augment_for_train(cached, 32, tf.constant([3, 4])).numpy()
+    assert a.shape == (32, 32, 3) and a.min() >= -1 and a.max() <= 1
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).mean() > 0.01
+
+
+def test_augmentation_without_crop_flip_or_jitter_is_a_plain_resize():
+    cached = np.random.default_rng(2).integers(0, 256, (37, 37, 3), dtype=np.uint8)
+    identity = Augmentation(min_area=1.0, aspect_ratio=(1.0, 1.0), flip=False, color_jitter=False)
+    out = preprocessing.augment_for_train(tf.constant(cached), 37, tf.constant([5, 6]), identity)
+    np.testing.assert_allclose(out.numpy(), cached / 127.5 - 1, atol=1e-5)
+
+
+def test_flip_happens_about_half_the_time():
+    cached = tf.constant(np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3))
+    flip_only = Augmentation(min_area=1.0, aspect_ratio=(1.0, 1.0), color_jitter=False)
+    flipped = 0
+    for i in range(40):
+        out = preprocessing.augment_for_train(cached, 8, tf.constant([i, 0]), flip_only).numpy()
+        flipped += bool(out[0, 0, 0] > out[0, -1, 0])
+    assert 8 <= flipped <= 32
