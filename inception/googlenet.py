@@ -69,7 +69,8 @@ def aux_head(input_shape, num_classes, *, batch_norm, multiplier, dropout_rate=0
 
 
 def build_googlenet(num_classes, image_size, *, small_input=False, batch_norm=False, lrn=True,
-                    width_multiplier=1.0, dropout_rate=0.4, aux_logits=True, name="googlenet"):
+                    width_multiplier=1.0, dropout_rate=0.4, aux_dropout_rate=0.7, aux_logits=True,
+                    name="googlenet"):
     images = keras.Input((image_size, image_size, 3), name="images")
     x = _stem(images, small_input=small_input, batch_norm=batch_norm, lrn=lrn,
               multiplier=width_multiplier)
@@ -92,5 +93,5 @@ def build_googlenet(num_classes, image_size, *, small_input=False, batch_norm=Fa
         for aux, source in AUX_SOURCES.items():
             heads[aux] = (source, aux_head(endpoints[source].shape[1:], num_classes,
                                            batch_norm=batch_norm, multiplier=width_multiplier,
-                                           name=f"{aux}_{source}"))
+                                           dropout_rate=aux_dropout_rate, name=f"{aux}_{source}"))
     return InceptionModel(trunk, heads, name=name)

@@ -64,7 +64,8 @@ def build_model(name, num_classes, image_size=None, **options):
 
     Inputs are float32 NHWC images scaled to [-1, 1]. `model(x, training=True)` returns
     {'logits', aux...}; `model(x, training=False)` returns {'logits'}. Options: `width_multiplier`,
-    `dropout_rate`, and `aux_logits` for the models that have auxiliary heads.
+    `dropout_rate`, and `aux_logits` (plus `aux_dropout_rate` for GoogLeNet) for the models
+    that have auxiliary heads.
     """
     spec = get_model_spec(name)
     image_size = spec.default_image_size if image_size is None else image_size

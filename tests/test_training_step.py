@@ -1,0 +1,108 @@
+"""Tests for training/step.py: the loss is what the paper says, and towers average exactly once."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import inception
+from conftest import cpu_devices
+from training import devices
+from training.step import StepConfig, make_train_step, tower_losses
+
+NUM_CLASSES = 5
+
+
+def build(seed=0):
+    # No batch norm and no dropout, so 1 and 2 towers compute exactly the same function.
+    keras.utils.set_random_seed(seed)
+    return inception.build_model("googlenet", NUM_CLASSES, 32, width_multiplier=0.125,
+                                 dropout_rate=0.0, aux_dropout_rate=0.0)
+
+
+def batch(n=8):
+    images = tf.random.stateless_uniform((n, 32, 32, 3), (1, 2), -1, 1)
+    labels = tf.constant(np.arange(n) % NUM_CLASSES, tf.int32)
+    return images, labels
+
+
+def numpy_cross_entropy(logits, labels, smoothing):
+    logits = logits - logits.max(-1, keepdims=True)
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    targets = np.eye(NUM_CLASSES)[labels] * (1 - smoothing) + smoothing / NUM_CLASSES
+    return -(targets * log_probs).sum(-1)
+
+
+def test_loss_is_main_plus_weighted_aux_plus_weight_decay():
+    model = build()
+    images, labels = batch()
+    config = StepConfig(global_batch_size=8, num_classes=NUM_CLASSES, aux_weight=0.3,
+                        label_smoothing=0.1, weight_decay=1e-3)
+    total, metrics = tower_losses(model, images, labels, config)
+    outputs = {k: v.numpy() for k, v in model(images, training=True).items()}
+    ce = {k: numpy_cross_entropy(v, labels.numpy(), 0.1).mean() for k, v in outputs.items()}
+    kernels = [v.numpy() for v in model.trainable_variables if v.path.endswith("kernel")]
+    l2 = 0.5 * 1e-3 * sum((k.astype(np.float64) ** 2).sum() for k in kernels)
+    expected = ce["logits"] + 0.3 * (ce["aux1"] + ce["aux2"]) + l2
+    assert float(total) == pytest.approx(expected, rel=1e-5)
+    assert float(metrics["main_loss"]) == pytest.approx(ce["logits"], rel=1e-5)
+    assert float(metrics["aux2_loss"]) == pytest.approx(ce["aux2"], rel=1e-5)
+    # Biases are not decayed.
+    assert not any(v.path.endswith("bias") for v in model.trainable_variables
+                   if v.path.endswith("kernel"))
+
+
+def run_steps(device_names, images, labels, steps=2):
+    strategy = devices.make_strategy(device_names)
+    with strategy.scope():
+        model = build()
+        optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+    n = len(device_names)
+    config = StepConfig(global_batch_size=8, num_classes=NUM_CLASSES, weight_decay=1e-3)
+    step = make_train_step(model, optimizer, strategy, config)
+    per = 8 // n
+    shard = lambda t: strategy.experimental_distribute_values_from_function(
+        lambda ctx: t[ctx.replica_id_in_sync_group * per:(ctx.replica_id_in_sync_group + 1) * per])
+    results = [step(shard(images), shard(labels)) for _ in range(steps)]
+    return model, results
+
+
+def test_two_towers_equal_one_tower():
+    images, labels = batch()
+    one, _ = run_steps(cpu_devices(1), images, labels)
+    two, results = run_steps(cpu_devices(2), images, labels)
+    initial = build()
+    moved = max(np.abs(a.numpy() - b.numpy()).max()
+                for a, b in zip(one.trainable_variables, initial.trainable_variables))
+    assert moved > 1e-3  # the steps did change the weights
+    diff = max(np.abs(a.numpy() - b.numpy()).max()
+               for a, b in zip(one.trainable_variables, two.trainable_variables))
+    assert diff <= 1e-5
+    # Each tower reports the loss of its own half of the batch (the first step, initial weights).
+    first = results[0]
+    assert first["main_loss"].shape == (2,)
+    for tower in range(2):
+        half = slice(4 * tower, 4 * tower + 4)
+        logits = initial(images[half], training=True)
+        for name in ("logits", "aux1", "aux2"):
+            expected = numpy_cross_entropy(logits[name].numpy(), labels.numpy()[half], 0).mean()
+            key = "main_loss" if name == "logits" else f"{name}_loss"
+            assert float(first[key][tower]) == pytest.approx(expected, rel=1e-4)
+
+
+def test_jit_and_bfloat16_steps_are_finite():
+    images, labels = batch()
+    strategy = devices.make_strategy(cpu_devices(2))
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        with strategy.scope():
+            model = inception.build_model("minigooglenet", NUM_CLASSES, 32, width_multiplier=0.25)
+            optimizer = keras.optimizers.SGD(0.05, momentum=0.9)
+        step = make_train_step(model, optimizer, strategy,
+                               StepConfig(global_batch_size=8, num_classes=NUM_CLASSES),
+                               jit_compile=True)
+        per = lambda t: strategy.experimental_distribute_values_from_function(
+            lambda ctx: t[ctx.replica_id_in_sync_group * 4:(ctx.replica_id_in_sync_group + 1) * 4])
+        result = step(per(images), per(labels))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.isfinite(result["total_loss"].numpy()).all()

@@ -1,0 +1,57 @@
+"""Towers: which devices train, and the tf.distribute strategy that runs one tower per device."""
+import tensorflow as tf
+
+
+def configure_towers(num_gpus=None, towers_on_cpu=False):
+    """Device names for the towers.
+
+    Default: every visible GPU, or one CPU tower without GPUs. `towers_on_cpu` splits the CPU into
+    `num_gpus` logical devices so the multi-tower path runs on a machine without GPUs; that has to
+    happen before TensorFlow first lists its devices, i.e. before any other TF work.
+    """
+    if num_gpus is not None and num_gpus < 1:
+        raise ValueError(f"--num_gpus must be >= 1, got {num_gpus}")
+    if towers_on_cpu:
+        count = num_gpus or 1
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        existing = tf.config.get_logical_device_configuration(cpu)
+        try:
+            if not existing or len(existing) < count:
+                tf.config.set_logical_device_configuration(
+                    cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+        except RuntimeError:
+            pass  # TF already initialised: use what exists (checked below)
+        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+        if len(cpus) < count:
+            raise ValueError(f"--towers_on_cpu needs {count} logical CPUs but TensorFlow was "
+                             f"already initialised with {len(cpus)}")
+        return cpus[:count]
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if num_gpus is None:
+        return gpus or [tf.config.list_logical_devices("CPU")[0].name]
+    if num_gpus > len(gpus):
+        visible = ", ".join(gpus) if gpus else "none"
+        raise ValueError(f"--num_gpus={num_gpus} but {len(gpus)} GPUs are visible ({visible}); "
+                         f"use --towers_on_cpu to run {num_gpus} towers on the CPU")
+    return gpus[:num_gpus]
+
+
+def tower_name(device):
+    """'/job:localhost/replica:0/task:0/device:GPU:1' -> 'gpu_1', the TensorBoard tag prefix."""
+    spec = tf.DeviceSpec.from_string(device)
+    return f"{spec.device_type.lower()}_{spec.device_index}"
+
+
+def make_strategy(devices):
+    # MirroredStrategy on CPU devices needs an explicit all-reduce (NCCL is for GPUs only).
+    if all("CPU" in d.upper() for d in devices):
+        return tf.distribute.MirroredStrategy(
+            devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def check_batch_size(global_batch, num_towers):
+    if global_batch % num_towers:
+        raise ValueError(f"--batch_size={global_batch} (the global batch) must divide by the "
+                         f"number of towers ({num_towers})")
+    return global_batch // num_towers

@@ -1,0 +1,72 @@
+"""SGD with momentum, and learning-rate schedules defined in epochs (converted to steps here).
+
+Every schedule is `lr * warmup(step) * decay(step)`. A --lr given when resuming takes over at that
+step: from then on the rate is `new_lr * factor(step) / factor(resume_step)`, so the given value is
+exactly the rate at the resume step and the schedule's shape continues from there.
+"""
+import math
+
+import keras
+import tensorflow as tf
+
+SCHEDULES = ("exponential_step", "polynomial", "cosine", "constant")
+
+
+def check_schedule_name(name):
+    if name not in SCHEDULES:
+        raise ValueError(f"Unknown --lr_schedule {name!r}; valid: {', '.join(SCHEDULES)}")
+    return name
+
+
+class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Learning rate at a (float) optimiser step, from a schedule written in epochs."""
+
+    def __init__(self, lr, schedule, steps_per_epoch, epochs, warmup_epochs=0.0,
+                 decay_epochs=(), gamma=0.1, overrides=()):
+        self.lr = float(lr)
+        self.schedule = check_schedule_name(schedule)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.total_steps = max(1, int(epochs * steps_per_epoch))
+        self.warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+        self.boundaries = [int(e * steps_per_epoch) for e in decay_epochs]
+        self.gamma = float(gamma)
+        self.overrides = sorted((int(s), float(v)) for s, v in overrides)
+
+    def factor(self, step):
+        """The multiplier of the base rate at `step` (a float tensor)."""
+        step = tf.cast(step, tf.float32)
+        if self.schedule == "exponential_step":
+            passed = tf.add_n([tf.cast(step >= b, tf.float32) for b in self.boundaries] + [0.0])
+            decay = tf.pow(self.gamma, passed)
+        elif self.schedule == "polynomial":  # power 1: linear to zero at the last step
+            decay = tf.maximum(0.0, 1.0 - step / self.total_steps)
+        elif self.schedule == "cosine":
+            progress = tf.minimum(1.0, step / self.total_steps)
+            decay = 0.5 * (1.0 + tf.cos(math.pi * progress))
+        else:
+            decay = tf.constant(1.0)
+        if self.warmup_steps:
+            decay *= tf.minimum(1.0, (step + 1.0) / self.warmup_steps)
+        return decay
+
+    def __call__(self, step):
+        lr = self.lr * self.factor(step)
+        for start, value in self.overrides:
+            # max() keeps a zero factor (the end of a polynomial schedule) from dividing by zero.
+            override = value * self.factor(step) / tf.maximum(self.factor(start), 1e-12)
+            lr = tf.where(tf.cast(step, tf.float32) >= start, override, lr)
+        return lr
+
+    def get_config(self):
+        return dict(lr=self.lr, schedule=self.schedule, steps_per_epoch=self.steps_per_epoch)
+
+
+def build_optimizer(config, steps_per_epoch):
+    """SGD (momentum, optional Nesterov) on the epoch schedule; loss scaling for float16."""
+    schedule = EpochSchedule(config.lr, config.lr_schedule, steps_per_epoch, config.epochs,
+                             config.warmup_epochs, config.lr_decay_epochs or (), config.lr_gamma,
+                             config.lr_overrides)
+    optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=config.nesterov)
+    if keras.mixed_precision.global_policy().compute_dtype == "float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer, schedule

@@ -1,0 +1,99 @@
+"""The training step: a small top-level function run by every tower under tf.distribute.
+
+Per tower: forward in training mode; loss = main cross-entropy + aux_weight x (sum of the aux
+cross-entropies), each averaged over the GLOBAL batch (`tf.nn.compute_average_loss`), plus the L2
+weight decay divided by the number of towers. A Keras 3 optimizer's `apply_gradients` inside
+`strategy.run` sums the towers' gradients (REFERENCE.md), so that sum is exactly the gradient of
+the global-batch mean: averaged once, weight decay counted once.
+"""
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    global_batch_size: int
+    num_classes: int
+    aux_weight: float = 0.3
+    label_smoothing: float = 0.0
+    weight_decay: float = 0.0
+
+
+def cross_entropy(labels, logits, num_classes, label_smoothing):
+    """Per-example softmax cross-entropy with optional label smoothing."""
+    targets = tf.one_hot(labels, num_classes)
+    if label_smoothing:
+        targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
+    return tf.nn.softmax_cross_entropy_with_logits(targets, tf.cast(logits, tf.float32))
+
+
+def decayed_weights(model):
+    """Conv and dense kernels; biases and batch-norm parameters are not decayed."""
+    return [v for v in model.trainable_variables if v.path.endswith("kernel")]
+
+
+def tower_losses(model, images, labels, config):
+    """Forward one tower: its total loss for the gradient, and per-output mean losses to log."""
+    outputs = model(images, training=True)
+    per_example = {name: cross_entropy(labels, logits, config.num_classes, config.label_smoothing)
+                   for name, logits in outputs.items()}
+    total = tf.nn.compute_average_loss(per_example["logits"],
+                                       global_batch_size=config.global_batch_size)
+    for name, losses in per_example.items():
+        if name != "logits":
+            total += config.aux_weight * tf.nn.compute_average_loss(
+                losses, global_batch_size=config.global_batch_size)
+    if config.weight_decay:
+        l2 = tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in decayed_weights(model)])
+        total += tf.nn.scale_regularization_loss(config.weight_decay * l2)
+    correct = tf.equal(tf.argmax(outputs["logits"], -1, output_type=tf.int32), labels)
+    metrics = {("main_loss" if name == "logits" else f"{name}_loss"): tf.reduce_mean(losses)
+               for name, losses in per_example.items()}
+    metrics["accuracy"] = tf.reduce_mean(tf.cast(correct, tf.float32))
+    return total, metrics
+
+
+def tower_gradients(model, optimizer, images, labels, config):
+    with tf.GradientTape() as tape:
+        total, metrics = tower_losses(model, images, labels, config)
+        # Loss scaling for float16 (a LossScaleOptimizer); the identity otherwise.
+        scaled = optimizer.scale_loss(total)
+    return tape.gradient(scaled, model.trainable_variables), total, metrics
+
+
+def replica_step(model, optimizer, images, labels, config, gradients_fn=tower_gradients):
+    grads, total, metrics = gradients_fn(model, optimizer, images, labels, config)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))  # sums across towers
+    metrics["total_loss"] = total * tf.distribute.get_replica_context().num_replicas_in_sync
+    return metrics
+
+
+def make_train_step(model, optimizer, strategy, config, jit_compile=False):
+    """A tf.function taking one distributed batch; returns {metric: [value per tower]}.
+
+    With `jit_compile`, XLA compiles each tower's forward and backward pass; the cross-tower
+    gradient sum and the update stay outside it (they are not XLA-compilable under MirroredStrategy).
+    """
+    gradients_fn = tf.function(tower_gradients, jit_compile=True) if jit_compile else tower_gradients
+
+    @tf.function
+    def train_step(images, labels):
+        per_replica = strategy.run(replica_step,
+                                   args=(model, optimizer, images, labels, config, gradients_fn))
+        return {name: tf.stack(strategy.experimental_local_results(value))
+                for name, value in per_replica.items()}
+    return train_step
+
+
+def make_eval_step(model, strategy):
+    """A tf.function giving per-tower (probabilities, labels) for one distributed batch."""
+    @tf.function
+    def run(images, labels):
+        def forward(images, labels):
+            return tf.nn.softmax(model(images, training=False)["logits"]), labels
+        probs, labels = strategy.run(forward, args=(images, labels))
+        return (strategy.experimental_local_results(probs),
+                strategy.experimental_local_results(labels))
+    return run
