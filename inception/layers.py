@@ -40,8 +40,9 @@ class ConvBlock(keras.layers.Layer):
         self.conv = keras.layers.Conv2D(
             filters, kernel_size, strides=strides, padding=padding, use_bias=not batch_norm,
             kernel_initializer="he_normal" if activation else "glorot_uniform", name="conv")
-        # epsilon 1e-3 and momentum 0.99 are TF-slim's and Keras applications' settings.
-        self.bn = (keras.layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name="bn")
+        # Moving-average momentum 0.9 (MindSpore, PyTorch): the statistics settle within an epoch
+        # even on small datasets, so held-out scores are meaningful from the first epochs.
+        self.bn = (keras.layers.BatchNormalization(epsilon=1e-3, momentum=0.9, name="bn")
                    if batch_norm else None)
         self.activation = activation
 

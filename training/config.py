@@ -51,6 +51,7 @@ class TrainConfig:
     eval_every_epochs: int = 1
     # Set by the loop: a --lr given on resume, as [[step, lr], ...] (see optimization.py).
     lr_overrides: list = dataclasses.field(default_factory=list)
+    num_classes: Optional[int] = None         # set from the dataset when the run starts
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -1,0 +1,68 @@
+"""Tests for training/run_dir.py and config.py: what a run directory accepts and refuses."""
+import json
+import os
+
+import pytest
+
+from training import run_dir as rd
+from training.config import TrainConfig, with_defaults
+
+
+def test_new_run_takes_dataset_defaults(tmp_path):
+    config = rd.resolve_config({"dataset": "digits", "run_dir": str(tmp_path / "r")})
+    assert config.model == "minigooglenet" and config.image_size == 32
+    assert config.epochs and config.lr and config.batch_size
+    default_dir = with_defaults(TrainConfig(dataset="imagenet")).run_dir
+    assert default_dir == "runs/imagenet-googlenet_bn"
+
+
+def saved_run(tmp_path, **settings):
+    config = with_defaults(TrainConfig(dataset="folder", data_dir="/data/photos",
+                                       run_dir=str(tmp_path / "run"), **settings))
+    rd.save_run_config(config)
+    return config
+
+
+def test_existing_run_refuses_another_model_or_dataset(tmp_path):
+    saved = saved_run(tmp_path, model="googlenet")
+    before = open(os.path.join(saved.run_dir, "config.json")).read()
+    with pytest.raises(ValueError, match="model='googlenet'.*asks for model='minigooglenet'"):
+        rd.resolve_config({"dataset": "folder", "run_dir": saved.run_dir, "model": "minigooglenet"})
+    with pytest.raises(ValueError, match="dataset='folder'.*asks for dataset='digits'"):
+        rd.resolve_config({"dataset": "digits", "run_dir": saved.run_dir})
+    with pytest.raises(ValueError, match="data_dir='/data/photos'"):
+        rd.resolve_config({"dataset": "folder", "run_dir": saved.run_dir, "data_dir": "/other"})
+    assert open(os.path.join(saved.run_dir, "config.json")).read() == before
+
+
+def test_resume_keeps_saved_settings_and_takes_new_ones(tmp_path):
+    saved = saved_run(tmp_path, model="googlenet", lr=0.05, epochs=5)
+    config = rd.resolve_config({"run_dir": saved.run_dir, "epochs": 9})
+    assert config.model == "googlenet" and config.epochs == 9 and config.lr == 0.05
+    assert config.lr_overrides == []
+    lowered = rd.resolve_config({"dataset": "folder", "run_dir": saved.run_dir, "lr": 0.005})
+    assert lowered.lr == 0.05 and lowered.lr_overrides == [[0, 0.005]]
+
+
+def test_foreign_directory_is_refused(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    with pytest.raises(ValueError, match="not a run of this program"):
+        rd.resolve_config({"dataset": "digits", "run_dir": str(tmp_path / "mine")})
+
+
+def test_restore_model_errors(tmp_path):
+    with pytest.raises(ValueError, match="has no config.json"):
+        rd.restore_model(str(tmp_path))
+    saved = saved_run(tmp_path, model="minigooglenet", width_multiplier=0.25, num_classes=3)
+    with pytest.raises(ValueError, match="No checkpoint in"):
+        rd.restore_model(saved.run_dir)
+
+
+def test_config_round_trips_through_json(tmp_path):
+    saved = saved_run(tmp_path, lr_decay_epochs=(3, 6))
+    loaded = rd.load_run_config(saved.run_dir)
+    assert loaded == saved
+    with pytest.raises(ValueError, match="Unknown settings"):
+        TrainConfig.from_dict({**json.load(open(os.path.join(saved.run_dir, "config.json"))),
+                               "colour": "blue"})

@@ -1,0 +1,48 @@
+"""Train a GoogLeNet-family model; re-running the same command resumes it.
+
+    python train.py                                   # minigooglenet on the digits, a few minutes on a CPU
+    python train.py --num_gpus=2 --dataset=mini_imagenet --data_dir=...
+    tensorboard --logdir runs/
+"""
+import signal
+import sys
+
+from absl import app, logging
+from absl import flags as absl_flags
+
+import flags  # noqa: F401  (declares the flags)
+from training.config import TrainConfig
+from training.loop import Trainer, TrainingInterrupted
+from training.run_dir import resolve_config
+
+FLAGS = absl_flags.FLAGS
+SETTINGS = [f for f in TrainConfig.__dataclass_fields__ if f not in ("lr_overrides", "num_classes")]
+
+
+def given_settings():
+    """The training settings set on the command line; the rest come from the recipe or the run."""
+    given = {name: FLAGS[name].value for name in SETTINGS if FLAGS[name].present}
+    if given.get("lr_decay_epochs") is not None:
+        given["lr_decay_epochs"] = tuple(float(e) for e in given["lr_decay_epochs"])
+    return given
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    try:
+        result = Trainer(resolve_config(given_settings())).train()
+    except TrainingInterrupted as stopped:
+        print(stopped)
+        sys.exit(128 + stopped.signal_number)
+    except (ValueError, FloatingPointError) as error:
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(1)
+    print(f"Done at step {result['step']}: test top-1 {result['top1']:.4f}, "
+          f"top-5 {result['top5']:.4f}, loss {result['loss']:.4f}")
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    app.run(main)

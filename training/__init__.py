@@ -1,0 +1,1 @@
+"""The training library behind train.py: towers, the step, schedules, checkpoints, summaries, loop."""

@@ -1,0 +1,38 @@
+"""Checkpoints (model, optimizer, step, epoch) in the run directory's `checkpoints/`.
+
+tf.train.CheckpointManager writes each checkpoint's files first and then replaces the `checkpoint`
+index file atomically, so a run killed mid-save still restores the previous checkpoint.
+"""
+import os
+
+import tensorflow as tf
+
+
+class Checkpoints:
+    def __init__(self, run_dir, model, optimizer=None, keep=3):
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        objects = dict(model=model, step=self.step, epoch=self.epoch)
+        if optimizer is not None:
+            objects["optimizer"] = optimizer
+        self.checkpoint = tf.train.Checkpoint(**objects)
+        self.directory = os.path.join(run_dir, "checkpoints")
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=keep)
+
+    @property
+    def latest(self):
+        return self.manager.latest_checkpoint
+
+    def restore(self, path=None):
+        """Restores `path` or the latest checkpoint; returns the path, or None with none there."""
+        path = path or self.latest
+        if path is None:
+            return None
+        status = self.checkpoint.restore(path)
+        status.assert_existing_objects_matched()
+        return path
+
+    def save(self, step, epoch):
+        self.step.assign(step)
+        self.epoch.assign(epoch)
+        return self.manager.save(checkpoint_number=step)

@@ -1,0 +1,221 @@
+"""The training loop: epochs of distributed steps, logging, evaluation, checkpoints, clean stops.
+
+The host reads the step results only every `log_every` steps (and before every checkpoint), so the
+devices are never held up by a per-step sync; a non-finite loss is still traced to its exact step,
+and no checkpoint is ever written from non-finite weights.
+"""
+import os
+import signal
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+import input_pipeline
+from training import devices, evaluation, optimization
+from training.checkpoints import Checkpoints
+from training.run_dir import build_model_from_config, save_run_config
+from training.step import StepConfig, make_eval_step, make_train_step
+from training.summaries import Summaries
+
+
+class TrainingInterrupted(Exception):
+    """Raised after a signal stopped training and its checkpoint was saved."""
+
+    def __init__(self, message, signal_number):
+        super().__init__(message)
+        self.signal_number = signal_number
+
+
+class _StopOnSignal:
+    """SIGINT / SIGTERM set a flag the loop checks between steps, so it can save and stop."""
+
+    def __init__(self):
+        self.received = None
+
+    def __enter__(self):
+        self.previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None:  # a second Ctrl+C: stop at once
+            raise KeyboardInterrupt
+        self.received = signum
+        print(f"\n{signal.Signals(signum).name} received: saving a checkpoint at this step...",
+              flush=True)
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    """One run: `Trainer(config).train()`; `config` is a resolved `TrainConfig`."""
+
+    def __init__(self, config, towers=None, print_fn=print):
+        self.config = config
+        self.print = print_fn
+        # Towers first: splitting the CPU must happen before TensorFlow initialises its devices.
+        self.towers = towers or devices.configure_towers(config.num_gpus, config.towers_on_cpu)
+        if config.deterministic:
+            keras.utils.set_random_seed(config.seed)
+            tf.config.experimental.enable_op_determinism()
+        self.strategy = devices.make_strategy(self.towers)
+        self.per_tower_batch = devices.check_batch_size(config.batch_size, len(self.towers))
+        if config.mixed_precision:
+            on_gpu = any("GPU" in d.upper() for d in self.towers)
+            keras.mixed_precision.set_global_policy("mixed_float16" if on_gpu else "mixed_bfloat16")
+
+        self.splits = input_pipeline.load_dataset(config.dataset, config.data_dir,
+                                                  run_dir=config.run_dir,
+                                                  test_fraction=config.test_fraction,
+                                                  seed=config.seed)
+        if config.num_classes not in (None, self.splits.num_classes):
+            raise ValueError(f"{config.run_dir!r} was trained on {config.num_classes} classes; "
+                             f"the data now has {self.splits.num_classes}")
+        config.num_classes = self.splits.num_classes
+        save_run_config(config)
+
+        augmentation = input_pipeline.get_dataset(config.dataset).augmentation
+        cache_dir = config.cache_dir or os.path.join(config.run_dir, "cache")
+        common = dict(image_size=config.image_size, cache=config.cache, cache_dir=cache_dir,
+                      report_dir=config.run_dir)
+        self.train_data = input_pipeline.InputPipeline(
+            self.splits.train, training=True, seed=config.seed, augmentation=augmentation, **common)
+        self.test_data = input_pipeline.InputPipeline(self.splits.test, training=False, **common)
+        self.steps_per_epoch = self.train_data.steps_per_epoch(config.batch_size)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"--batch_size={config.batch_size} is larger than the "
+                             f"{self.train_data.num_examples} training images")
+
+        with self.strategy.scope():
+            self.model = build_model_from_config(config)
+            self.optimizer, self.schedule = optimization.build_optimizer(config, self.steps_per_epoch)
+            self.optimizer.build(self.model.trainable_variables)
+            self.checkpoints = Checkpoints(config.run_dir, self.model, self.optimizer,
+                                           keep=config.keep_checkpoints)
+            self.restored = self.checkpoints.restore()
+        step_config = StepConfig(config.batch_size, config.num_classes, config.aux_weight,
+                                 config.label_smoothing, config.weight_decay)
+        self.train_step = make_train_step(self.model, self.optimizer, self.strategy, step_config,
+                                          jit_compile=config.jit_compile)
+        self.eval_step = make_eval_step(self.model, self.strategy)
+        self.summaries = Summaries(config.run_dir, self.towers)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _epoch_dataset(self, epoch, skip_steps):
+        towers = len(self.towers)
+        steps = self.steps_per_epoch
+
+        def dataset_fn(ctx):
+            ds = self.train_data.dataset(self.per_tower_batch, epoch=epoch)
+            # Each global step takes one batch per tower; a resumed epoch skips what it has done.
+            return ds.take(steps * towers).skip(skip_steps * towers)
+        return self.strategy.distribute_datasets_from_function(dataset_fn)
+
+    def _flush(self, pending, first_step, seconds, progress):
+        """Reads the pending step results (one host sync), checks them, logs them."""
+        if not pending:
+            return None
+        stacked = {k: np.stack([p[k].numpy() for p in pending]) for k in pending[0]}
+        totals = stacked["total_loss"].mean(axis=1)
+        bad = np.flatnonzero(~np.isfinite(totals))
+        if bad.size:
+            raise FloatingPointError(
+                f"The loss became {totals[bad[0]]} at step {first_step + bad[0] + 1}; training "
+                f"stopped. The latest checkpoint ({self.checkpoints.latest}) holds the last good "
+                f"weights: lower --lr or check the data, then run the same command to resume")
+        step = first_step + len(pending)
+        means = {k: v.mean(axis=0) for k, v in stacked.items()}
+        images_per_second = len(pending) * self.config.batch_size / max(seconds, 1e-9)
+        lr = float(self.schedule(step - 1))
+        self.summaries.write_train(step, means, lr, images_per_second)
+        progress.update(step - self.epoch_start_step,
+                        [("loss", float(np.mean(means["total_loss"]))),
+                         ("top1", float(np.mean(means["accuracy"]))),
+                         ("img/s", images_per_second)])
+        self._epoch_metrics.append((len(pending), float(np.mean(means["total_loss"])),
+                                    float(np.mean(means["accuracy"]))))
+        return means
+
+    def evaluate(self):
+        probs, labels = evaluation.predict(self.model, self.strategy, self.test_data,
+                                           self.per_tower_batch, self.eval_step)
+        return evaluation.scores(probs, labels)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def train(self):
+        config = self.config
+        step = int(self.checkpoints.step.numpy())
+        total_steps = config.epochs * self.steps_per_epoch
+        if self.restored:
+            self.print(f"Resumed from {self.restored} at step {step} "
+                       f"(epoch {step // self.steps_per_epoch + 1}).")
+        self.print(f"Training {config.model} on {config.dataset}: {self.train_data.num_examples} "
+                   f"train / {self.test_data.num_examples} test images, {config.num_classes} "
+                   f"classes, {len(self.towers)} tower(s) "
+                   f"[{', '.join(devices.tower_name(d) for d in self.towers)}], global batch "
+                   f"{config.batch_size}, {self.steps_per_epoch} steps/epoch. Run dir: "
+                   f"{config.run_dir}")
+        last_eval = None
+        wrote_inputs = step > 0
+        with _StopOnSignal() as stop:
+            while step < total_steps:
+                epoch = step // self.steps_per_epoch
+                self.epoch_start_step = epoch * self.steps_per_epoch
+                self._epoch_metrics = []
+                progress = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=[
+                    "loss", "top1", "img/s"], verbose=1 if self.print is print else 0)
+                started = window_start = time.perf_counter()
+                pending, first_step = [], step
+                for images, labels in self._epoch_dataset(epoch, step - self.epoch_start_step):
+                    if not wrote_inputs:
+                        local = self.strategy.experimental_local_results(images)[0]
+                        self.summaries.write_model_and_inputs(step, self.model, local,
+                                                              config.image_size)
+                        wrote_inputs = True
+                    pending.append(self.train_step(images, labels))
+                    step += 1
+                    due_checkpoint = config.checkpoint_every and step % config.checkpoint_every == 0
+                    if step % config.log_every == 0 or due_checkpoint or stop.received:
+                        self._flush(pending, first_step, time.perf_counter() - window_start,
+                                    progress)
+                        pending, first_step, window_start = [], step, time.perf_counter()
+                    if stop.received:
+                        break
+                    if due_checkpoint and step % self.steps_per_epoch:
+                        self.checkpoints.save(step, epoch)
+                self._flush(pending, first_step, time.perf_counter() - window_start, progress)
+                if stop.received:
+                    path = self.checkpoints.save(step, step // self.steps_per_epoch)
+                    raise TrainingInterrupted(
+                        f"Stopped at step {step} of {total_steps}; checkpoint saved to {path}. "
+                        f"Run the same command again to resume.", stop.received)
+                last_eval = self._end_epoch(epoch, step, time.perf_counter() - started)
+        if last_eval is None:
+            last_eval = self.evaluate()
+        return dict(step=step, **last_eval)
+
+    def _end_epoch(self, epoch, step, seconds):
+        config = self.config
+        done = epoch + 1
+        result = None
+        if done % config.eval_every_epochs == 0 or done == config.epochs:
+            result = self.evaluate()
+            self.summaries.write_eval(step, result)
+        path = self.checkpoints.save(step, done)
+        weights = np.array([m[0] for m in self._epoch_metrics] or [1.0])
+        loss = np.average([m[1] for m in self._epoch_metrics] or [np.nan], weights=weights)
+        top1 = np.average([m[2] for m in self._epoch_metrics] or [np.nan], weights=weights)
+        line = f"Epoch {done}/{config.epochs}: train loss {loss:.4f} top-1 {top1:.4f}"
+        if result:
+            line += f" | test top-1 {result['top1']:.4f} top-5 {result['top5']:.4f}"
+        self.print(line + f" | {seconds:.1f}s | saved {os.path.basename(path)}")
+        return result

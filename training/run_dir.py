@@ -1,0 +1,108 @@
+"""The run directory: what a run is (config.json), its data split, checkpoints and logs.
+
+    runs/<dataset>-<model>/
+      config.json      every setting (TrainConfig)
+      data/            the train / test split and the class names (input_pipeline)
+      checkpoints/     model, optimizer, step, epoch
+      train/ eval/     TensorBoard logs
+      skipped_files.txt  images that could not be decoded, if any
+
+evaluate.py and predict.py need nothing but this directory.
+"""
+import json
+import os
+
+import tensorflow as tf
+
+import inception
+from training.checkpoints import Checkpoints
+from training.config import IDENTITY_KEYS, TrainConfig, with_defaults
+
+CONFIG_FILE = "config.json"
+
+
+def load_run_config(run_dir):
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise ValueError(f"{run_dir!r} is not a training run directory: it has no {CONFIG_FILE}")
+    with open(path) as f:
+        return TrainConfig.from_dict(json.load(f))
+
+
+def save_run_config(config):
+    os.makedirs(config.run_dir, exist_ok=True)
+    tmp = os.path.join(config.run_dir, CONFIG_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+    os.replace(tmp, os.path.join(config.run_dir, CONFIG_FILE))
+
+
+def resolve_config(given):
+    """The run's config from the settings the user gave (a dict of explicitly set flags).
+
+    A new run fills the rest from the dataset's defaults. An existing run directory keeps its
+    saved settings (so `--run_dir` alone resumes it), takes the ones given now (e.g. more
+    --epochs, a new --lr), and refuses a command that would make it another run (another model,
+    dataset, data, size).
+    """
+    fresh = with_defaults(TrainConfig.from_dict(given))
+    run_dir = fresh.run_dir
+    if not os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
+        if os.path.isdir(run_dir) and os.listdir(run_dir):
+            raise ValueError(f"--run_dir={run_dir!r} exists, is not empty and holds no "
+                             f"{CONFIG_FILE}: it is not a run of this program; choose another")
+        return fresh
+    saved = load_run_config(run_dir)
+    for key in IDENTITY_KEYS:
+        if key in given and given[key] is not None and given[key] != getattr(saved, key):
+            raise ValueError(
+                f"Run directory {run_dir!r} holds a run with {key}={getattr(saved, key)!r}; this "
+                f"command asks for {key}={given[key]!r}. Nothing was changed: pass another "
+                f"--run_dir for a new run")
+    values = saved.to_dict()
+    values.update({k: v for k, v in given.items() if v is not None})
+    values["run_dir"] = run_dir
+    config = TrainConfig.from_dict(values)
+    config.lr = saved.lr
+    # A --lr other than the rate in force takes over at the latest checkpoint's step.
+    in_force = saved.lr_overrides[-1][1] if saved.lr_overrides else saved.lr
+    if given.get("lr") is not None and given["lr"] != in_force:
+        config.lr_overrides = saved.lr_overrides + [[checkpoint_step(run_dir) or 0, given["lr"]]]
+    return config
+
+
+def checkpoint_step(run_dir):
+    """The step of the latest checkpoint in `run_dir`, read without building a model."""
+    latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    if latest is None:
+        return None
+    return int(tf.train.load_variable(latest, "step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def build_model_from_config(config, num_classes=None):
+    options = dict(width_multiplier=config.width_multiplier)
+    if config.dropout_rate is not None:
+        options["dropout_rate"] = config.dropout_rate
+    return inception.build_model(config.model, num_classes or config.num_classes,
+                                 config.image_size, **options)
+
+
+def read_class_names(run_dir):
+    with open(os.path.join(run_dir, "data", "class_names.txt")) as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def restore_model(run_dir, checkpoint=None):
+    """(model, config, class names, checkpoint path, step) of a run, from its checkpoint."""
+    config = load_run_config(run_dir)
+    model = build_model_from_config(config)
+    checkpoints = Checkpoints(run_dir, model)
+    try:
+        path = checkpoints.restore(checkpoint)
+    except AssertionError as e:
+        raise ValueError(f"Checkpoint {checkpoint or checkpoints.latest!r} does not hold a "
+                         f"{config.model} model like the one in {run_dir!r}: {e}") from None
+    if path is None:
+        raise ValueError(f"No checkpoint in {checkpoints.directory!r}; has this run trained "
+                         f"for at least one epoch or --checkpoint_every steps?")
+    return model, config, read_class_names(run_dir), path, int(checkpoints.step.numpy())

@@ -1,0 +1,45 @@
+"""TensorBoard logs: `train/` (per-tower losses, totals, learning rate, speed) and `eval/`."""
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from training.devices import tower_name
+
+TOWER_METRICS = ("main_loss", "aux1_loss", "aux2_loss", "aux_loss", "accuracy")
+
+
+class Summaries:
+    def __init__(self, run_dir, towers):
+        self.train = tf.summary.create_file_writer(os.path.join(run_dir, "train"))
+        self.eval = tf.summary.create_file_writer(os.path.join(run_dir, "eval"))
+        self.towers = [tower_name(d) for d in towers]
+
+    def write_train(self, step, tower_means, learning_rate, images_per_second):
+        """`tower_means`: {metric: array of per-tower means over the logging window}."""
+        with self.train.as_default(step=step):
+            for metric, values in tower_means.items():
+                if metric in TOWER_METRICS:
+                    for tower, value in zip(self.towers, values):
+                        tf.summary.scalar(f"{tower}/{metric}", value)
+            tf.summary.scalar("total_loss", np.mean(tower_means["total_loss"]))
+            tf.summary.scalar("train_top1", np.mean(tower_means["accuracy"]))
+            tf.summary.scalar("learning_rate", learning_rate)
+            tf.summary.scalar("images_per_second", images_per_second)
+        self.train.flush()
+
+    def write_eval(self, step, metrics):
+        with self.eval.as_default(step=step):
+            for name in ("top1", "top5", "loss"):
+                tf.summary.scalar(name, metrics[name])
+        self.eval.flush()
+
+    def write_model_and_inputs(self, step, model, images, image_size):
+        """The inference graph, and a few augmented training inputs as the model sees them."""
+        forward = tf.function(lambda x: model(x, training=False))
+        graph = forward.get_concrete_function(
+            tf.TensorSpec([None, image_size, image_size, 3], tf.float32)).graph
+        with self.train.as_default(step=step):
+            tf.summary.graph(graph)
+            tf.summary.image("augmented_inputs", (images[:6] + 1.0) / 2.0, max_outputs=6)
+        self.train.flush()
