@@ -1,0 +1,101 @@
+"""Tests for training/loop.py, in-process: two CPU towers train, log, checkpoint, resume, refuse."""
+import glob
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import cpu_devices, write_image_folder
+from training.loop import Trainer
+from training.run_dir import load_run_config, resolve_config, restore_model
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("loop") / "shapes"
+    write_image_folder(str(root), classes=("a", "b", "c"), per_class=6, size=(36, 36))
+    return str(root)
+
+
+def settings(data_dir, run_dir, **extra):
+    return {**dict(dataset="folder", data_dir=data_dir, run_dir=run_dir, model="googlenet",
+                   image_size=32, width_multiplier=0.125, batch_size=4, epochs=2, log_every=1,
+                   lr=0.01, lr_schedule="constant", warmup_epochs=0), **extra}
+
+
+def scalars(log_dir):
+    events = EventAccumulator(log_dir, size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    values = {}
+    for tag in events.Tags()["tensors"]:
+        values[tag] = [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)
+                       if e.tensor_proto.dtype == tf.float32.as_datatype_enum]
+    return {k: v for k, v in values.items() if v}, events
+
+
+@pytest.fixture(scope="module")
+def two_tower_run(data_dir, tmp_path_factory):
+    run_dir = str(tmp_path_factory.mktemp("run") / "two_towers")
+    config = resolve_config(settings(data_dir, run_dir))
+    result = Trainer(config, towers=cpu_devices(2), print_fn=lambda *a: None).train()
+    return run_dir, result
+
+
+def test_every_tensorboard_tag_is_written_and_finite(two_tower_run):
+    run_dir, result = two_tower_run
+    train, events = scalars(os.path.join(run_dir, "train"))
+    for tower in ("cpu_0", "cpu_1"):
+        for metric in ("main_loss", "aux1_loss", "aux2_loss", "accuracy"):
+            assert f"{tower}/{metric}" in train, f"{tower}/{metric}"
+    for tag in ("total_loss", "train_top1", "learning_rate", "images_per_second"):
+        assert tag in train
+    assert all(np.isfinite(v).all() for v in train.values())
+    # 12 training images (3 classes x 6, 30% held out), batch 4: 3 steps per epoch, 2 epochs.
+    assert len(train["cpu_0/main_loss"]) == 6 and result["step"] == 6
+    assert train["learning_rate"][0] == pytest.approx(0.01)
+    assert "augmented_inputs" in events.Tags()["tensors"] and events.Graph() is not None
+    evals, _ = scalars(os.path.join(run_dir, "eval"))
+    assert set(evals) == {"top1", "top5", "loss"} and len(evals["top1"]) == 2
+    assert evals["top5"][-1] >= evals["top1"][-1]
+
+
+def test_checkpoints_and_resume(two_tower_run, data_dir):
+    run_dir, _ = two_tower_run
+    model, config, class_names, path, step = restore_model(run_dir)
+    assert step == 6 and path.endswith("ckpt-6") and class_names == ["a", "b", "c"]
+    assert config.num_classes == 3
+    # More epochs on the same run: it resumes at step 6 and continues the same curves.
+    resumed = resolve_config({"run_dir": run_dir, "epochs": 3})
+    assert Trainer(resumed, towers=cpu_devices(2), print_fn=lambda *a: None).train()["step"] == 9
+    train, _ = scalars(os.path.join(run_dir, "train"))
+    assert len(train["cpu_1/main_loss"]) == 9
+
+
+def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(two_tower_run):
+    run_dir, _ = two_tower_run
+    latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    exploding = resolve_config({"run_dir": run_dir, "epochs": 6, "lr": 1e30})
+    with pytest.raises(FloatingPointError, match=r"at step \d+"):
+        Trainer(exploding, towers=cpu_devices(2), print_fn=lambda *a: None).train()
+    assert tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints")) == latest
+
+
+def test_batch_must_divide_by_towers(data_dir, tmp_path):
+    config = resolve_config(settings(data_dir, str(tmp_path / "r"), batch_size=5))
+    with pytest.raises(ValueError, match="--batch_size=5 .*must divide by the number of towers"):
+        Trainer(config, towers=cpu_devices(2))
+    assert not glob.glob(str(tmp_path / "r" / "checkpoints" / "*"))
+
+
+def test_another_class_list_is_refused(data_dir, tmp_path):
+    run_dir = str(tmp_path / "r")
+    config = resolve_config(settings(data_dir, run_dir, epochs=1))
+    Trainer(config, towers=cpu_devices(1), print_fn=lambda *a: None)
+    saved = load_run_config(run_dir)
+    saved.num_classes = 7  # as if the run had been made on other data
+    from training.run_dir import save_run_config
+    save_run_config(saved)
+    with pytest.raises(ValueError, match="trained on 7 classes; the data now has 3"):
+        Trainer(resolve_config({"run_dir": run_dir}), towers=cpu_devices(1))
