@@ -12,6 +12,7 @@ leave a half-written cache behind.
 import glob
 import hashlib
 import os
+import random
 import tempfile
 
 import numpy as np
@@ -54,7 +55,8 @@ class InputPipeline:
         self.examples = examples
         self.image_size = image_size
         self.training = training
-        self.seed = seed
+        # Without a seed every run differs; with one, every epoch is reproducible.
+        self._base_seed = random.randrange(2 ** 31) if seed is None else int(seed)
         self.augmentation = augmentation
         self.shuffle_buffer = shuffle_buffer
         self.cache_mode = self._resolve_cache_mode(cache)
@@ -137,29 +139,41 @@ class InputPipeline:
                         len(skipped), len(self.examples), where, shown)
 
     # cache -> shuffle -> augment -> batch -> prefetch: the part done every epoch.
-    def dataset(self, batch_size, *, epoch=0, drop_remainder=None):
-        """One epoch of (float32 images [B, S, S, 3] in [-1, 1], int32 labels [B]).
+    def dataset(self, batch_size, *, epoch=0, num_epochs=1, take_batches=None, skip_batches=0,
+                drop_remainder=None):
+        """Epochs `epoch` .. `epoch + num_epochs - 1` of (float32 images [B, S, S, 3] in [-1, 1],
+        int32 labels [B]), each batched on its own; `num_epochs=None` goes on for ever.
 
-        With a `seed`, the order and the crops of epoch `epoch` are a function of (seed, epoch), so a
-        resumed run sees the same epochs an uninterrupted one would.
+        Epoch e's order and crops are a function of (seed, e) alone, so a resumed run sees the
+        epochs an uninterrupted one would. One dataset spanning every epoch of a run means one
+        iterator, instead of a new one (and its set-up pause) per epoch. `take_batches` cuts each
+        epoch; `skip_batches` skips the start of the first (a run resumed mid-epoch).
         """
-        ds = self._cached.map(lambda image, label, i: (image, label))
+        last = 2 ** 62 if num_epochs is None else epoch + num_epochs
+        cached, training, base_seed = self._cached, self.training, self._base_seed
         image_size, augmentation = self.image_size, self.augmentation
-        if self.training:
-            seed = None if self.seed is None else self.seed * 1_000_003 + epoch
-            ds = ds.shuffle(min(self.num_examples, self.shuffle_buffer), seed=seed,
-                            reshuffle_each_iteration=True)
-            random_seeds = tf.data.Dataset.random(
-                seed=None if seed is None else seed + 1, rerandomize_each_iteration=True).batch(2)
-            ds = tf.data.Dataset.zip(ds, random_seeds).map(
-                lambda example, s: (preprocessing.augment_for_train(
-                    example[0], image_size, s, augmentation), example[1]),
-                num_parallel_calls=AUTOTUNE)
-        else:
-            ds = ds.map(lambda image, label: (preprocessing.eval_crop(image, image_size), label),
-                        num_parallel_calls=AUTOTUNE)
+        buffer = max(1, min(self.num_examples, self.shuffle_buffer))
         drop_remainder = self.training if drop_remainder is None else drop_remainder
-        return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)
+
+        def one_epoch(e):
+            ds = cached.map(lambda image, label, i: (image, label))
+            if training:
+                epoch_seed = base_seed * 1_000_003 + e
+                ds = ds.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+                ds = ds.enumerate().map(
+                    lambda i, example: (preprocessing.augment_for_train(
+                        example[0], image_size, tf.stack([epoch_seed, i]), augmentation),
+                        example[1]),
+                    num_parallel_calls=AUTOTUNE)
+            else:
+                ds = ds.map(lambda image, label: (preprocessing.eval_crop(image, image_size),
+                                                  label), num_parallel_calls=AUTOTUNE)
+            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+            if take_batches is not None:
+                ds = ds.take(take_batches)
+            return ds.skip(tf.where(e == epoch, tf.constant(skip_batches, tf.int64), 0))
+
+        return tf.data.Dataset.range(epoch, last).flat_map(one_epoch).prefetch(AUTOTUNE)
 
     def steps_per_epoch(self, batch_size):
         return (self.num_examples // batch_size if self.training

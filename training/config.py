@@ -69,7 +69,7 @@ class TrainConfig:
 
 
 DATASET_DEFAULTS = {
-    "digits": dict(model="minigooglenet", width_multiplier=0.5, epochs=12, batch_size=32, lr=0.05,
+    "digits": dict(model="minigooglenet", width_multiplier=0.25, epochs=15, batch_size=32, lr=0.05,
                    lr_schedule="cosine", warmup_epochs=1, weight_decay=5e-4, label_smoothing=0.0),
     "cifar10": dict(model="minigooglenet", epochs=70, batch_size=64, lr=5e-3,
                     lr_schedule="polynomial", warmup_epochs=0, weight_decay=5e-4,

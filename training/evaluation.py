@@ -1,5 +1,6 @@
 """Evaluating a model on a pipeline across towers: probabilities, then top-k accuracy and loss."""
 import numpy as np
+import tensorflow as tf
 
 from training.step import make_eval_step
 
@@ -30,3 +31,69 @@ def scores(probs, labels):
     true_class = probs[np.arange(len(labels)), labels]
     return dict(top1=top_k_accuracy(probs, labels, 1), top5=top_k_accuracy(probs, labels, 5),
                 loss=float(np.mean(-np.log(np.maximum(true_class, 1e-12)))), count=len(labels))
+
+
+def multi_crop_dataset(examples, image_size, crops, batch_size):
+    """(crops [B, C, S, S, 3], labels [B]) straight from the files (or arrays); unreadable files
+    are dropped with their labels."""
+    from input_pipeline.crops import crops_fn
+    from input_pipeline.preprocessing import decode_image
+    make_crops = crops_fn(crops)
+    if examples.images is not None:
+        ds = tf.data.Dataset.from_tensor_slices((examples.images, examples.labels))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((examples.paths, examples.labels)).map(
+            lambda path, label: (decode_image(tf.io.read_file(path)), label))
+    ds = ds.map(lambda image, label: (make_crops(image, image_size), label),
+                num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def predict_crops(model, strategy, examples, image_size, crops, per_tower_batch, progress=None):
+    """Softmax averaged over `crops` crops per image: probabilities [N, classes], labels [N]."""
+    @tf.function
+    def step(images, labels):
+        def forward(images, labels):
+            shape = tf.shape(images)
+            flat = tf.reshape(images, tf.concat([[-1], shape[2:]], 0))
+            probs = tf.nn.softmax(model(flat, training=False)["logits"])
+            return tf.reduce_mean(tf.reshape(probs, [shape[0], shape[1], -1]), axis=1), labels
+        probs, labels = strategy.run(forward, args=(images, labels))
+        return (strategy.experimental_local_results(probs),
+                strategy.experimental_local_results(labels))
+
+    dataset = strategy.distribute_datasets_from_function(
+        lambda ctx: multi_crop_dataset(examples, image_size, crops, per_tower_batch))
+    probs, labels = [], []
+    for images, batch_labels in dataset:
+        tower_probs, tower_labels = step(images, batch_labels)
+        probs += [p.numpy() for p in tower_probs]
+        labels += [y.numpy() for y in tower_labels]
+        if progress is not None:
+            progress(sum(len(y) for y in tower_labels))
+    return np.concatenate(probs), np.concatenate(labels)
+
+
+def full_report(probs, labels, class_names):
+    """scores() plus scikit-learn's per-class precision / recall / F1 and the confusion matrix."""
+    from sklearn.metrics import classification_report, confusion_matrix
+    predictions = probs.argmax(1)
+    everyone = list(range(len(class_names)))
+    report = dict(scores(probs, labels))
+    report["per_class"] = classification_report(labels, predictions, labels=everyone,
+                                                target_names=class_names, output_dict=True,
+                                                zero_division=0)
+    report["per_class_text"] = classification_report(labels, predictions, labels=everyone,
+                                                     target_names=class_names, digits=4,
+                                                     zero_division=0)
+    report["confusion_matrix"] = confusion_matrix(labels, predictions, labels=everyone)
+    return report
+
+
+def confusion_image(matrix, cell=8):
+    """The confusion matrix as a [1, H, W, 3] float image (row-normalised, darker = more)."""
+    rows = matrix.sum(1, keepdims=True)
+    share = matrix / np.maximum(rows, 1)
+    scale = max(1, min(cell, 512 // max(1, len(matrix))))
+    grid = np.kron(share, np.ones((scale, scale)))
+    return np.repeat((1.0 - grid)[None, :, :, None], 3, axis=-1).astype(np.float32)

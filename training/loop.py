@@ -4,6 +4,7 @@ The host reads the step results only every `log_every` steps (and before every c
 devices are never held up by a per-step sync; a non-finite loss is still traced to its exact step,
 and no checkpoint is ever written from non-finite weights.
 """
+import json
 import os
 import signal
 import time
@@ -19,6 +20,8 @@ from training.checkpoints import Checkpoints
 from training.run_dir import build_model_from_config, save_run_config
 from training.step import StepConfig, make_eval_step, make_train_step
 from training.summaries import Summaries
+
+DONE_FILE = "training_done.json"  # read by evaluate.py --watch
 
 
 class TrainingInterrupted(Exception):
@@ -110,15 +113,17 @@ class Trainer:
         self.summaries = Summaries(config.run_dir, self.towers)
 
     # -- helpers -------------------------------------------------------------------------------
-    def _epoch_dataset(self, epoch, skip_steps):
-        towers = len(self.towers)
-        steps = self.steps_per_epoch
+    def _run_dataset(self, start_step):
+        """Every remaining epoch as one distributed dataset: one global step takes one batch per
+        tower, and a run resumed mid-epoch skips the steps it has done."""
+        towers, steps = len(self.towers), self.steps_per_epoch
+        epoch = start_step // steps
 
         def dataset_fn(ctx):
-            ds = self.train_data.dataset(self.per_tower_batch, epoch=epoch)
-            # Each global step takes one batch per tower; a resumed epoch skips what it has done.
-            return ds.take(steps * towers).skip(skip_steps * towers)
-        return self.strategy.distribute_datasets_from_function(dataset_fn)
+            return self.train_data.dataset(
+                self.per_tower_batch, epoch=epoch, num_epochs=self.config.epochs - epoch,
+                take_batches=steps * towers, skip_batches=(start_step - epoch * steps) * towers)
+        return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
 
     def _flush(self, pending, first_step, seconds, progress):
         """Reads the pending step results (one host sync), checks them, logs them."""
@@ -166,8 +171,11 @@ class Trainer:
                    f"{config.run_dir}")
         last_eval = None
         wrote_inputs = step > 0
+        if os.path.exists(os.path.join(config.run_dir, DONE_FILE)):
+            os.remove(os.path.join(config.run_dir, DONE_FILE))
+        batches = self._run_dataset(step) if step < total_steps else None
         with _StopOnSignal() as stop:
-            while step < total_steps:
+            while step < total_steps and not stop.received:
                 epoch = step // self.steps_per_epoch
                 self.epoch_start_step = epoch * self.steps_per_epoch
                 self._epoch_metrics = []
@@ -175,7 +183,10 @@ class Trainer:
                     "loss", "top1", "img/s"], verbose=1 if self.print is print else 0)
                 started = window_start = time.perf_counter()
                 pending, first_step = [], step
-                for images, labels in self._epoch_dataset(epoch, step - self.epoch_start_step):
+                for _ in range(self.epoch_start_step + self.steps_per_epoch - step):
+                    if stop.received:
+                        break
+                    images, labels = next(batches)
                     if not wrote_inputs:
                         local = self.strategy.experimental_local_results(images)[0]
                         self.summaries.write_model_and_inputs(step, self.model, local,
@@ -184,23 +195,25 @@ class Trainer:
                     pending.append(self.train_step(images, labels))
                     step += 1
                     due_checkpoint = config.checkpoint_every and step % config.checkpoint_every == 0
-                    if step % config.log_every == 0 or due_checkpoint or stop.received:
+                    if step % config.log_every == 0 or due_checkpoint:
                         self._flush(pending, first_step, time.perf_counter() - window_start,
                                     progress)
                         pending, first_step, window_start = [], step, time.perf_counter()
-                    if stop.received:
-                        break
-                    if due_checkpoint and step % self.steps_per_epoch:
-                        self.checkpoints.save(step, epoch)
+                        if due_checkpoint and step % self.steps_per_epoch:
+                            self.checkpoints.save(step, epoch)
                 self._flush(pending, first_step, time.perf_counter() - window_start, progress)
-                if stop.received:
-                    path = self.checkpoints.save(step, step // self.steps_per_epoch)
-                    raise TrainingInterrupted(
-                        f"Stopped at step {step} of {total_steps}; checkpoint saved to {path}. "
-                        f"Run the same command again to resume.", stop.received)
-                last_eval = self._end_epoch(epoch, step, time.perf_counter() - started)
+                if not stop.received:
+                    last_eval = self._end_epoch(epoch, step, time.perf_counter() - started)
+            if stop.received:
+                path = self.checkpoints.save(step, step // self.steps_per_epoch)
+                raise TrainingInterrupted(
+                    f"Stopped at step {step} of {total_steps}; checkpoint saved to {path}. "
+                    f"Run the same command again to resume.", stop.received)
         if last_eval is None:
             last_eval = self.evaluate()
+        # Tells `evaluate.py --watch` which checkpoint is the last one.
+        with open(os.path.join(config.run_dir, DONE_FILE), "w") as f:
+            json.dump({"step": step, "checkpoint": self.checkpoints.latest}, f)
         return dict(step=step, **last_eval)
 
     def _end_epoch(self, epoch, step, seconds):

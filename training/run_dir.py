@@ -9,6 +9,7 @@
 
 evaluate.py and predict.py need nothing but this directory.
 """
+import contextlib
 import json
 import os
 
@@ -92,11 +93,15 @@ def read_class_names(run_dir):
         return [line.rstrip("\n") for line in f]
 
 
-def restore_model(run_dir, checkpoint=None):
-    """(model, config, class names, checkpoint path, step) of a run, from its checkpoint."""
+def restore_model(run_dir, checkpoint=None, strategy=None):
+    """(model, config, class names, checkpoint path, step) of a run, from its checkpoint.
+
+    With a `strategy`, the model is built in its scope (one copy per tower).
+    """
     config = load_run_config(run_dir)
-    model = build_model_from_config(config)
-    checkpoints = Checkpoints(run_dir, model)
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model = build_model_from_config(config)
+        checkpoints = Checkpoints(run_dir, model)
     try:
         path = checkpoints.restore(checkpoint)
     except AssertionError as e:

@@ -1,0 +1,77 @@
+"""Multi-crop evaluation inputs: 1 centre crop, 10 crops, or the paper's 144 crops per image.
+
+1 and 10 crops start from the same `cache_size` square the training pipeline caches; the centre
+one of the 10 is exactly the single evaluation crop, so 10-crop differs from 1-crop only by
+averaging. 144 crops follow Section 7 of the paper: the shorter side resized to 256, 288, 320 and
+352 (scaled by image_size / 224); the left, centre and right (or top, middle, bottom) squares;
+of each square the 4 corners and the centre at the input size plus the square resized to it;
+each also mirrored: 4 x 3 x 6 x 2 = 144.
+"""
+import tensorflow as tf
+
+from input_pipeline.preprocessing import (EVAL_CROP_FRACTION, resize_for_cache,
+                                          scale_to_unit_range)
+
+CROP_COUNTS = (1, 10, 144)
+PAPER_SCALES = (256, 288, 320, 352)
+
+
+def _central_crop_size(size):
+    # tf.image.central_crop's arithmetic, so the centre crop here equals `eval_crop`'s.
+    return size - 2 * int((size - size * EVAL_CROP_FRACTION) / 2)
+
+
+def _five_crops(square, crop, out_size):
+    """4 corners + centre of a square image, each `crop` pixels, resized to `out_size`."""
+    size = square.shape[0]
+    far, mid = size - crop, (size - crop) // 2
+    boxes = [(mid, mid), (0, 0), (0, far), (far, 0), (far, far)]
+    crops = [square[y:y + crop, x:x + crop] for y, x in boxes]
+    return [tf.image.resize(c, [out_size, out_size], method="bilinear") for c in crops]
+
+
+def ten_crops(image, image_size):
+    """[10, S, S, 3] in [-1, 1]: centre + 4 corners, then the same mirrored. First = 1-crop."""
+    square = resize_for_cache(image, image_size)
+    crops = _five_crops(square, _central_crop_size(square.shape[0]), image_size)
+    crops += [tf.image.flip_left_right(c) for c in crops]
+    return scale_to_unit_range(tf.stack(crops))
+
+
+def one_crop(image, image_size):
+    return ten_crops(image, image_size)[:1]
+
+
+def paper_144_crops(image, image_size):
+    """[144, S, S, 3] in [-1, 1], the paper's multi-scale crops (see the module docstring)."""
+    image = tf.cast(image, tf.float32)
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    crops = []
+    for scale in PAPER_SCALES:
+        short = round(scale * image_size / 224)
+        ratio = tf.cast(tf.maximum(height, width), tf.float32) / tf.cast(
+            tf.minimum(height, width), tf.float32)
+        long = tf.cast(tf.round(short * ratio), tf.int32)
+        portrait = height > width
+        new_h = tf.where(portrait, long, short)
+        new_w = tf.where(portrait, short, long)
+        resized = tf.image.resize(image, tf.stack([new_h, new_w]), method="bilinear",
+                                  antialias=True)
+        for position in (0.0, 0.5, 1.0):  # left / centre / right, or top / middle / bottom
+            offset = tf.cast(tf.round(position * tf.cast(long - short, tf.float32)), tf.int32)
+            y = tf.where(portrait, offset, 0)
+            x = tf.where(portrait, 0, offset)
+            square = tf.image.crop_to_bounding_box(resized, y, x, short, short)
+            square = tf.ensure_shape(square, [short, short, 3])
+            six = _five_crops(square, image_size, image_size)
+            six.append(tf.image.resize(square, [image_size, image_size], method="bilinear"))
+            crops += six + [tf.image.flip_left_right(c) for c in six]
+    return scale_to_unit_range(tf.clip_by_value(tf.stack(crops), 0, 255))
+
+
+def crops_fn(count):
+    """The function image -> [count, S, S, 3] for --crops=count."""
+    functions = {1: one_crop, 10: ten_crops, 144: paper_144_crops}
+    if count not in functions:
+        raise ValueError(f"--crops must be one of {CROP_COUNTS}, got {count}")
+    return functions[count]

@@ -1,0 +1,149 @@
+"""Tests for evaluate.py / predict.py and training/evaluate_run.py, evaluation.py, export.py."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import input_pipeline
+from conftest import cpu_devices, write_image, write_image_folder
+from input_pipeline.crops import paper_144_crops, ten_crops
+from input_pipeline.preprocessing import decode_image, preprocess_for_eval
+from training import devices
+from training.evaluate_run import EvalSettings, evaluate_checkpoint, run, watch
+from training.loop import Trainer
+from training.run_dir import resolve_config, restore_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUIET = dict(print_fn=lambda *a: None)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("eval")
+    data_dir = str(base / "photos")
+    write_image_folder(data_dir, classes=("ant", "bee", "cat", "dog", "eel", "fox"), per_class=5,
+                       size=(40, 52))
+    run_dir = str(base / "run")
+    config = resolve_config(dict(dataset="folder", data_dir=data_dir, run_dir=run_dir,
+                                 model="minigooglenet", width_multiplier=0.25, batch_size=4,
+                                 epochs=1, log_every=1))
+    Trainer(config, towers=cpu_devices(1), **QUIET).train()
+    return run_dir, data_dir
+
+
+def one_tower():
+    return devices.make_strategy(cpu_devices(1))
+
+
+def test_accuracy_matches_an_independent_numpy_computation(trained_run):
+    run_dir, _ = trained_run
+    report = evaluate_checkpoint(EvalSettings(run_dir, batch_size=4), one_tower(), **QUIET)
+    model, config, *_ = restore_model(run_dir)
+    test = input_pipeline.load_dataset("folder", run_dir=run_dir).test
+    images = np.stack([preprocess_for_eval(decode_image(tf.io.read_file(p)), config.image_size)
+                       for p in test.paths])
+    probs = tf.nn.softmax(model(images, training=False)["logits"]).numpy()
+    ranked = np.argsort(-probs, axis=1)
+    top1 = np.mean(ranked[:, 0] == test.labels)
+    top5 = np.mean([y in r[:5] for y, r in zip(test.labels, ranked)])
+    assert report["count"] == len(test) == 12
+    assert report["top1"] == pytest.approx(top1) and report["top5"] == pytest.approx(top5)
+    assert report["top5"] >= report["top1"]
+    np.testing.assert_allclose(report["probabilities"], probs, atol=1e-5)
+    assert report["confusion_matrix"].sum() == 12
+    metrics = json.load(open(os.path.join(run_dir, "eval", "metrics.json")))
+    assert metrics["top1"] == pytest.approx(top1) and "ant" in metrics["per_class"]
+    csv_rows = open(os.path.join(run_dir, "eval", "confusion_matrix.csv")).read().splitlines()
+    assert csv_rows[0].endswith("ant,bee,cat,dog,eel,fox") and len(csv_rows) == 7
+
+
+def test_ten_crops_only_average(trained_run):
+    run_dir, _ = trained_run
+    ten = evaluate_checkpoint(EvalSettings(run_dir, crops=10, batch_size=4), one_tower(), **QUIET)
+    model, config, *_ = restore_model(run_dir)
+    test = input_pipeline.load_dataset("folder", run_dir=run_dir).test
+    image = decode_image(tf.io.read_file(test.paths[0]))
+    crops = ten_crops(image, config.image_size)
+    # The first of the 10 crops is the single evaluation crop.
+    np.testing.assert_allclose(crops[0], preprocess_for_eval(image, config.image_size), atol=1e-5)
+    np.testing.assert_allclose(crops[5], crops[0][:, ::-1], atol=1e-6)
+    averaged = tf.nn.softmax(model(crops, training=False)["logits"]).numpy().mean(0)
+    np.testing.assert_allclose(ten["probabilities"][0], averaged, atol=1e-5)
+    assert ten["top5"] >= ten["top1"]
+
+
+def test_paper_144_crops(tmp_path):
+    image = tf.constant(np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8))
+    crops = paper_144_crops(image, 32)
+    assert crops.shape == (144, 32, 32, 3)
+    assert float(tf.reduce_min(crops)) >= -1 and float(tf.reduce_max(crops)) <= 1
+    # Mirrors: crops 6..11 are crops 0..5 flipped.
+    np.testing.assert_allclose(crops[6], crops[0][:, ::-1], atol=1e-6)
+
+
+def test_export_gives_the_same_top1(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    export_dir = str(tmp_path / "serving")
+    evaluate_checkpoint(EvalSettings(run_dir, batch_size=4, export_dir=export_dir), one_tower(),
+                        **QUIET)
+    model, config, class_names, *_ = restore_model(run_dir)
+    test = input_pipeline.load_dataset("folder", run_dir=run_dir).test
+    encoded = [open(p, "rb").read() for p in test.paths]
+    served = tf.saved_model.load(export_dir).signatures["serving_default"](
+        image_bytes=tf.constant(encoded))
+    images = np.stack([preprocess_for_eval(decode_image(b), config.image_size) for b in encoded])
+    expected = model(images, training=False)["logits"].numpy().argmax(1)
+    np.testing.assert_array_equal(served["class_ids"].numpy(), expected)
+    assert [n.decode() for n in served["class_names"].numpy()] == [class_names[i] for i in expected]
+    with pytest.raises(ValueError, match="is not empty"):
+        evaluate_checkpoint(EvalSettings(run_dir, batch_size=4, export_dir=export_dir),
+                            one_tower(), **QUIET)
+
+
+def test_watch_stops_after_the_final_checkpoint(trained_run):
+    run_dir, _ = trained_run
+    reports = watch(EvalSettings(run_dir, batch_size=4, watch=True, watch_timeout=30),
+                    one_tower(), poll_seconds=0.1, **QUIET)
+    assert len(reports) == 1 and reports[0]["checkpoint"].endswith("ckpt-3")
+
+
+def test_other_data_with_unknown_classes_and_bad_dirs(trained_run, tmp_path):
+    run_dir, data_dir = trained_run
+    other = str(tmp_path / "other")
+    write_image_folder(other, classes=("ant", "yak"), per_class=2)
+    with pytest.raises(ValueError, match=r"classes the model does not know: \['yak'\]"):
+        run(EvalSettings(run_dir, data_dir=other, batch_size=4), **QUIET)
+    same = str(tmp_path / "same")
+    write_image_folder(same, classes=("bee", "fox"), per_class=2)
+    report = run(EvalSettings(run_dir, data_dir=same, batch_size=4), **QUIET)[0]
+    assert sorted(set(report["labels"])) == [1, 5]  # relabelled to the run's class indices
+    with pytest.raises(ValueError, match="has no config.json"):
+        run(EvalSettings(str(tmp_path)), **QUIET)
+
+
+def test_evaluate_and_predict_command_lines(trained_run, tmp_path):
+    run_dir, data_dir = trained_run
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"),
+                           f"--checkpoint_dir={run_dir}", "--batch_size=4"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "top-1 accuracy" in done.stdout and "precision" in done.stdout
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    image = write_image(tmp_path / "photo.png", fmt="PNG")
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "predict.py"),
+                           f"--checkpoint_dir={run_dir}", str(text), image],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert "notes.jpg: skipped, not a readable image" in lines[0]
+    assert lines[1].startswith(image + ": ") and len(lines[1].split(", ")) == 5
+    empty = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"),
+                            f"--checkpoint_dir={tmp_path}"], capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert empty.returncode == 1 and "has no config.json" in empty.stderr

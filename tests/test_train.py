@@ -1,0 +1,124 @@
+"""End-to-end tests of train.py as a user runs it (subprocesses): towers, Ctrl+C and resume."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from conftest import write_image_folder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli") / "photos"
+    write_image_folder(str(root), classes=("daisy", "roses", "tulips"), per_class=6, size=(36, 36))
+    return str(root)
+
+
+def train_args(data_dir, run_dir, *extra):
+    return [sys.executable, os.path.join(ROOT, "train.py"), "--dataset=folder",
+            f"--data_dir={data_dir}", f"--run_dir={run_dir}", "--image_size=32",
+            "--width_multiplier=0.125", "--batch_size=4", *extra]
+
+
+def run(args, timeout=300):
+    return subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def test_two_cpu_towers_end_to_end(data_dir, tmp_path):
+    run_dir = str(tmp_path / "run")
+    done = run(train_args(data_dir, run_dir, "--num_gpus=2", "--towers_on_cpu", "--epochs=2",
+                          "--model=googlenet"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 tower(s) [cpu_0, cpu_1]" in done.stdout
+    assert "Epoch 2/2: train loss" in done.stdout and "test top-1" in done.stdout
+    assert os.path.exists(os.path.join(run_dir, "checkpoints", "ckpt-6.index"))
+    assert os.path.exists(os.path.join(run_dir, "config.json"))
+
+
+def test_bad_flags_get_clear_errors(data_dir, tmp_path):
+    no_gpus = run(train_args(data_dir, str(tmp_path / "a"), "--num_gpus=3"))
+    assert no_gpus.returncode == 1
+    assert "--num_gpus=3 but 0 GPUs are visible (none)" in no_gpus.stderr
+    missing = run(train_args(str(tmp_path / "nowhere"), str(tmp_path / "b")))
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    assert "<class 1>/image001.jpg" in missing.stderr
+
+
+def test_ctrl_c_saves_and_the_same_command_resumes(data_dir, tmp_path):
+    run_dir = str(tmp_path / "run")
+    # 12 training images, batch 4: 3 steps per epoch; 40 epochs leave time to press Ctrl+C.
+    args = train_args(data_dir, run_dir, "--model=minigooglenet", "--epochs=40",
+                      "--checkpoint_every=1", "--eval_every_epochs=1000", "--log_every=1")
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=ENV)
+    index = os.path.join(run_dir, "checkpoints", "checkpoint")
+    deadline = time.time() + 240
+    while not os.path.exists(index) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "checkpoint saved to" in stdout and "Run the same command again to resume" in stdout
+    assert "Traceback" not in stderr
+    import tensorflow as tf
+    stopped_at = int(tf.train.load_variable(tf.train.latest_checkpoint(os.path.dirname(index)),
+                                            "step/.ATTRIBUTES/VARIABLE_VALUE"))
+    assert 0 < stopped_at < 120
+
+    resumed = run(args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"at step {stopped_at}" in resumed.stdout
+    # An uninterrupted run of 40 epochs of 3 steps ends at step 120; so does this one.
+    assert "Done at step 120" in resumed.stdout
+
+
+DETERMINISTIC_RUN = textwrap.dedent("""
+    import os, signal, sys
+    from training import checkpoints, loop
+    from training.run_dir import resolve_config
+    data_dir, run_dir, stop_after_epoch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    save = checkpoints.Checkpoints.save
+    def save_then_stop(self, step, epoch):
+        path = save(self, step, epoch)
+        if epoch == stop_after_epoch:  # Ctrl+C right at the end of this epoch
+            os.kill(os.getpid(), signal.SIGINT)
+        return path
+    checkpoints.Checkpoints.save = save_then_stop
+    config = resolve_config(dict(dataset="folder", data_dir=data_dir, run_dir=run_dir,
+                                 model="minigooglenet", image_size=32, width_multiplier=0.25,
+                                 batch_size=4, epochs=2, deterministic=True, seed=5))
+    try:
+        print(loop.Trainer(config, print_fn=lambda *a: None).train()["step"])
+    except loop.TrainingInterrupted as stopped:
+        print("interrupted", stopped)
+""")
+
+
+def test_interrupted_at_an_epoch_boundary_gives_the_same_weights(data_dir, tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(DETERMINISTIC_RUN)
+
+    def train(run_dir, stop_after_epoch):
+        done = run([sys.executable, str(script), data_dir, run_dir, str(stop_after_epoch)])
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+    assert train(straight, -1).strip() == "6"
+    assert "interrupted Stopped at step 3 of 6" in train(split, 1)
+    assert train(split, -1).strip() == "6"
+
+    from training.run_dir import restore_model
+    a, *_ = restore_model(straight)
+    b, *_ = restore_model(split)
+    assert len(a.weights) == len(b.weights)
+    for x, y in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(x.numpy(), y.numpy(), err_msg=x.path)

@@ -1,0 +1,144 @@
+"""Scoring a run directory the way evaluate.py does: restore, predict, report, write, export."""
+import dataclasses
+import json
+import os
+import time
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import input_pipeline
+from training import devices, evaluation
+from training.export import export_saved_model
+from training.loop import DONE_FILE
+from training.run_dir import load_run_config, read_class_names, restore_model
+
+
+
+@dataclasses.dataclass
+class EvalSettings:
+    run_dir: str
+    checkpoint: Optional[str] = None
+    crops: int = 1
+    batch_size: int = 64           # images per step, split across the towers
+    num_gpus: Optional[int] = None
+    towers_on_cpu: bool = False
+    dataset: Optional[str] = None  # evaluate on other data with the same classes
+    data_dir: Optional[str] = None
+    export_dir: Optional[str] = None
+    watch: bool = False
+    watch_timeout: float = 3600.0
+
+
+def examples_to_score(settings, config, class_names):
+    """The run's saved held-out split, or (with --dataset / --data_dir) other data relabelled to
+    the run's classes."""
+    if settings.dataset is None and settings.data_dir is None:
+        return input_pipeline.load_dataset(config.dataset, config.data_dir,
+                                           run_dir=settings.run_dir).test
+    name = settings.dataset or config.dataset
+    raw = input_pipeline.get_dataset(name).load(settings.data_dir or config.data_dir)
+    examples = raw.test if raw.test is not None else raw.train
+    known = {c: i for i, c in enumerate(class_names)}
+    unknown = [c for c in raw.class_names if c not in known]
+    if unknown:
+        raise ValueError(f"{settings.data_dir or name!r} has classes the model does not know: "
+                         f"{unknown[:10]} (the run knows {len(class_names)} classes, listed in "
+                         f"{os.path.join(settings.run_dir, 'data', 'class_names.txt')})")
+    relabel = np.array([known[c] for c in raw.class_names])
+    return dataclasses.replace(examples, labels=relabel[examples.labels])
+
+
+def print_report(report, class_names, crops, path, print_fn=print):
+    print_fn(f"Checkpoint {path}: {report['count']} images, {crops} crop(s)")
+    print_fn(f"  top-1 accuracy {report['top1']:.4f}   top-5 accuracy {report['top5']:.4f}   "
+             f"mean loss {report['loss']:.4f}")
+    print_fn(report["per_class_text"])
+
+
+def write_report(run_dir, report, class_names, step, crops, path):
+    out = os.path.join(run_dir, "eval")
+    os.makedirs(out, exist_ok=True)
+    suffix = "" if crops == 1 else f"_{crops}crops"
+    metrics = {k: report[k] for k in ("top1", "top5", "loss", "count")}
+    metrics.update(checkpoint=path, step=step, crops=crops, per_class=report["per_class"])
+    with open(os.path.join(out, f"metrics{suffix}.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    matrix = report["confusion_matrix"]
+    with open(os.path.join(out, f"confusion_matrix{suffix}.csv"), "w") as f:
+        f.write("true\\predicted," + ",".join(class_names) + "\n")
+        for name, row in zip(class_names, matrix):
+            f.write(name + "," + ",".join(str(int(v)) for v in row) + "\n")
+    writer = tf.summary.create_file_writer(out)
+    with writer.as_default(step=step):
+        for key in ("top1", "top5", "loss"):
+            tf.summary.scalar(f"evaluate/{key}{suffix}", report[key])
+        tf.summary.image(f"evaluate/confusion_matrix{suffix}",
+                         evaluation.confusion_image(matrix))
+    writer.flush()
+
+
+def evaluate_checkpoint(settings, strategy, checkpoint=None, print_fn=print):
+    model, config, class_names, path, step = restore_model(
+        settings.run_dir, checkpoint or settings.checkpoint, strategy=strategy)
+    examples = examples_to_score(settings, config, class_names)
+    towers = strategy.num_replicas_in_sync
+    per_tower = devices.check_batch_size(settings.batch_size, towers)
+    bar = keras.utils.Progbar(len(examples), verbose=1 if print_fn is print else 0)
+    seen = [0]
+
+    def progress(n):
+        seen[0] += n
+        bar.update(seen[0])
+    probs, labels = evaluation.predict_crops(model, strategy, examples, config.image_size,
+                                             settings.crops, per_tower, progress)
+    report = evaluation.full_report(probs, labels, class_names)
+    print_report(report, class_names, settings.crops, path, print_fn)
+    write_report(settings.run_dir, report, class_names, step, settings.crops, path)
+    if settings.export_dir:
+        export_saved_model(model, class_names, config.image_size, settings.export_dir)
+        print_fn(f"Exported a SavedModel to {settings.export_dir}")
+    report.update(step=step, checkpoint=path, probabilities=probs, labels=labels)
+    return report
+
+
+def watch(settings, strategy, print_fn=print, poll_seconds=2.0):
+    """Evaluates each new checkpoint as it appears, until training writes its final one or no new
+    checkpoint comes for `watch_timeout` seconds. Returns the reports."""
+    directory = os.path.join(settings.run_dir, "checkpoints")
+    reports, done_path, waited_since = [], None, time.time()
+    while True:
+        latest = tf.train.latest_checkpoint(directory)
+        if latest and latest != done_path:
+            reports.append(evaluate_checkpoint(settings, strategy, latest, print_fn))
+            done_path, waited_since = latest, time.time()
+            final = _final_checkpoint(settings.run_dir)
+            if final and os.path.basename(final) == os.path.basename(latest):
+                print_fn("Training has finished; stopping.")
+                return reports
+        elif time.time() - waited_since > settings.watch_timeout:
+            print_fn(f"No new checkpoint for {settings.watch_timeout:.0f}s; stopping.")
+            return reports
+        time.sleep(poll_seconds)
+
+
+def _final_checkpoint(run_dir):
+    path = os.path.join(run_dir, DONE_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)["checkpoint"]
+
+
+def run(settings, print_fn=print):
+    if not os.path.isdir(settings.run_dir or ""):
+        raise ValueError(f"--checkpoint_dir={settings.run_dir!r} is not a directory")
+    load_run_config(settings.run_dir)  # a clear error before any work if it is not a run
+    read_class_names(settings.run_dir)
+    strategy = devices.make_strategy(
+        devices.configure_towers(settings.num_gpus, settings.towers_on_cpu))
+    if settings.watch:
+        return watch(settings, strategy, print_fn)
+    return [evaluate_checkpoint(settings, strategy, print_fn=print_fn)]
