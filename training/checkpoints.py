@@ -13,6 +13,7 @@ class Checkpoints:
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         objects = dict(model=model, step=self.step, epoch=self.epoch)
+        self.optimizer = optimizer
         if optimizer is not None:
             objects["optimizer"] = optimizer
         self.checkpoint = tf.train.Checkpoint(**objects)
@@ -30,6 +31,8 @@ class Checkpoints:
             return None
         status = self.checkpoint.restore(path)
         status.assert_existing_objects_matched()
+        if self.optimizer is None:
+            status.expect_partial()  # evaluation restores the model without its optimizer
         return path
 
     def save(self, step, epoch):
