@@ -85,10 +85,11 @@ DETERMINISTIC_RUN = textwrap.dedent("""
     from training import checkpoints, loop
     from training.run_dir import resolve_config
     data_dir, run_dir, stop_after_epoch = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    save = checkpoints.Checkpoints.save
+    save, pressed = checkpoints.Checkpoints.save, []
     def save_then_stop(self, step, epoch):
         path = save(self, step, epoch)
-        if epoch == stop_after_epoch:  # Ctrl+C right at the end of this epoch
+        if epoch == stop_after_epoch and not pressed:  # Ctrl+C right at the end of this epoch
+            pressed.append(step)
             os.kill(os.getpid(), signal.SIGINT)
         return path
     checkpoints.Checkpoints.save = save_then_stop

@@ -8,11 +8,19 @@ import os
 import tensorflow as tf
 
 
+def random_state_variables(model):
+    return {f"state_{i}": v for i, v in enumerate(
+        v for v in model.non_trainable_variables if v.path.endswith("seed_generator_state"))}
+
+
 class Checkpoints:
     def __init__(self, run_dir, model, optimizer=None, keep=3):
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        objects = dict(model=model, step=self.step, epoch=self.epoch)
+        objects = dict(model=model, step=self.step, epoch=self.epoch,
+                       # Dropout's random state: not tracked by the model, but without it a resumed
+                       # run would draw other dropout masks than an uninterrupted one.
+                       random_states=random_state_variables(model))
         self.optimizer = optimizer
         if optimizer is not None:
             objects["optimizer"] = optimizer
