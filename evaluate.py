@@ -11,6 +11,7 @@ from absl import app
 from absl import flags as absl_flags
 
 import flags  # noqa: F401  (declares the flags)
+from input_pipeline.memory import limit_malloc_arenas
 from training.evaluate_run import EvalSettings, run
 
 FLAGS = absl_flags.FLAGS
@@ -35,4 +36,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    limit_malloc_arenas()
     app.run(main)

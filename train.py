@@ -11,6 +11,7 @@ from absl import app, logging
 from absl import flags as absl_flags
 
 import flags  # noqa: F401  (declares the flags)
+from input_pipeline.memory import limit_malloc_arenas
 from training.config import TrainConfig
 from training.loop import Trainer, TrainingInterrupted
 from training.run_dir import resolve_config
@@ -44,5 +45,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    limit_malloc_arenas()
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     app.run(main)

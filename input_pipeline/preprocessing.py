@@ -60,25 +60,76 @@ def preprocess_for_eval(image, image_size):
     return eval_crop(resize_for_cache(image, image_size), image_size)
 
 
-def augment_for_train(cached, image_size, seed, augmentation=Augmentation()):
-    """Random area/aspect crop resized to `image_size`, flip, colour jitter; then [-1, 1].
+# RGB <-> YIQ: saturation scales the two chroma axes (I, Q) and hue rotates them, so both are one
+# 3x3 colour matrix per image instead of a round trip through HSV (several times faster).
+_RGB_TO_YIQ = tf.constant([[0.299, 0.587, 0.114],
+                           [0.596, -0.274, -0.322],
+                           [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = tf.linalg.inv(_RGB_TO_YIQ)
+_CROP_ATTEMPTS = 10
 
-    `seed` is a [2] int tensor: stateless ops make every epoch's crops reproducible from it.
+
+def sample_augmentation(batch_size, seed, augmentation=Augmentation()):
+    """Random augmentation parameters for a batch of `batch_size` images, from a [2] int `seed`
+    (stateless: every epoch's crops are reproducible). float32 [B] tensors, except box [B, 4]:
+    the crop as normalised (y1, x1, y2, x2) of the cached square.
+
+    Crops follow Inception's sampler: area fraction uniform in [min_area, max_area], log aspect
+    ratio uniform, the first of 10 tries that fits, else the whole image; position uniform.
     """
-    seeds = tf.random.experimental.stateless_split(seed, 6)
-    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(cached), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seeds[0],
-        min_object_covered=0.0, aspect_ratio_range=augmentation.aspect_ratio,
-        area_range=(augmentation.min_area, augmentation.max_area), max_attempts=10,
-        use_image_if_no_bounding_boxes=True)
-    image = tf.slice(cached, begin, size)
-    image = tf.image.resize(image, [image_size, image_size], method="bilinear") / 255.0
+    seeds = tf.random.experimental.stateless_split(seed, 10)
+
+    def draw(i, low, high, shape=None):
+        return tf.random.stateless_uniform(shape or [batch_size], seeds[i], low, high)
+    tries = [batch_size, _CROP_ATTEMPTS]
+    area = draw(0, augmentation.min_area, augmentation.max_area, tries)
+    low, high = augmentation.aspect_ratio
+    ratio = tf.exp(draw(1, math.log(low), math.log(high), tries))
+    width, height = tf.sqrt(area * ratio), tf.sqrt(area / ratio)
+    fits = (width <= 1.0) & (height <= 1.0)
+    first = tf.argmax(tf.cast(fits, tf.int32), axis=1, output_type=tf.int32)
+    any_fits = tf.reduce_any(fits, axis=1)
+    width = tf.where(any_fits, tf.gather(width, first, batch_dims=1), 1.0)
+    height = tf.where(any_fits, tf.gather(height, first, batch_dims=1), 1.0)
+    top, left = draw(2, 0.0, 1.0) * (1.0 - height), draw(3, 0.0, 1.0) * (1.0 - width)
+    params = dict(box=tf.stack([top, left, top + height, left + width], axis=1),
+                  flip=tf.zeros([batch_size]), brightness=tf.zeros([batch_size]),
+                  saturation=tf.ones([batch_size]), hue=tf.zeros([batch_size]),
+                  contrast=tf.ones([batch_size]))
     if augmentation.flip:
-        image = tf.image.stateless_random_flip_left_right(image, seeds[1])
+        params["flip"] = tf.cast(draw(4, 0.0, 1.0) < 0.5, tf.float32)
     if augmentation.color_jitter:
-        image = tf.image.stateless_random_brightness(image, 32 / 255, seeds[2])
-        image = tf.image.stateless_random_saturation(image, 0.5, 1.5, seeds[3])
-        image = tf.image.stateless_random_hue(image, 0.2, seeds[4])
-        image = tf.image.stateless_random_contrast(image, 0.5, 1.5, seeds[5])
-        image = tf.clip_by_value(image, 0.0, 1.0)
-    return image * 2.0 - 1.0
+        params.update(brightness=draw(5, -32 / 255, 32 / 255), saturation=draw(6, 0.5, 1.5),
+                      hue=draw(7, -0.2, 0.2), contrast=draw(8, 0.5, 1.5))
+    return params
+
+
+def apply_augmentation(images, params, image_size, augmentation=Augmentation()):
+    """Cached uint8 squares [B, C, C, 3] and their parameters -> [B, S, S, 3] in [-1, 1]: each
+    image's own crop resized to the input size, flip, colour jitter, all as batch operations."""
+    batch = tf.shape(images)[0]
+    crops = tf.image.crop_and_resize(tf.cast(images, tf.float32), params["box"],
+                                     tf.range(batch), [image_size, image_size]) / 255.0
+    if augmentation.flip:
+        crops = tf.where(params["flip"][:, None, None, None] > 0.5,
+                         tf.reverse(crops, axis=[2]), crops)
+    if augmentation.color_jitter:
+        crops = crops + params["brightness"][:, None, None, None]
+        angle = params["hue"] * 2.0 * math.pi  # hue delta as a fraction of the colour circle
+        cos, sin, s = tf.cos(angle), tf.sin(angle), params["saturation"]
+        zero, one = tf.zeros_like(s), tf.ones_like(s)
+        chroma = tf.stack([tf.stack([one, zero, zero], -1),
+                           tf.stack([zero, s * cos, -s * sin], -1),
+                           tf.stack([zero, s * sin, s * cos], -1)], -2)   # [B, 3, 3]
+        colour = _YIQ_TO_RGB @ chroma @ _RGB_TO_YIQ
+        crops = tf.einsum("bhwc,bdc->bhwd", crops, colour)
+        mean = tf.reduce_mean(crops, axis=[1, 2], keepdims=True)
+        crops = (crops - mean) * params["contrast"][:, None, None, None] + mean
+        crops = tf.clip_by_value(crops, 0.0, 1.0)
+    return crops * 2.0 - 1.0
+
+
+def augment_for_train(cached, image_size, seed, augmentation=Augmentation()):
+    """One cached image -> its training input (the batch path, for a batch of one)."""
+    params = sample_augmentation(1, seed, augmentation)
+    return apply_augmentation(cached[None], params, image_size, augmentation)[0]
