@@ -29,6 +29,9 @@ flags.DEFINE_float("dropout_rate", None, "Dropout before the classifier (default
 # -- Towers --------------------------------------------------------------------------------------
 flags.DEFINE_integer("num_gpus", None, "Number of towers, one per GPU. Default: every visible "
                      "GPU, or one CPU tower without GPUs.")
+flags.DEFINE_enum("strategy", "auto", ["auto", "mirrored", "multi_worker"],
+                  "auto: several machines (MultiWorkerMirroredStrategy) when TF_CONFIG describes "
+                  "a cluster, else one machine's towers (MirroredStrategy).")
 flags.DEFINE_bool("towers_on_cpu", False, "Run the --num_gpus towers on logical CPU devices.")
 flags.DEFINE_integer("batch_size", None, "GLOBAL batch size, split evenly across the towers.")
 

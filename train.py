@@ -7,6 +7,7 @@
 import signal
 import sys
 
+import tensorflow as tf
 from absl import app, logging
 from absl import flags as absl_flags
 
@@ -39,6 +40,11 @@ def main(argv):
         sys.exit(128 + stopped.signal_number)
     except (ValueError, FloatingPointError) as error:
         print(f"Error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except tf.errors.UnavailableError as error:  # multi-worker: a peer went away
+        print(f"Error: a worker of the job is unreachable ({error.message.splitlines()[0]}). "
+              f"Restart every worker with the same command to resume from the last checkpoint.",
+              file=sys.stderr)
         sys.exit(1)
     print(f"Done at step {result['step']}: test top-1 {result['top1']:.4f}, "
           f"top-5 {result['top5']:.4f}, loss {result['loss']:.4f}")

@@ -14,14 +14,19 @@ class InceptionModel(keras.Model):
         super().__init__(**kwargs)
         self.trunk = trunk
         # name -> (trunk endpoint it reads, head model)
-        self.aux_sources = {name: source for name, (source, _) in (aux_heads or {}).items()}
-        self.aux_heads = {name: head for name, (_, head) in (aux_heads or {}).items()}
+        aux_heads = aux_heads or {}
+        self.aux_sources = {name: source for name, (source, _) in aux_heads.items()}
+        self.aux_names = tuple(aux_heads)
+        # Plain attributes, not a dict: tf.train.Checkpoint does not see into Keras' tracked
+        # dicts, so heads kept in one would silently be missing from every checkpoint.
+        for name, (_, head) in aux_heads.items():
+            setattr(self, f"{name}_head", head)
         self.image_size = trunk.inputs[0].shape[1]
         self.built = True
 
     @property
-    def aux_names(self):
-        return tuple(self.aux_heads)
+    def aux_heads(self):
+        return {name: getattr(self, f"{name}_head") for name in self.aux_names}
 
     def call(self, images, training=False):
         endpoints = self.trunk(images, training=training)

@@ -178,7 +178,9 @@ class InputPipeline:
                                                   label), num_parallel_calls=AUTOTUNE)
                 ds = ds.batch(batch_size, drop_remainder=drop_remainder)
             if take_batches is not None:
-                ds = ds.take(take_batches)
+                # repeat(): a worker whose shard lost files to decoding errors still gives the
+                # agreed number of batches.
+                ds = ds.repeat().take(take_batches)
             return ds.skip(tf.where(e == epoch, tf.constant(skip_batches, tf.int64), 0))
 
         return tf.data.Dataset.range(epoch, last).flat_map(one_epoch).prefetch(AUTOTUNE)

@@ -94,8 +94,12 @@ def _read_split(data_dir_out):
     return class_names, train, test
 
 
-def load_dataset(name, data_dir=None, *, run_dir=None, test_fraction=0.3, seed=0):
-    """The run's `DatasetSplits`: made (and saved under run_dir/data/) once, reloaded afterwards."""
+def load_dataset(name, data_dir=None, *, run_dir=None, test_fraction=0.3, seed=0, write=True):
+    """The run's `DatasetSplits`: made (and saved under run_dir/data/) once, reloaded afterwards.
+
+    `write=False` reads a saved split but never writes one (multi-worker training: only the
+    chief writes; the seeded split every worker makes is the same).
+    """
     spec = get_dataset(name)
     saved = os.path.join(run_dir, "data") if run_dir else None
     if saved and os.path.exists(os.path.join(saved, "dataset.json")):
@@ -114,7 +118,7 @@ def load_dataset(name, data_dir=None, *, run_dir=None, test_fraction=0.3, seed=0
         train, test = stratified_split(raw.train, test_fraction, seed)
     else:
         train, test = raw.train, raw.test
-    if saved:
+    if saved and write:
         if os.path.exists(os.path.join(saved, "dataset.json")):
             with open(os.path.join(saved, "class_names.txt")) as f:
                 known = [line.rstrip("\n") for line in f]

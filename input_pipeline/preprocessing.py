@@ -6,6 +6,7 @@ crop of a cached image is exactly `image_size` (224 from 256, as "resize 256, cr
 import dataclasses
 import math
 
+import numpy as np
 import tensorflow as tf
 
 EVAL_CROP_FRACTION = 0.875
@@ -62,10 +63,11 @@ def preprocess_for_eval(image, image_size):
 
 # RGB <-> YIQ: saturation scales the two chroma axes (I, Q) and hue rotates them, so both are one
 # 3x3 colour matrix per image instead of a round trip through HSV (several times faster).
-_RGB_TO_YIQ = tf.constant([[0.299, 0.587, 0.114],
-                           [0.596, -0.274, -0.322],
-                           [0.211, -0.523, 0.312]])
-_YIQ_TO_RGB = tf.linalg.inv(_RGB_TO_YIQ)
+# (NumPy, not TF constants: nothing may touch TensorFlow's runtime at import, see devices.py.)
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114],
+                        [0.596, -0.274, -0.322],
+                        [0.211, -0.523, 0.312]], np.float32)
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
 _CROP_ATTEMPTS = 10
 
 
@@ -121,7 +123,7 @@ def apply_augmentation(images, params, image_size, augmentation=Augmentation()):
         chroma = tf.stack([tf.stack([one, zero, zero], -1),
                            tf.stack([zero, s * cos, -s * sin], -1),
                            tf.stack([zero, s * sin, s * cos], -1)], -2)   # [B, 3, 3]
-        colour = _YIQ_TO_RGB @ chroma @ _RGB_TO_YIQ
+        colour = tf.matmul(tf.matmul(tf.constant(_YIQ_TO_RGB), chroma), tf.constant(_RGB_TO_YIQ))
         crops = tf.einsum("bhwc,bdc->bhwd", crops, colour)
         mean = tf.reduce_mean(crops, axis=[1, 2], keepdims=True)
         crops = (crops - mean) * params["contrast"][:, None, None, None] + mean

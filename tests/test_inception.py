@@ -181,3 +181,13 @@ def test_bad_arguments_get_clear_errors():
     with pytest.raises(ValueError, match="no auxiliary"):
         inception.build_model("minigooglenet", 10, aux_logits=True)
     assert inception.default_image_size("googlenet_64") == 64
+
+
+def test_checkpoints_hold_every_weight_including_the_aux_heads(tmp_path):
+    model = inception.build_model("googlenet", 3, 32, width_multiplier=0.125)
+    path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
+    other = inception.build_model("googlenet", 3, 32, width_multiplier=0.125)
+    tf.train.Checkpoint(model=other).restore(path).assert_consumed()
+    assert len(other.weights) == len(model.weights) == 128
+    for a, b in zip(model.weights, other.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

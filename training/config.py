@@ -26,6 +26,7 @@ class TrainConfig:
     cache_dir: Optional[str] = None
     # Towers and batch
     num_gpus: Optional[int] = None
+    strategy: str = "auto"                    # auto | mirrored | multi_worker (from TF_CONFIG)
     towers_on_cpu: bool = False
     batch_size: Optional[int] = None          # global: split evenly across the towers
     # Optimisation (schedules are in epochs, so they do not depend on the number of towers)

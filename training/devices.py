@@ -1,5 +1,11 @@
 """Towers: which devices train, and the tf.distribute strategy that runs one tower per device."""
+import dataclasses
+import json
+import os
+
 import tensorflow as tf
+
+STRATEGIES = ("auto", "mirrored", "multi_worker")
 
 
 def configure_towers(num_gpus=None, towers_on_cpu=False):
@@ -55,3 +61,43 @@ def check_batch_size(global_batch, num_towers):
         raise ValueError(f"--batch_size={global_batch} (the global batch) must divide by the "
                          f"number of towers ({num_towers})")
     return global_batch // num_towers
+
+
+@dataclasses.dataclass(frozen=True)
+class Worker:
+    """This process's place in the job: one of `count` workers; the chief writes the run dir."""
+    multi_worker: bool = False
+    index: int = 0
+    count: int = 1
+    is_chief: bool = True
+
+
+def worker_from_tf_config(strategy="auto"):
+    """Reads TF_CONFIG (set by hand or by a cluster launcher) to place this process.
+
+    `auto` runs multi-worker when TF_CONFIG describes more than one task. Workers are numbered
+    chief first, then the workers in order, the order MultiWorkerMirroredStrategy uses.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    raw = os.environ.get("TF_CONFIG")
+    if strategy == "mirrored" or (strategy == "auto" and not raw):
+        return Worker()
+    try:
+        tf_config = json.loads(raw or "{}")
+        cluster, task = tf_config["cluster"], tf_config["task"]
+        tasks = [("chief", i) for i in range(len(cluster.get("chief", [])))]
+        tasks += [("worker", i) for i in range(len(cluster.get("worker", [])))]
+        index = tasks.index((task["type"], int(task["index"])))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"TF_CONFIG is not a usable cluster description ({e!r}); expected e.g. "
+                         '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                         '"task": {"type": "worker", "index": 0}}') from None
+    if strategy == "auto" and len(tasks) < 2:
+        return Worker()
+    return Worker(True, index, len(tasks), is_chief=index == 0)
+
+
+def make_multi_worker_strategy():
+    """One tower per local GPU (or the CPU) on every worker; gradients all-reduced across all."""
+    return tf.distribute.MultiWorkerMirroredStrategy()

@@ -6,7 +6,9 @@ and no checkpoint is ever written from non-finite weights.
 """
 import json
 import os
+import shutil
 import signal
+import tempfile
 import time
 
 import keras
@@ -65,58 +67,87 @@ class Trainer:
     def __init__(self, config, towers=None, print_fn=print):
         self.config = config
         self.print = print_fn
-        # Towers first: splitting the CPU must happen before TensorFlow initialises its devices.
-        self.towers = towers or devices.configure_towers(config.num_gpus, config.towers_on_cpu)
+        self.worker = devices.worker_from_tf_config(config.strategy)
+        if self.worker.multi_worker:
+            # Created first: it configures the collective ops TensorFlow sets up at start-up.
+            self.strategy = devices.make_multi_worker_strategy()
+            self.towers = list(self.strategy.extended.worker_devices)
+        else:
+            # Towers first: splitting the CPU must happen before TF initialises its devices.
+            self.towers = towers or devices.configure_towers(config.num_gpus, config.towers_on_cpu)
+            self.strategy = devices.make_strategy(self.towers)
         if config.deterministic:
             keras.utils.set_random_seed(config.seed)
             tf.config.experimental.enable_op_determinism()
-        self.strategy = devices.make_strategy(self.towers)
-        self.per_tower_batch = devices.check_batch_size(config.batch_size, len(self.towers))
+        self.per_tower_batch = devices.check_batch_size(config.batch_size,
+                                                        self.strategy.num_replicas_in_sync)
         if config.mixed_precision:
             on_gpu = any("GPU" in d.upper() for d in self.towers)
             keras.mixed_precision.set_global_policy("mixed_float16" if on_gpu else "mixed_bfloat16")
+        # Only the chief writes into the run directory; other workers write to a scratch
+        # directory that is removed when they finish.
+        chief = self.worker.is_chief
+        self.write_dir = config.run_dir if chief else tempfile.mkdtemp(prefix="googlenet-worker-")
+        if chief:
+            save_run_config(config)  # first, so the directory is never ours without it
 
         self.splits = input_pipeline.load_dataset(config.dataset, config.data_dir,
                                                   run_dir=config.run_dir,
                                                   test_fraction=config.test_fraction,
-                                                  seed=config.seed)
+                                                  seed=config.seed, write=chief)
         if config.num_classes not in (None, self.splits.num_classes):
             raise ValueError(f"{config.run_dir!r} was trained on {config.num_classes} classes; "
                              f"the data now has {self.splits.num_classes}")
         config.num_classes = self.splits.num_classes
-        save_run_config(config)
+        if chief:
+            save_run_config(config)
 
         augmentation = input_pipeline.get_dataset(config.dataset).augmentation
-        cache_dir = config.cache_dir or os.path.join(config.run_dir, "cache")
+        cache_dir = (config.cache_dir if chief and config.cache_dir
+                     else os.path.join(self.write_dir, "cache"))
         common = dict(image_size=config.image_size, cache=config.cache, cache_dir=cache_dir,
-                      report_dir=config.run_dir)
+                      report_dir=config.run_dir if chief else None)
+        # Each worker reads its own shard, so no two read the same examples in an epoch.
+        shard = (self.worker.count, self.worker.index) if self.worker.multi_worker else None
         self.train_data = input_pipeline.InputPipeline(
-            self.splits.train, training=True, seed=config.seed, augmentation=augmentation, **common)
-        self.test_data = input_pipeline.InputPipeline(self.splits.test, training=False, **common)
-        self.steps_per_epoch = self.train_data.steps_per_epoch(config.batch_size)
+            self.splits.train, training=True, seed=config.seed, augmentation=augmentation,
+            shard=shard, **common)
+        self.test_data = (input_pipeline.InputPipeline(self.splits.test, training=False, **common)
+                          if chief else None)
+        # Workers meet in every all-reduce, so they must agree on the steps per epoch: computed
+        # alike everywhere from the split, not from what each one could decode.
+        examples = (len(self.splits.train) // self.worker.count if self.worker.multi_worker
+                    else self.train_data.num_examples)
+        self.steps_per_epoch = examples // (self.per_tower_batch * len(self.towers))
         if self.steps_per_epoch == 0:
-            raise ValueError(f"--batch_size={config.batch_size} is larger than the "
-                             f"{self.train_data.num_examples} training images")
+            raise ValueError(f"--batch_size={config.batch_size} is larger than the {examples} "
+                             f"training images of a worker")
 
         with self.strategy.scope():
             self.model = build_model_from_config(config)
             self.optimizer, self.schedule = optimization.build_optimizer(config, self.steps_per_epoch)
             self.optimizer.build(self.model.trainable_variables)
-            self.checkpoints = Checkpoints(config.run_dir, self.model, self.optimizer,
+            self.checkpoints = Checkpoints(self.write_dir, self.model, self.optimizer,
                                            keep=config.keep_checkpoints)
-            self.restored = self.checkpoints.restore()
+            # Every worker restores the chief's checkpoint (a shared file system on clusters).
+            self.restored = self.checkpoints.restore(
+                tf.train.latest_checkpoint(os.path.join(config.run_dir, "checkpoints")))
         step_config = StepConfig(config.batch_size, config.num_classes, config.aux_weight,
                                  config.label_smoothing, config.weight_decay)
         self.train_step = make_train_step(self.model, self.optimizer, self.strategy, step_config,
                                           jit_compile=config.jit_compile)
-        self.eval_step = make_eval_step(self.model, self.strategy)
-        self.summaries = Summaries(config.run_dir, self.towers)
+        # Held-out evaluation runs on the chief alone, outside the all-reduce, with one worker's
+        # towers (all of them when there is one worker).
+        self.eval_strategy = (tf.distribute.get_strategy() if self.worker.multi_worker
+                              else self.strategy)
+        self.eval_step = make_eval_step(self.model, self.eval_strategy)
+        self.summaries = Summaries(self.write_dir, self.towers)
 
     # -- helpers -------------------------------------------------------------------------------
     def _run_dataset(self, start_step):
         """Every remaining epoch as one distributed dataset: one global step takes one batch per
         tower, and a run resumed mid-epoch skips the steps it has done."""
-        towers, steps = len(self.towers), self.steps_per_epoch
+        towers, steps = len(self.towers), self.steps_per_epoch  # this worker's towers
         epoch = start_step // steps
 
         def dataset_fn(ctx):
@@ -151,12 +182,19 @@ class Trainer:
         return means
 
     def evaluate(self):
-        probs, labels = evaluation.predict(self.model, self.strategy, self.test_data,
+        probs, labels = evaluation.predict(self.model, self.eval_strategy, self.test_data,
                                            self.per_tower_batch, self.eval_step)
         return evaluation.scores(probs, labels)
 
     # -- the loop ------------------------------------------------------------------------------
     def train(self):
+        try:
+            return self._train()
+        finally:
+            if not self.worker.is_chief:
+                shutil.rmtree(self.write_dir, ignore_errors=True)
+
+    def _train(self):
         config = self.config
         step = int(self.checkpoints.step.numpy())
         total_steps = config.epochs * self.steps_per_epoch
@@ -164,14 +202,14 @@ class Trainer:
             self.print(f"Resumed from {self.restored} at step {step} "
                        f"(epoch {step // self.steps_per_epoch + 1}).")
         self.print(f"Training {config.model} on {config.dataset}: {self.train_data.num_examples} "
-                   f"train / {self.test_data.num_examples} test images, {config.num_classes} "
+                   f"train / {len(self.splits.test)} test images, {config.num_classes} "
                    f"classes, {len(self.towers)} tower(s) "
                    f"[{', '.join(devices.tower_name(d) for d in self.towers)}], global batch "
                    f"{config.batch_size}, {self.steps_per_epoch} steps/epoch. Run dir: "
                    f"{config.run_dir}")
         last_eval = None
         wrote_inputs = step > 0
-        if os.path.exists(os.path.join(config.run_dir, DONE_FILE)):
+        if self.worker.is_chief and os.path.exists(os.path.join(config.run_dir, DONE_FILE)):
             os.remove(os.path.join(config.run_dir, DONE_FILE))
         batches = self._run_dataset(step) if step < total_steps else None
         with _StopOnSignal() as stop:
@@ -209,6 +247,8 @@ class Trainer:
                 raise TrainingInterrupted(
                     f"Stopped at step {step} of {total_steps}; checkpoint saved to {path}. "
                     f"Run the same command again to resume.", stop.received)
+        if not self.worker.is_chief:
+            return dict(step=step)
         if last_eval is None:
             last_eval = self.evaluate()
         # Tells `evaluate.py --watch` which checkpoint is the last one.
@@ -220,7 +260,7 @@ class Trainer:
         config = self.config
         done = epoch + 1
         result = None
-        if done % config.eval_every_epochs == 0 or done == config.epochs:
+        if self.worker.is_chief and (done % config.eval_every_epochs == 0 or done == config.epochs):
             result = self.evaluate()
             self.summaries.write_eval(step, result)
         path = self.checkpoints.save(step, done)

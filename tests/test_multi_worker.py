@@ -1,0 +1,97 @@
+"""Multi-worker training on one machine: two real worker processes on 127.0.0.1 (issue: beyond one
+machine). Both must finish, hold the same weights, and only the chief may write the run dir."""
+import glob
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from conftest import write_image_folder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+WORKER = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    from training import loop
+    from training.run_dir import resolve_config
+    data_dir, run_dir, out = sys.argv[1:4]
+    config = resolve_config(dict(dataset="folder", data_dir=data_dir, run_dir=run_dir,
+                                 model="googlenet", image_size=32, width_multiplier=0.125,
+                                 batch_size=4, epochs=2, log_every=1, lr=0.01,
+                                 lr_schedule="constant", warmup_epochs=0,
+                                 strategy="multi_worker"))
+    trainer = loop.Trainer(config, print_fn=lambda *a: None)
+    result = trainer.train()
+    model = trainer.model
+    ordered = model.trunk.weights + [w for k in sorted(model.aux_heads)
+                                     for w in model.aux_heads[k].weights]
+    np.savez(out, *[v.numpy() for v in ordered])
+    print("RESULT", trainer.worker.index, trainer.worker.is_chief, result["step"],
+          trainer.write_dir, os.path.exists(trainer.write_dir))
+""")
+
+
+def free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_train_the_same_model(tmp_path):
+    data_dir = str(tmp_path / "photos")
+    write_image_folder(data_dir, classes=("a", "b", "c"), per_class=8, size=(36, 36))
+    run_dir = str(tmp_path / "run")
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    processes = []
+    for index in range(2):
+        env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3",
+               "TF_CONFIG": json.dumps({"cluster": {"worker": workers},
+                                        "task": {"type": "worker", "index": index}})}
+        processes.append(subprocess.Popen(
+            [sys.executable, str(script), data_dir, run_dir, str(tmp_path / f"w{index}.npz")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=300))
+    except subprocess.TimeoutExpired:
+        for process in processes:
+            process.kill()
+        pytest.fail("the workers did not finish within 300 s (a hang)")
+    for process, (stdout, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr[-3000:]
+
+    results = [out.split("RESULT ")[1].split() for out, _ in outputs]
+    # 16 training images, 8 per worker, 2 per tower and step: 4 steps per epoch, 2 epochs.
+    assert [r[:3] for r in results] == [["0", "True", "8"], ["1", "False", "8"]]
+    assert results[1][3] != run_dir and not results[1][3].startswith(run_dir)
+    assert results[1][4] == "False"  # the non-chief's scratch directory is gone
+
+    chief, other = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
+    assert len(chief.files) == len(other.files) > 10
+    for key in chief.files:
+        np.testing.assert_array_equal(chief[key], other[key])
+
+    from training.run_dir import restore_model
+    model, _, _, path, step = restore_model(run_dir)
+    assert step == 8
+    ordered = model.trunk.weights + [w for k in sorted(model.aux_heads)
+                                     for w in model.aux_heads[k].weights]
+    assert len(ordered) == len(chief.files)
+    for i, variable in enumerate(ordered):
+        np.testing.assert_array_equal(variable.numpy(), chief[f"arr_{i}"], err_msg=variable.path)
+    # Only the chief's summaries: one events file per log directory.
+    assert len(glob.glob(os.path.join(run_dir, "train", "events.*"))) == 1
+    assert len(glob.glob(os.path.join(run_dir, "eval", "events.*"))) == 1
