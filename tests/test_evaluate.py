@@ -147,3 +147,13 @@ def test_evaluate_and_predict_command_lines(trained_run, tmp_path):
                             f"--checkpoint_dir={tmp_path}"], capture_output=True, text=True,
                            env=env, timeout=300)
     assert empty.returncode == 1 and "has no config.json" in empty.stderr
+
+
+def test_checkpoint_of_another_model_is_refused(trained_run, tmp_path):
+    import inception
+    from training.checkpoints import Checkpoints
+    run_dir, _ = trained_run
+    other = inception.build_model("googlenet", 6, 32, width_multiplier=0.125)
+    path = Checkpoints(str(tmp_path), other).save(1, 0)
+    with pytest.raises(ValueError, match="does not hold a minigooglenet model"):
+        run(EvalSettings(run_dir, checkpoint=path, batch_size=4), **QUIET)

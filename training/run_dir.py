@@ -104,9 +104,11 @@ def restore_model(run_dir, checkpoint=None, strategy=None):
         checkpoints = Checkpoints(run_dir, model)
     try:
         path = checkpoints.restore(checkpoint)
-    except AssertionError as e:
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        # Missing objects (AssertionError), other shapes (ValueError), unreadable (OpError).
+        reason = str(e).splitlines()[0][:300]
         raise ValueError(f"Checkpoint {checkpoint or checkpoints.latest!r} does not hold a "
-                         f"{config.model} model like the one in {run_dir!r}: {e}") from None
+                         f"{config.model} model like the one in {run_dir!r}: {reason}") from None
     if path is None:
         raise ValueError(f"No checkpoint in {checkpoints.directory!r}; has this run trained "
                          f"for at least one epoch or --checkpoint_every steps?")
