@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -20,10 +21,10 @@ WORKER = textwrap.dedent("""
     import numpy as np
     from training import loop
     from training.run_dir import resolve_config
-    data_dir, run_dir, out = sys.argv[1:4]
+    data_dir, run_dir, out, epochs = sys.argv[1:5]
     config = resolve_config(dict(dataset="folder", data_dir=data_dir, run_dir=run_dir,
                                  model="googlenet", image_size=32, width_multiplier=0.125,
-                                 batch_size=4, epochs=2, log_every=1, lr=0.01,
+                                 batch_size=4, epochs=int(epochs), log_every=1, lr=0.01,
                                  lr_schedule="constant", warmup_epochs=0,
                                  strategy="multi_worker"))
     trainer = loop.Trainer(config, print_fn=lambda *a: None)
@@ -47,10 +48,7 @@ def free_ports(n):
     return ports
 
 
-def test_two_workers_train_the_same_model(tmp_path):
-    data_dir = str(tmp_path / "photos")
-    write_image_folder(data_dir, classes=("a", "b", "c"), per_class=8, size=(36, 36))
-    run_dir = str(tmp_path / "run")
+def start_workers(tmp_path, data_dir, run_dir, epochs):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
@@ -60,8 +58,16 @@ def test_two_workers_train_the_same_model(tmp_path):
                "TF_CONFIG": json.dumps({"cluster": {"worker": workers},
                                         "task": {"type": "worker", "index": index}})}
         processes.append(subprocess.Popen(
-            [sys.executable, str(script), data_dir, run_dir, str(tmp_path / f"w{index}.npz")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+            [sys.executable, str(script), data_dir, run_dir, str(tmp_path / f"w{index}.npz"),
+             str(epochs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    return processes
+
+
+def test_two_workers_train_the_same_model(tmp_path):
+    data_dir = str(tmp_path / "photos")
+    write_image_folder(data_dir, classes=("a", "b", "c"), per_class=8, size=(36, 36))
+    run_dir = str(tmp_path / "run")
+    processes = start_workers(tmp_path, data_dir, run_dir, epochs=2)
     outputs = []
     try:
         for process in processes:
@@ -95,3 +101,32 @@ def test_two_workers_train_the_same_model(tmp_path):
     # Only the chief's summaries: one events file per log directory.
     assert len(glob.glob(os.path.join(run_dir, "train", "events.*"))) == 1
     assert len(glob.glob(os.path.join(run_dir, "eval", "events.*"))) == 1
+
+
+def test_a_dying_worker_stops_the_job_and_a_restart_resumes(tmp_path):
+    data_dir = str(tmp_path / "photos")
+    write_image_folder(data_dir, classes=("a", "b", "c"), per_class=8, size=(36, 36))
+    run_dir = str(tmp_path / "run")
+    chief, other = start_workers(tmp_path, data_dir, run_dir, epochs=40)
+    index = os.path.join(run_dir, "checkpoints", "checkpoint")
+    deadline = time.time() + 240
+    while not os.path.exists(index) and chief.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    other.kill()
+    try:
+        _, stderr = chief.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        chief.kill()
+        pytest.fail("the chief hung after its peer died")
+    other.communicate()
+    assert chief.returncode != 0 and "UnavailableError" in stderr
+    import tensorflow as tf
+    saved = int(tf.train.load_variable(tf.train.latest_checkpoint(os.path.dirname(index)),
+                                       "step/.ATTRIBUTES/VARIABLE_VALUE"))
+    assert 0 < saved < 160
+    # Restarting every worker resumes from that checkpoint and finishes the 40 epochs.
+    restarted = start_workers(tmp_path, data_dir, run_dir, epochs=40)
+    outputs = [p.communicate(timeout=300) for p in restarted]
+    for process, (stdout, stderr) in zip(restarted, outputs):
+        assert process.returncode == 0, stderr[-3000:]
+        assert stdout.split("RESULT ")[1].split()[2] == "160"
