@@ -6,7 +6,7 @@ is built from one of its rows by `InceptionModule`.
 import keras
 
 from inception.layers import (ConvBlock, InceptionModule, InceptionWidths,
-                              LocalResponseNormalization, scale_width)
+                              LocalResponseNormalization, classifier, scale_width)
 from inception.model import InceptionModel
 
 # Table 1: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj. None marks the paper's
@@ -82,10 +82,7 @@ def build_googlenet(num_classes, image_size, *, small_input=False, batch_norm=Fa
         x = InceptionModule(widths.scaled(width_multiplier), batch_norm=batch_norm,
                             name="inception_" + module)(x)
         endpoints[module] = x
-    x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
-    endpoints["pool"] = x
-    x = keras.layers.Dropout(dropout_rate, name="dropout")(x)
-    endpoints["logits"] = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
+    classifier(x, num_classes, dropout_rate, endpoints)
     trunk = keras.Model(images, endpoints, name=name + "_trunk")
 
     heads = {}

@@ -5,7 +5,7 @@ followed by batch norm; the auxiliary classifier reads `mixed7` (slim's Mixed_6e
 """
 import keras
 
-from inception.layers import ConvBlock, scale_width
+from inception.layers import ConvBlock, classifier, scale_width
 from inception.model import InceptionModel
 
 AUX_SOURCES = {"aux": "mixed7"}
@@ -108,9 +108,7 @@ def build_inception_v3(num_classes, image_size, *, width_multiplier=1.0, dropout
     x = endpoints["mixed8"] = b.reduce_17_to_8(x, name="mixed8")
     for i in (9, 10):
         x = endpoints[f"mixed{i}"] = b.block_8x8(x, name=f"mixed{i}")
-    x = endpoints["pool"] = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
-    x = keras.layers.Dropout(dropout_rate, name="dropout")(x)
-    endpoints["logits"] = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
+    classifier(x, num_classes, dropout_rate, endpoints)
     trunk = keras.Model(images, endpoints, name=name + "_trunk")
     heads = {}
     if aux_logits:

@@ -107,3 +107,14 @@ class InceptionModule(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.widths.out_channels)
+
+
+def classifier(x, num_classes, dropout_rate, endpoints):
+    """global average pool -> dropout -> linear, the head every model of the family ends with.
+
+    Adds 'pool' and 'logits' to `endpoints`; the logits are float32 even under mixed precision.
+    """
+    x = endpoints["pool"] = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
+    x = keras.layers.Dropout(dropout_rate, name="dropout")(x)
+    endpoints["logits"] = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
+    return endpoints["logits"]

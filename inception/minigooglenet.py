@@ -6,7 +6,7 @@ downsample module = concat(conv 3x3/2 valid K, maxpool 3x3/2 valid).
 """
 import keras
 
-from inception.layers import ConvBlock, scale_width
+from inception.layers import ConvBlock, classifier, scale_width
 from inception.model import InceptionModel
 
 # (endpoint name, module kind, widths): ("inception", K1, K3) or ("downsample", K).
@@ -48,8 +48,5 @@ def build_minigooglenet(num_classes, image_size, *, width_multiplier=1.0, dropou
         x = (_inception if kind == "inception" else _downsample)(x, *widths, name=module)
         endpoints[module] = x
     # The paper's 7x7 average pool is the global pool at 32 px; global keeps other sizes working.
-    x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
-    endpoints["pool"] = x
-    x = keras.layers.Dropout(dropout_rate, name="dropout")(x)
-    endpoints["logits"] = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
+    classifier(x, num_classes, dropout_rate, endpoints)
     return InceptionModel(keras.Model(images, endpoints, name=name + "_trunk"), name=name)

@@ -7,9 +7,13 @@ from training.step import make_eval_step
 
 def predict(model, strategy, pipeline, per_tower_batch, eval_step=None, progress=None):
     """Softmax probabilities [N, classes] and labels [N] over one pass of `pipeline`."""
-    eval_step = eval_step or make_eval_step(model, strategy)
     dataset = strategy.distribute_datasets_from_function(
         lambda ctx: pipeline.dataset(per_tower_batch, drop_remainder=False))
+    return _collect(dataset, eval_step or make_eval_step(model, strategy), progress)
+
+
+def _collect(dataset, eval_step, progress):
+    """Runs `eval_step` over a distributed dataset; every tower's probabilities and labels."""
     probs, labels = [], []
     for images, batch_labels in dataset:
         tower_probs, tower_labels = eval_step(images, batch_labels)
@@ -51,27 +55,9 @@ def multi_crop_dataset(examples, image_size, crops, batch_size):
 
 def predict_crops(model, strategy, examples, image_size, crops, per_tower_batch, progress=None):
     """Softmax averaged over `crops` crops per image: probabilities [N, classes], labels [N]."""
-    @tf.function
-    def step(images, labels):
-        def forward(images, labels):
-            shape = tf.shape(images)
-            flat = tf.reshape(images, tf.concat([[-1], shape[2:]], 0))
-            probs = tf.nn.softmax(model(flat, training=False)["logits"])
-            return tf.reduce_mean(tf.reshape(probs, [shape[0], shape[1], -1]), axis=1), labels
-        probs, labels = strategy.run(forward, args=(images, labels))
-        return (strategy.experimental_local_results(probs),
-                strategy.experimental_local_results(labels))
-
     dataset = strategy.distribute_datasets_from_function(
         lambda ctx: multi_crop_dataset(examples, image_size, crops, per_tower_batch))
-    probs, labels = [], []
-    for images, batch_labels in dataset:
-        tower_probs, tower_labels = step(images, batch_labels)
-        probs += [p.numpy() for p in tower_probs]
-        labels += [y.numpy() for y in tower_labels]
-        if progress is not None:
-            progress(sum(len(y) for y in tower_labels))
-    return np.concatenate(probs), np.concatenate(labels)
+    return _collect(dataset, make_eval_step(model, strategy), progress)
 
 
 def full_report(probs, labels, class_names):

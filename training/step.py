@@ -88,11 +88,20 @@ def make_train_step(model, optimizer, strategy, config, jit_compile=False):
 
 
 def make_eval_step(model, strategy):
-    """A tf.function giving per-tower (probabilities, labels) for one distributed batch."""
+    """A tf.function giving per-tower (probabilities, labels) for one distributed batch.
+
+    Images [B, S, S, 3], or [B, C, S, S, 3] for C crops per image: the softmax is then averaged
+    over each image's crops.
+    """
     @tf.function
     def run(images, labels):
         def forward(images, labels):
-            return tf.nn.softmax(model(images, training=False)["logits"]), labels
+            if images.shape.rank == 4:
+                return tf.nn.softmax(model(images, training=False)["logits"]), labels
+            shape = tf.shape(images)
+            flat = tf.reshape(images, tf.concat([[-1], shape[2:]], 0))
+            probs = tf.nn.softmax(model(flat, training=False)["logits"])
+            return tf.reduce_mean(tf.reshape(probs, [shape[0], shape[1], -1]), axis=1), labels
         probs, labels = strategy.run(forward, args=(images, labels))
         return (strategy.experimental_local_results(probs),
                 strategy.experimental_local_results(labels))
