@@ -108,27 +108,39 @@ def sample_augmentation(batch_size, seed, augmentation=Augmentation()):
 
 def apply_augmentation(images, params, image_size, augmentation=Augmentation()):
     """Cached uint8 squares [B, C, C, 3] and their parameters -> [B, S, S, 3] in [-1, 1]: each
-    image's own crop resized to the input size, flip, colour jitter, all as batch operations."""
+    image's own crop resized to the input size, flip, colour jitter, all as batch operations.
+
+    Two tricks keep this at a few ops per batch (benchmarks/pipeline.py measures it): a crop box
+    with x1 > x2 is sampled mirrored, so the flip is free; and brightness, the colour matrix,
+    contrast about the mean and the scaling to [-1, 1] compose into one affine map per image,
+    y = A x + b, applied as one batched matmul.
+    """
     batch = tf.shape(images)[0]
-    crops = tf.image.crop_and_resize(tf.cast(images, tf.float32), params["box"],
-                                     tf.range(batch), [image_size, image_size]) / 255.0
+    box = params["box"]
     if augmentation.flip:
-        crops = tf.where(params["flip"][:, None, None, None] > 0.5,
-                         tf.reverse(crops, axis=[2]), crops)
-    if augmentation.color_jitter:
-        crops = crops + params["brightness"][:, None, None, None]
-        angle = params["hue"] * 2.0 * math.pi  # hue delta as a fraction of the colour circle
-        cos, sin, s = tf.cos(angle), tf.sin(angle), params["saturation"]
-        zero, one = tf.zeros_like(s), tf.ones_like(s)
-        chroma = tf.stack([tf.stack([one, zero, zero], -1),
-                           tf.stack([zero, s * cos, -s * sin], -1),
-                           tf.stack([zero, s * sin, s * cos], -1)], -2)   # [B, 3, 3]
-        colour = tf.matmul(tf.matmul(tf.constant(_YIQ_TO_RGB), chroma), tf.constant(_RGB_TO_YIQ))
-        crops = tf.einsum("bhwc,bdc->bhwd", crops, colour)
-        mean = tf.reduce_mean(crops, axis=[1, 2], keepdims=True)
-        crops = (crops - mean) * params["contrast"][:, None, None, None] + mean
-        crops = tf.clip_by_value(crops, 0.0, 1.0)
-    return crops * 2.0 - 1.0
+        mirrored = tf.gather(box, [0, 3, 2, 1], axis=1)
+        box = tf.where(params["flip"][:, None] > 0.5, mirrored, box)
+    crops = tf.image.crop_and_resize(images, box, tf.range(batch), [image_size, image_size])
+    if not augmentation.color_jitter:
+        return crops * (2.0 / 255.0) - 1.0
+    angle = params["hue"] * 2.0 * math.pi  # hue delta as a fraction of the colour circle
+    cos, sin, s = tf.cos(angle), tf.sin(angle), params["saturation"]
+    zero, one = tf.zeros_like(s), tf.ones_like(s)
+    chroma = tf.stack([tf.stack([one, zero, zero], -1),
+                       tf.stack([zero, s * cos, -s * sin], -1),
+                       tf.stack([zero, s * sin, s * cos], -1)], -2)   # [B, 3, 3]
+    colour = tf.matmul(tf.matmul(tf.constant(_YIQ_TO_RGB), chroma), tf.constant(_RGB_TO_YIQ))
+    # In [0, 1] units: z = M (x + brightness), then contrast k about z's mean, then 2 z - 1:
+    # 2 k M x + 2 (1 - k) M mean(x) + 2 brightness M 1 - 1, with x = crop / 255.
+    pixels = tf.reshape(crops, [batch, image_size * image_size, 3])
+    contrast = params["contrast"][:, None, None]
+    mean = tf.reduce_mean(pixels, axis=1, keepdims=True)                     # [B, 1, 3]
+    weights = (2.0 / 255.0) * contrast * colour
+    bias = (tf.matmul(mean, (2.0 / 255.0) * (1.0 - contrast) * colour, transpose_b=True)
+            + 2.0 * params["brightness"][:, None, None] * tf.reduce_sum(colour, -1)[:, None, :]
+            - 1.0)
+    pixels = tf.clip_by_value(tf.matmul(pixels, weights, transpose_b=True) + bias, -1.0, 1.0)
+    return tf.reshape(pixels, [batch, image_size, image_size, 3])
 
 
 def augment_for_train(cached, image_size, seed, augmentation=Augmentation()):

@@ -71,3 +71,39 @@ def test_flip_happens_about_half_the_time():
         out = preprocessing.augment_for_train(cached, 8, tf.constant([i, 0]), flip_only).numpy()
         flipped += bool(out[0, 0, 0] > out[0, -1, 0])
     assert 8 <= flipped <= 32
+
+
+def whole_image_params(batch, **overrides):
+    params = dict(box=tf.constant([[0.0, 0.0, 1.0, 1.0]] * batch), flip=tf.zeros([batch]),
+                  brightness=tf.zeros([batch]), saturation=tf.ones([batch]),
+                  hue=tf.zeros([batch]), contrast=tf.ones([batch]))
+    params.update({k: tf.constant(v, tf.float32) for k, v in overrides.items()})
+    return params
+
+
+def test_colour_jitter_matches_tf_image_brightness_then_contrast():
+    image = np.random.default_rng(3).integers(40, 200, (1, 9, 9, 3), dtype=np.uint8)
+    params = whole_image_params(1, brightness=[0.1], contrast=[1.3])
+    out = preprocessing.apply_augmentation(tf.constant(image), params, 9).numpy()
+    expected = tf.image.adjust_contrast(tf.image.adjust_brightness(image / 255.0, 0.1), 1.3)
+    np.testing.assert_allclose(out, np.clip(expected.numpy(), 0, 1) * 2 - 1, atol=1e-5)
+
+
+def test_zero_saturation_gives_rec601_luma_and_a_full_hue_turn_changes_nothing():
+    image = np.random.default_rng(4).integers(0, 256, (2, 5, 5, 3), dtype=np.uint8)
+    params = whole_image_params(2, saturation=[0.0, 1.0], hue=[0.0, 1.0])
+    out = preprocessing.apply_augmentation(tf.constant(image), params, 5).numpy()
+    luma = image[0] @ np.array([0.299, 0.587, 0.114]) / 127.5 - 1
+    for channel in range(3):
+        np.testing.assert_allclose(out[0, ..., channel], luma, atol=1e-4)
+    np.testing.assert_allclose(out[1], image[1] / 127.5 - 1, atol=1e-4)
+
+
+def test_flip_is_an_exact_mirror_of_the_same_crop():
+    image = np.random.default_rng(5).integers(0, 256, (1, 20, 20, 3), dtype=np.uint8)
+    box = [[0.1, 0.2, 0.8, 0.7]]
+    plain = preprocessing.apply_augmentation(tf.constant(image), whole_image_params(
+        1, box=box), 12).numpy()
+    mirrored = preprocessing.apply_augmentation(tf.constant(image), whole_image_params(
+        1, box=box, flip=[1.0]), 12).numpy()
+    np.testing.assert_allclose(mirrored, plain[:, :, ::-1], atol=1e-5)

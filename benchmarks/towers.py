@@ -1,0 +1,100 @@
+"""Multi-tower scaling: training-step img/s with 1 and N towers, and the scaling efficiency.
+
+    python benchmarks/towers.py --num_gpus=2                    # 1 vs 2 towers
+    python benchmarks/towers.py --num_gpus=4 --model=googlenet --image_size=224 --json=t.json
+
+Each tower count runs in its own process (towers must be set up before TensorFlow starts). With
+GPUs the towers are GPUs; without, the CPU is split into logical devices, as the tests do, which
+shows what the tower machinery costs rather than a speed-up: the CPU's cores are shared by all
+towers whatever their number. Weak scaling: every tower keeps --per_tower_batch, so N towers train
+N times the images per step; efficiency = img/s with N towers / (N x img/s with one).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+
+def measure(args, towers):
+    """In this process: img/s of the real training step (training/step.py) with `towers` towers."""
+    import keras
+    import tensorflow as tf
+    import inception
+    from training import devices
+    from training.step import StepConfig, make_train_step
+    use_cpu = not tf.config.list_physical_devices("GPU")
+    strategy = devices.make_strategy(devices.configure_towers(towers, towers_on_cpu=use_cpu))
+    global_batch = args.per_tower_batch * towers
+    with strategy.scope():
+        model = inception.build_model(args.model, args.classes, args.image_size)
+        optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+    step = make_train_step(model, optimizer, strategy, StepConfig(global_batch, args.classes),
+                           jit_compile=args.jit_compile)
+    images = tf.random.uniform((args.per_tower_batch, args.image_size, args.image_size, 3), -1, 1)
+    labels = tf.random.uniform((args.per_tower_batch,), 0, args.classes, tf.int32)
+    # Every tower gets its own batch through the same distributed-dataset path training uses.
+    batches = iter(strategy.distribute_datasets_from_function(
+        lambda ctx: tf.data.Dataset.from_tensors((images, labels)).repeat()))
+    for _ in range(args.warmup):
+        step(*next(batches))["total_loss"].numpy()
+    times = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        step(*next(batches))["total_loss"].numpy()
+        times.append(time.perf_counter() - start)
+    seconds = float(np.mean(times))
+    return dict(towers=towers, global_batch=global_batch, seconds=seconds,
+                std=float(np.std(times)), img_per_s=global_batch / seconds,
+                devices=[d for d in strategy.extended.worker_devices])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num_gpus", type=int, default=2, help="N: the most towers to time")
+    parser.add_argument("--model", default="googlenet")
+    parser.add_argument("--image_size", type=int, default=64)
+    parser.add_argument("--per_tower_batch", type=int, default=16)
+    parser.add_argument("--classes", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--jit_compile", action="store_true")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    if args.num_gpus < 1:
+        parser.error(f"--num_gpus must be >= 1, got {args.num_gpus}")
+
+    if args.child:
+        print(json.dumps(measure(args, args.child)))
+        return
+    counts = sorted({1, args.num_gpus})
+    results = []
+    for towers in counts:
+        child = [sys.executable, os.path.abspath(__file__), f"--child={towers}"] + [
+            arg for arg in sys.argv[1:] if not arg.startswith("--json")]
+        out = subprocess.run(child, check=True, capture_output=True, text=True).stdout
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    one = results[0]["img_per_s"]
+    print(f"{args.model}, {args.image_size} px, {args.per_tower_batch} images per tower per step, "
+          f"{os.cpu_count()} CPU cores")
+    print(f"{'towers':<8}{'global batch':>14}{'s/step':>18}{'img/s':>10}{'efficiency':>12}")
+    for r in results:
+        r["efficiency"] = r["img_per_s"] / (r["towers"] * one)
+        print(f"{r['towers']:<8}{r['global_batch']:>14}{r['seconds']:>11.3f} +/- {r['std']:.3f}"
+              f"{r['img_per_s']:>10.1f}{r['efficiency']:>12.2f}")
+    print("devices:", ", ".join(results[-1]["devices"]))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(model=args.model, image_size=args.image_size,
+                           per_tower_batch=args.per_tower_batch, cpu_count=os.cpu_count(),
+                           results=results), f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
