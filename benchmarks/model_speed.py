@@ -11,8 +11,10 @@ classic Inception timing script reports. FLOPs are counted once, by TensorFlow's
 forward graph (2 per multiply-add), and stated; training counts 3x the forward FLOPs.
 """
 import argparse
+import importlib.util
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -99,12 +101,21 @@ def keras_fit(args, classes):
     return float(np.mean(kept)), float(np.std(kept))
 
 
-def torchvision_googlenet(args, classes):
-    try:
-        import torch
-        import torchvision
-    except ImportError:
+def torchvision_in_subprocess(args):
+    """torchvision's numbers from a child process: importing torchvision beside TensorFlow crashes
+    (clashing native libraries), and a separate process keeps the two runtimes' thread pools apart.
+    None when PyTorch or torchvision is not installed."""
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("torchvision") is None:
         return None
+    command = [sys.executable, os.path.abspath(__file__), "--torch_child"] + [
+        a for a in sys.argv[1:] if not a.startswith("--json")]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def torchvision_googlenet(args, classes):
+    import torch
+    import torchvision
     torch.set_num_threads(os.cpu_count())
     model = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True,
                                          num_classes=classes)
@@ -162,13 +173,19 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--jit_compile", action="store_true")
+    parser.add_argument("--torch_child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json")
     args = parser.parse_args()
+    if args.torch_child:
+        train, infer = torchvision_googlenet(args, args.classes)
+        print(json.dumps(dict(train=train, infer=infer,
+                              flops=torchvision_forward_flops(args.image_size, args.classes))))
+        return
 
     model, train, infer = ours(args, args.classes)
     flops = forward_flops(model, args.image_size)
     fit = keras_fit(args, args.classes)
-    torch_result = torchvision_googlenet(args, args.classes) if args.model == "googlenet" else None
+    torch_result = torchvision_in_subprocess(args) if args.model == "googlenet" else None
     batch = args.batch_size
 
     def rates(mean_std, train_flops):
@@ -191,10 +208,10 @@ def main():
     else:
         # torchvision's "5x5" branch is a 3x3, so it does less work: its GFLOP/s use its own
         # FLOPs, counted the same way (2 per multiply-add of its convolutions and linears).
-        torch_flops = torchvision_forward_flops(args.image_size, args.classes)
+        torch_flops = torch_result["flops"]
         results["torchvision_forward_gflops_per_image"] = torch_flops / 1e9
-        results["torchvision_train"] = rates(torch_result[0], 3 * torch_flops)
-        results["torchvision_inference"] = rates(torch_result[1], torch_flops)
+        results["torchvision_train"] = rates(torch_result["train"], 3 * torch_flops)
+        results["torchvision_inference"] = rates(torch_result["infer"], torch_flops)
         results["ours_over_torchvision_train_gflops"] = (
             results["ours_train"]["gflop_per_s"] / results["torchvision_train"]["gflop_per_s"])
         results["ours_over_torchvision_inference_img"] = (

@@ -73,22 +73,34 @@ def main():
     if args.child:
         print(json.dumps(measure(args, args.child)))
         return
-    counts = sorted({1, args.num_gpus})
+    # (towers, images per tower); the last row, only on CPU, runs N towers' whole batch on one
+    # tower: what the tower machinery itself costs when the towers share the same cores.
+    runs = [(1, args.per_tower_batch)]
+    if args.num_gpus > 1:
+        runs.append((args.num_gpus, args.per_tower_batch))
+        if not any(os.path.exists(f"/dev/nvidia{i}") for i in range(args.num_gpus)):
+            runs.append((1, args.per_tower_batch * args.num_gpus))
     results = []
-    for towers in counts:
-        child = [sys.executable, os.path.abspath(__file__), f"--child={towers}"] + [
-            arg for arg in sys.argv[1:] if not arg.startswith("--json")]
+    passed = [arg for arg in sys.argv[1:] if not arg.startswith(("--json", "--per_tower_batch"))]
+    for towers, per_tower in runs:
+        child = [sys.executable, os.path.abspath(__file__), f"--child={towers}",
+                 f"--per_tower_batch={per_tower}"] + passed
         out = subprocess.run(child, check=True, capture_output=True, text=True).stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
     one = results[0]["img_per_s"]
-    print(f"{args.model}, {args.image_size} px, {args.per_tower_batch} images per tower per step, "
-          f"{os.cpu_count()} CPU cores")
+    print(f"{args.model}, {args.image_size} px, {os.cpu_count()} CPU cores")
     print(f"{'towers':<8}{'global batch':>14}{'s/step':>18}{'img/s':>10}{'efficiency':>12}")
-    for r in results:
+    for r in results[:2]:
         r["efficiency"] = r["img_per_s"] / (r["towers"] * one)
+    for r in results:
+        efficiency = f"{r['efficiency']:.2f}" if "efficiency" in r else "-"
         print(f"{r['towers']:<8}{r['global_batch']:>14}{r['seconds']:>11.3f} +/- {r['std']:.3f}"
-              f"{r['img_per_s']:>10.1f}{r['efficiency']:>12.2f}")
-    print("devices:", ", ".join(results[-1]["devices"]))
+              f"{r['img_per_s']:>10.1f}{efficiency:>12}")
+    if len(results) == 3:
+        overhead = results[2]["img_per_s"] / results[1]["img_per_s"]
+        print(f"one tower / {args.num_gpus} towers at the same global batch: {overhead:.2f}x "
+              "(the cost of the tower machinery on shared cores)")
+    print("devices:", ", ".join(results[min(1, len(results) - 1)]["devices"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(model=args.model, image_size=args.image_size,

@@ -1,0 +1,116 @@
+"""End to end: is a training epoch input-bound or compute-bound? One run, three timings.
+
+    python benchmarks/epoch.py                          # googlenet, 2000 256-px JPEGs, 64 px
+    python benchmarks/epoch.py --model=minigooglenet --image_size=32 --json=epoch.json
+
+On a generated JPEG folder, with the real pipeline (training/input_pipeline) and the real training
+step, times one cached epoch three ways: the pipeline alone, the training step alone on one batch
+held in memory (pure compute), and the two together as train.py runs them. The input stall is the
+share of the end-to-end epoch not explained by compute: near 0 means compute-bound (the model is
+the bottleneck, as it should be); large means the GPU or CPU waits for input.
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pipeline import write_jpegs  # noqa: E402  (benchmarks/pipeline.py)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num_images", type=int, default=2000)
+    parser.add_argument("--source_size", type=int, default=256)
+    parser.add_argument("--model", default="googlenet")
+    parser.add_argument("--image_size", type=int, default=64)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--jit_compile", action="store_true")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+
+    from input_pipeline.memory import limit_malloc_arenas
+    limit_malloc_arenas()  # as train.py does
+    import keras
+    import tensorflow as tf
+    import inception
+    import input_pipeline
+    from input_pipeline.examples import Examples
+    from training import devices
+    from training.step import StepConfig, make_train_step
+
+    root = tempfile.mkdtemp(prefix="epoch-bench-")
+    try:
+        paths, labels = write_jpegs(root, args.num_images, args.source_size, args.classes)
+        start = time.perf_counter()
+        pipeline = input_pipeline.InputPipeline(Examples(labels, paths=paths),
+                                                image_size=args.image_size, training=True,
+                                                cache="memory", seed=0)
+        fill_seconds = time.perf_counter() - start
+    finally:
+        shutil.rmtree(root, ignore_errors=True)  # from here on only the cache is read
+    steps = pipeline.steps_per_epoch(args.batch_size)
+    images_per_epoch = steps * args.batch_size
+
+    strategy = devices.make_strategy(devices.configure_towers())
+    with strategy.scope():
+        model = inception.build_model(args.model, args.classes, args.image_size)
+        optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+    step = make_train_step(model, optimizer, strategy, StepConfig(args.batch_size, args.classes),
+                           jit_compile=args.jit_compile)
+
+    def distributed(epoch):
+        return iter(strategy.distribute_datasets_from_function(
+            lambda ctx: pipeline.dataset(args.batch_size, epoch=epoch)))
+
+    # Warm up (trace the step, start the runtime's thread pools) on epoch 0.
+    first = next(distributed(0))
+    step(*first)["total_loss"].numpy()
+
+    def timed(run):
+        start = time.perf_counter()
+        run()
+        return time.perf_counter() - start
+
+    def pipeline_only():
+        for _ in distributed(1):
+            pass
+
+    def compute_only():
+        for _ in range(steps):
+            result = step(*first)
+        result["total_loss"].numpy()
+
+    def end_to_end():
+        for batch in distributed(2):
+            result = step(*batch)
+        result["total_loss"].numpy()
+
+    pipeline_s, compute_s, e2e_s = timed(pipeline_only), timed(compute_only), timed(end_to_end)
+    stall = max(0.0, 1.0 - compute_s / e2e_s)
+    results = dict(model=args.model, image_size=args.image_size, batch_size=args.batch_size,
+                   images=len(paths), jpeg_size=args.source_size, cpu_count=os.cpu_count(),
+                   steps_per_epoch=steps, cache_fill_seconds=fill_seconds,
+                   pipeline_img_per_s=images_per_epoch / pipeline_s,
+                   compute_img_per_s=images_per_epoch / compute_s,
+                   end_to_end_img_per_s=images_per_epoch / e2e_s, input_stall=stall,
+                   bound="input" if stall > 0.1 else "compute")
+    print(f"{args.model}, {args.image_size} px, batch {args.batch_size}, {steps} steps per epoch "
+          f"({len(paths)} {args.source_size}-px JPEGs; cache filled once in {fill_seconds:.1f} s)")
+    print(f"{'one cached epoch':<36}{'seconds':>10}{'img/s':>10}")
+    for name, seconds in [("input pipeline alone", pipeline_s), ("training step alone", compute_s),
+                          ("end to end (as train.py runs)", e2e_s)]:
+        print(f"{name:<36}{seconds:>10.2f}{images_per_epoch / seconds:>10.1f}")
+    print(f"input stall: {100 * stall:.1f}% of the epoch -> {results['bound']}-bound")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

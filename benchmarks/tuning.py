@@ -1,0 +1,120 @@
+"""What makes TensorFlow fast here: each setting's training step and inference speed, one run.
+
+    python benchmarks/tuning.py                             # googlenet, batch 16, 224 px
+    python benchmarks/tuning.py --image_size=64 --batch_size=32 --json=tuning.json
+
+Every setting runs in its own process (thread pools and the precision policy are fixed once
+TensorFlow starts) and is reported as a ratio against the default, measured in the same run:
+  default        float32, TensorFlow's own thread pools, no XLA (oneDNN kernels, NHWC)
+  xla            --jit_compile: each tower's forward and backward pass compiled by XLA
+  bfloat16       --mixed_precision: bfloat16 compute, float32 weights (what train.py uses on CPU)
+  intra_op=N     one op's thread pool set to the core count; inter-op pool of 1 / 2
+Data layout is not a setting: TensorFlow's CPU convolutions only take NHWC (channels last), which
+is what the models use.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+SETTINGS = {
+    "default": {},
+    "xla": {"jit_compile": True},
+    "bfloat16": {"mixed_precision": True},
+    "threads: intra=cores, inter=1": {"intra_op": os.cpu_count(), "inter_op": 1},
+    "threads: intra=cores, inter=2": {"intra_op": os.cpu_count(), "inter_op": 2},
+}
+
+
+def measure(args, setting):
+    import keras
+    import tensorflow as tf
+    if "intra_op" in setting:
+        tf.config.threading.set_intra_op_parallelism_threads(setting["intra_op"])
+        tf.config.threading.set_inter_op_parallelism_threads(setting["inter_op"])
+    if setting.get("mixed_precision"):
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    import inception
+    from training import devices
+    from training.step import StepConfig, make_train_step
+    jit = setting.get("jit_compile", False)
+    strategy = devices.make_strategy(devices.configure_towers())
+    with strategy.scope():
+        model = inception.build_model(args.model, args.classes, args.image_size)
+        optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+    step = make_train_step(model, optimizer, strategy, StepConfig(args.batch_size, args.classes),
+                           jit_compile=jit)
+    images = tf.random.uniform((args.batch_size, args.image_size, args.image_size, 3), -1, 1)
+    labels = tf.random.uniform((args.batch_size,), 0, args.classes, tf.int32)
+    infer = tf.function(lambda x: model(x, training=False)["logits"], jit_compile=jit)
+
+    def timed(fn):
+        for _ in range(args.warmup):
+            fn()
+        times = []
+        for _ in range(args.steps):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return float(np.mean(times)), float(np.std(times))
+    train = timed(lambda: step(images, labels)["total_loss"].numpy())
+    inference = timed(lambda: infer(images).numpy())
+    return dict(train_seconds=train[0], train_std=train[1],
+                inference_seconds=inference[0], inference_std=inference[1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="googlenet")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--settings", default=",".join(SETTINGS),
+                        help="comma-separated subset of: " + ", ".join(SETTINGS))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    chosen = [s.strip() for s in args.settings.split(",")]
+    unknown = [s for s in chosen if s not in SETTINGS]
+    if unknown:
+        parser.error(f"unknown --settings {unknown}; valid: {', '.join(SETTINGS)}")
+
+    if args.child:
+        print(json.dumps(measure(args, SETTINGS[args.child])))
+        return
+    if "default" not in chosen:
+        chosen.insert(0, "default")
+    passed = [a for a in sys.argv[1:] if not a.startswith(("--json", "--settings"))]
+    results = {}
+    for name in chosen:
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), f"--child={name}"]
+                             + passed, check=True, capture_output=True, text=True).stdout
+        results[name] = json.loads(out.strip().splitlines()[-1])
+    base = results["default"]
+    print(f"{args.model}, batch {args.batch_size}, {args.image_size} px, {os.cpu_count()} cores; "
+          "speed-up = default time / setting time")
+    print(f"{'setting':<32}{'train s/batch':>20}{'speed-up':>10}{'infer s/batch':>20}"
+          f"{'speed-up':>10}")
+    for name, r in results.items():
+        r["train_speedup"] = base["train_seconds"] / r["train_seconds"]
+        r["inference_speedup"] = base["inference_seconds"] / r["inference_seconds"]
+        print(f"{name:<32}{r['train_seconds']:>11.3f} +/- {r['train_std']:.3f}"
+              f"{r['train_speedup']:>9.2f}x{r['inference_seconds']:>11.3f} +/- "
+              f"{r['inference_std']:.3f}{r['inference_speedup']:>9.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(model=args.model, batch_size=args.batch_size,
+                           image_size=args.image_size, cpu_count=os.cpu_count(),
+                           settings=results), f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
