@@ -8,7 +8,7 @@ TensorFlow starts) and is reported as a ratio against the default, measured in t
   default        float32, TensorFlow's own thread pools, no XLA (oneDNN kernels, NHWC)
   xla            --jit_compile: each tower's forward and backward pass compiled by XLA
   bfloat16       --mixed_precision: bfloat16 compute, float32 weights (what train.py uses on CPU)
-  intra_op=N     one op's thread pool set to the core count; inter-op pool of 1 / 2
+  intra_cores_inter_1 / _2   one op's thread pool set to the core count; an inter-op pool of 1 / 2
 Data layout is not a setting: TensorFlow's CPU convolutions only take NHWC (channels last), which
 is what the models use.
 """
@@ -27,8 +27,8 @@ SETTINGS = {
     "default": {},
     "xla": {"jit_compile": True},
     "bfloat16": {"mixed_precision": True},
-    "threads: intra=cores, inter=1": {"intra_op": os.cpu_count(), "inter_op": 1},
-    "threads: intra=cores, inter=2": {"intra_op": os.cpu_count(), "inter_op": 2},
+    "intra_cores_inter_1": {"intra_op": os.cpu_count(), "inter_op": 1},
+    "intra_cores_inter_2": {"intra_op": os.cpu_count(), "inter_op": 2},
 }
 
 

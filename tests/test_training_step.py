@@ -7,7 +7,7 @@ import tensorflow as tf
 import inception
 from conftest import cpu_devices
 from training import devices
-from training.step import StepConfig, make_train_step, tower_losses
+from training.step import StepConfig, make_eval_step, make_train_step, tower_losses
 
 NUM_CLASSES = 5
 
@@ -106,3 +106,23 @@ def test_jit_and_bfloat16_steps_are_finite():
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert np.isfinite(result["total_loss"].numpy()).all()
+
+
+def test_uneven_evaluation_on_two_towers_scores_every_image_once():
+    # 6 images in batches of 2 over 2 towers: the last step leaves the second tower empty.
+    images, labels = batch(6)
+    strategy = devices.make_strategy(cpu_devices(2))
+    with strategy.scope():
+        model = build()
+    step = make_eval_step(model, strategy)
+    dataset = strategy.distribute_datasets_from_function(
+        lambda ctx: tf.data.Dataset.from_tensor_slices((images, labels)).batch(2))
+    probs, seen = [], []
+    for step_images, step_labels in dataset:
+        tower_probs, tower_labels = step(step_images, step_labels)
+        probs += [p.numpy() for p in tower_probs]
+        seen += [y.numpy() for y in tower_labels]
+    assert [len(p) for p in probs] == [2, 2, 2, 0]
+    expected = tf.nn.softmax(model(images, training=False)["logits"]).numpy()
+    np.testing.assert_allclose(np.concatenate(probs), expected, atol=1e-5)
+    np.testing.assert_array_equal(np.concatenate(seen), labels.numpy())
