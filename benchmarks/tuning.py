@@ -46,7 +46,8 @@ def measure(args, setting):
     jit = setting.get("jit_compile", False)
     strategy = devices.make_strategy(devices.configure_towers())
     with strategy.scope():
-        model = inception.build_model(args.model, args.classes, args.image_size)
+        model = inception.build_model(args.model, args.classes, args.image_size,
+                                      width_multiplier=args.width_multiplier)
         optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
     step = make_train_step(model, optimizer, strategy, StepConfig(args.batch_size, args.classes),
                            jit_compile=jit)
@@ -75,6 +76,7 @@ def main():
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--width_multiplier", type=float, default=1.0)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--settings", default=",".join(SETTINGS),

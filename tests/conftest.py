@@ -17,6 +17,15 @@ tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(NUM_LOGICAL_CPUS)])
 
 
+@pytest.fixture(autouse=True)
+def float32_policy():
+    """A Trainer sets Keras's global precision policy (bfloat16 on AMX CPUs); no test may leave
+    it to the next one."""
+    yield
+    import keras
+    keras.mixed_precision.set_global_policy("float32")
+
+
 def cpu_devices(n):
     """Names of the first `n` logical CPU devices, e.g. ['/cpu:0', '/cpu:1']."""
     names = [d.name for d in tf.config.list_logical_devices("CPU")]

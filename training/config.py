@@ -42,7 +42,7 @@ class TrainConfig:
     label_smoothing: Optional[float] = None
     aux_weight: float = 0.3
     dropout_rate: Optional[float] = None
-    mixed_precision: bool = False
+    mixed_precision: Optional[bool] = None    # None: on where measured faster (devices.py)
     jit_compile: bool = False
     deterministic: bool = False
     # Bookkeeping

@@ -81,9 +81,8 @@ class Trainer:
             tf.config.experimental.enable_op_determinism()
         self.per_tower_batch = devices.check_batch_size(config.batch_size,
                                                         self.strategy.num_replicas_in_sync)
-        if config.mixed_precision:
-            on_gpu = any("GPU" in d.upper() for d in self.towers)
-            keras.mixed_precision.set_global_policy("mixed_float16" if on_gpu else "mixed_bfloat16")
+        self.precision = devices.precision_policy(config.mixed_precision, self.towers)
+        keras.mixed_precision.set_global_policy(self.precision)
         # Only the chief writes into the run directory; other workers write to a scratch
         # directory that is removed when they finish.
         chief = self.worker.is_chief
@@ -205,7 +204,8 @@ class Trainer:
                    f"train / {len(self.splits.test)} test images, {config.num_classes} "
                    f"classes, {len(self.towers)} tower(s) "
                    f"[{', '.join(devices.tower_name(d) for d in self.towers)}], global batch "
-                   f"{config.batch_size}, {self.steps_per_epoch} steps/epoch. Run dir: "
+                   f"{config.batch_size}, {self.steps_per_epoch} steps/epoch, {self.precision}. "
+                   f"Run dir: "
                    f"{config.run_dir}")
         last_eval = None
         wrote_inputs = step > 0

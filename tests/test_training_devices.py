@@ -1,0 +1,40 @@
+"""Tests for training/devices.py: tower names, batch splitting and the automatic precision."""
+import pytest
+
+from training import devices
+
+CPU = ["/job:localhost/replica:0/task:0/device:CPU:0"]
+GPUS = ["/job:localhost/replica:0/task:0/device:GPU:0", "/job:localhost/replica:0/task:0/device:GPU:1"]
+
+
+def cpuinfo(tmp_path, flags):
+    path = tmp_path / "cpuinfo"
+    path.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 {flags}\n\n"
+                    f"processor\t: 1\nflags\t\t: fpu sse2 {flags}\n")
+    return str(path)
+
+
+def test_amx_is_read_from_the_cpu_flags(tmp_path):
+    assert devices.cpu_has_amx_bfloat16(cpuinfo(tmp_path, "avx512f amx_tile amx_bf16 amx_int8"))
+    assert not devices.cpu_has_amx_bfloat16(cpuinfo(tmp_path, "avx512f avx512_bf16"))
+    assert not devices.cpu_has_amx_bfloat16(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("asked,amx,towers,policy", [
+    (None, True, CPU, "mixed_bfloat16"),     # automatic: on where measured faster
+    (None, False, CPU, "float32"),
+    (None, True, GPUS, "float32"),           # GPUs: only when asked
+    (True, False, CPU, "mixed_bfloat16"),
+    (True, False, GPUS, "mixed_float16"),
+    (False, True, CPU, "float32"),
+])
+def test_precision_policy(monkeypatch, asked, amx, towers, policy):
+    monkeypatch.setattr(devices, "cpu_has_amx_bfloat16", lambda: amx)
+    assert devices.precision_policy(asked, towers) == policy
+
+
+def test_tower_names_and_batch_split():
+    assert [devices.tower_name(d) for d in GPUS] == ["gpu_0", "gpu_1"]
+    assert devices.check_batch_size(32, 2) == 16
+    with pytest.raises(ValueError, match="32"):
+        devices.check_batch_size(32, 3)
