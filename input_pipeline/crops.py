@@ -6,6 +6,8 @@ averaging. 144 crops follow Section 7 of the paper: the shorter side resized to 
 352 (scaled by image_size / 224); the left, centre and right (or top, middle, bottom) squares;
 of each square the 4 corners and the centre at the input size plus the square resized to it;
 each also mirrored: 4 x 3 x 6 x 2 = 144.
+A model trained without flips (the digits: a mirrored 2 is not a 2) is scored without the mirrored
+half: 5 and 72 crops.
 """
 import tensorflow as tf
 
@@ -30,19 +32,22 @@ def _five_crops(square, crop, out_size):
     return [tf.image.resize(c, [out_size, out_size], method="bilinear") for c in crops]
 
 
-def ten_crops(image, image_size):
+def _with_mirrors(crops, mirror):
+    return crops + [tf.image.flip_left_right(c) for c in crops] if mirror else crops
+
+
+def ten_crops(image, image_size, mirror=True):
     """[10, S, S, 3] in [-1, 1]: centre + 4 corners, then the same mirrored. First = 1-crop."""
     square = resize_for_cache(image, image_size)
     crops = _five_crops(square, _central_crop_size(square.shape[0]), image_size)
-    crops += [tf.image.flip_left_right(c) for c in crops]
-    return scale_to_unit_range(tf.stack(crops))
+    return scale_to_unit_range(tf.stack(_with_mirrors(crops, mirror)))
 
 
-def one_crop(image, image_size):
-    return ten_crops(image, image_size)[:1]
+def one_crop(image, image_size, mirror=True):
+    return ten_crops(image, image_size, mirror=False)[:1]
 
 
-def paper_144_crops(image, image_size):
+def paper_144_crops(image, image_size, mirror=True):
     """[144, S, S, 3] in [-1, 1], the paper's multi-scale crops (see the module docstring)."""
     image = tf.cast(image, tf.float32)
     height, width = tf.shape(image)[0], tf.shape(image)[1]
@@ -65,13 +70,18 @@ def paper_144_crops(image, image_size):
             square = tf.ensure_shape(square, [short, short, 3])
             six = _five_crops(square, image_size, image_size)
             six.append(tf.image.resize(square, [image_size, image_size], method="bilinear"))
-            crops += six + [tf.image.flip_left_right(c) for c in six]
+            crops += _with_mirrors(six, mirror)
     return scale_to_unit_range(tf.clip_by_value(tf.stack(crops), 0, 255))
 
 
-def crops_fn(count):
-    """The function image -> [count, S, S, 3] for --crops=count."""
+def crops_fn(count, mirror=True):
+    """The function image -> [count, S, S, 3] for --crops=count ([count / 2, ...] for 10 and 144
+    without `mirror`)."""
     functions = {1: one_crop, 10: ten_crops, 144: paper_144_crops}
     if count not in functions:
         raise ValueError(f"--crops must be one of {CROP_COUNTS}, got {count}")
-    return functions[count]
+    return lambda image, image_size: functions[count](image, image_size, mirror=mirror)
+
+
+def crops_per_image(count, mirror=True):
+    return count if mirror or count == 1 else count // 2

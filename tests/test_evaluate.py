@@ -1,4 +1,5 @@
 """Tests for evaluate.py / predict.py and training/evaluate_run.py, evaluation.py, export.py."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -76,6 +77,27 @@ def test_ten_crops_only_average(trained_run):
     assert ten["top5"] >= ten["top1"]
 
 
+def test_a_model_trained_without_flips_is_not_scored_on_mirrored_crops(trained_run, monkeypatch):
+    run_dir, _ = trained_run
+    folder = input_pipeline.get_dataset("folder")
+    no_flips = dataclasses.replace(folder, augmentation=dataclasses.replace(
+        folder.augmentation, flip=False))   # as the digits are trained
+    monkeypatch.setattr(input_pipeline, "get_dataset", lambda name: no_flips)
+    lines = []
+    ten = evaluate_checkpoint(EvalSettings(run_dir, crops=10, batch_size=4), one_tower(),
+                              print_fn=lines.append)
+    model, config, *_ = restore_model(run_dir)
+    test = input_pipeline.load_dataset("folder", run_dir=run_dir).test
+    image = decode_image(tf.io.read_file(test.paths[0]))
+    unmirrored = ten_crops(image, config.image_size, mirror=False)
+    np.testing.assert_allclose(unmirrored, ten_crops(image, config.image_size)[:5], atol=1e-6)
+    averaged = tf.nn.softmax(model(unmirrored, training=False)["logits"]).numpy().mean(0)
+    np.testing.assert_allclose(ten["probabilities"][0], averaged, atol=1e-5)
+    assert "5 crop(s) per image (--crops=10 without the mirrored ones" in lines[0]
+    metrics = json.load(open(os.path.join(run_dir, "eval", "metrics_10crops.json")))
+    assert metrics["crops"] == 10 and metrics["crops_used"] == 5
+
+
 def test_paper_144_crops(tmp_path):
     image = tf.constant(np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8))
     crops = paper_144_crops(image, 32)
@@ -83,6 +105,9 @@ def test_paper_144_crops(tmp_path):
     assert float(tf.reduce_min(crops)) >= -1 and float(tf.reduce_max(crops)) <= 1
     # Mirrors: crops 6..11 are crops 0..5 flipped.
     np.testing.assert_allclose(crops[6], crops[0][:, ::-1], atol=1e-6)
+    unmirrored = paper_144_crops(image, 32, mirror=False)
+    assert unmirrored.shape == (72, 32, 32, 3)
+    np.testing.assert_allclose(unmirrored[6:12], crops[12:18], atol=1e-6)
 
 
 def test_export_gives_the_same_top1(trained_run, tmp_path):
@@ -157,3 +182,34 @@ def test_checkpoint_of_another_model_is_refused(trained_run, tmp_path):
     path = Checkpoints(str(tmp_path), other).save(1, 0)
     with pytest.raises(ValueError, match="does not hold a minigooglenet model"):
         run(EvalSettings(run_dir, checkpoint=path, batch_size=4), **QUIET)
+
+
+@pytest.mark.parametrize("amx,policy", [(True, "mixed_bfloat16"), (False, "float32")])
+def test_evaluation_uses_the_precision_training_used(trained_run, monkeypatch, amx, policy):
+    # The run was trained with the automatic precision: bfloat16 exactly on AMX CPUs.
+    import keras
+    run_dir, _ = trained_run
+    monkeypatch.setattr(devices, "cpu_has_amx_bfloat16", lambda: amx)
+    [report] = run(EvalSettings(run_dir, batch_size=4), **QUIET)
+    assert keras.mixed_precision.global_policy().name == policy
+    assert report["count"] == 9
+
+
+def test_export_computes_in_float32_after_a_bfloat16_evaluation(trained_run, tmp_path):
+    import keras
+    run_dir, _ = trained_run
+    export_dir = str(tmp_path / "serving")
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as run() sets it on AMX CPUs
+    evaluate_checkpoint(EvalSettings(run_dir, batch_size=4, export_dir=export_dir), one_tower(),
+                        **QUIET)
+    assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"  # left as it was
+    keras.mixed_precision.set_global_policy("float32")
+    model, config, *_ = restore_model(run_dir)
+    test = input_pipeline.load_dataset("folder", run_dir=run_dir).test
+    encoded = [open(p, "rb").read() for p in test.paths]
+    served = tf.saved_model.load(export_dir).signatures["serving_default"](
+        image_bytes=tf.constant(encoded))
+    images = np.stack([preprocess_for_eval(decode_image(b), config.image_size) for b in encoded])
+    expected = tf.nn.softmax(model(images, training=False)["logits"]).numpy()
+    # bfloat16 keeps 8 bits of mantissa: a bfloat16 export would be off by ~1e-2.
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 import input_pipeline
+from input_pipeline.crops import crops_per_image
 from training import devices, evaluation
 from training.export import export_saved_model
 from training.loop import DONE_FILE
@@ -52,7 +53,10 @@ def examples_to_score(settings, config, class_names):
 
 
 def print_report(report, class_names, crops, path, print_fn=print):
-    print_fn(f"Checkpoint {path}: {report['count']} images, {crops} crop(s)")
+    used = report.get("crops_used", crops)
+    note = "" if used == crops else f" (--crops={crops} without the mirrored ones: the model " \
+                                    "trained without flips)"
+    print_fn(f"Checkpoint {path}: {report['count']} images, {used} crop(s) per image{note}")
     print_fn(f"  top-1 accuracy {report['top1']:.4f}   top-5 accuracy {report['top5']:.4f}   "
              f"mean loss {report['loss']:.4f}")
     print_fn(report["per_class_text"])
@@ -63,7 +67,8 @@ def write_report(run_dir, report, class_names, step, crops, path):
     os.makedirs(out, exist_ok=True)
     suffix = "" if crops == 1 else f"_{crops}crops"
     metrics = {k: report[k] for k in ("top1", "top5", "loss", "count")}
-    metrics.update(checkpoint=path, step=step, crops=crops, per_class=report["per_class"])
+    metrics.update(checkpoint=path, step=step, crops=crops,
+                   crops_used=report.get("crops_used", crops), per_class=report["per_class"])
     with open(os.path.join(out, f"metrics{suffix}.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     matrix = report["confusion_matrix"]
@@ -92,12 +97,23 @@ def evaluate_checkpoint(settings, strategy, checkpoint=None, print_fn=print):
     def progress(n):
         seen[0] += n
         bar.update(seen[0])
+    # A model trained without flips is not scored on mirrored crops.
+    mirror = input_pipeline.get_dataset(config.dataset).augmentation.flip
     probs, labels = evaluation.predict_crops(model, strategy, examples, config.image_size,
-                                             settings.crops, per_tower, progress)
+                                             settings.crops, per_tower, progress, mirror)
     report = evaluation.full_report(probs, labels, class_names)
+    report["crops_used"] = crops_per_image(settings.crops, mirror)
     print_report(report, class_names, settings.crops, path, print_fn)
     write_report(settings.run_dir, report, class_names, step, settings.crops, path)
     if settings.export_dir:
+        policy = keras.mixed_precision.global_policy()
+        if policy.name != "float32":
+            # The served model computes in float32: bfloat16 is only fast on some machines.
+            keras.mixed_precision.set_global_policy("float32")
+            try:
+                model = restore_model(settings.run_dir, path)[0]
+            finally:
+                keras.mixed_precision.set_global_policy(policy)
         export_saved_model(model, class_names, config.image_size, settings.export_dir)
         print_fn(f"Exported a SavedModel to {settings.export_dir}")
     report.update(step=step, checkpoint=path, probabilities=probs, labels=labels)
@@ -135,10 +151,13 @@ def _final_checkpoint(run_dir):
 def run(settings, print_fn=print):
     if not os.path.isdir(settings.run_dir or ""):
         raise ValueError(f"--checkpoint_dir={settings.run_dir!r} is not a directory")
-    load_run_config(settings.run_dir)  # a clear error before any work if it is not a run
+    config = load_run_config(settings.run_dir)  # a clear error before any work if not a run
     read_class_names(settings.run_dir)
-    strategy = devices.make_strategy(
-        devices.configure_towers(settings.num_gpus, settings.towers_on_cpu))
+    towers = devices.configure_towers(settings.num_gpus, settings.towers_on_cpu)
+    # The precision training used here, so evaluate.py reproduces the scores train.py printed.
+    keras.mixed_precision.set_global_policy(
+        devices.precision_policy(config.mixed_precision, towers))
+    strategy = devices.make_strategy(towers)
     if settings.watch:
         return watch(settings, strategy, print_fn)
     return [evaluate_checkpoint(settings, strategy, print_fn=print_fn)]

@@ -37,12 +37,12 @@ def scores(probs, labels):
                 loss=float(np.mean(-np.log(np.maximum(true_class, 1e-12)))), count=len(labels))
 
 
-def multi_crop_dataset(examples, image_size, crops, batch_size):
+def multi_crop_dataset(examples, image_size, crops, batch_size, mirror=True):
     """(crops [B, C, S, S, 3], labels [B]) straight from the files (or arrays); unreadable files
-    are dropped with their labels."""
+    are dropped with their labels. Without `mirror` the mirrored half of the crops is left out."""
     from input_pipeline.crops import crops_fn
     from input_pipeline.preprocessing import decode_image
-    make_crops = crops_fn(crops)
+    make_crops = crops_fn(crops, mirror)
     if examples.images is not None:
         ds = tf.data.Dataset.from_tensor_slices((examples.images, examples.labels))
     else:
@@ -53,10 +53,11 @@ def multi_crop_dataset(examples, image_size, crops, batch_size):
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def predict_crops(model, strategy, examples, image_size, crops, per_tower_batch, progress=None):
+def predict_crops(model, strategy, examples, image_size, crops, per_tower_batch, progress=None,
+                  mirror=True):
     """Softmax averaged over `crops` crops per image: probabilities [N, classes], labels [N]."""
     dataset = strategy.distribute_datasets_from_function(
-        lambda ctx: multi_crop_dataset(examples, image_size, crops, per_tower_batch))
+        lambda ctx: multi_crop_dataset(examples, image_size, crops, per_tower_batch, mirror))
     return _collect(dataset, make_eval_step(model, strategy), progress)
 
 
