@@ -5,7 +5,12 @@
     python evaluate.py --checkpoint_dir=runs/... --watch             # beside a running train.py
     python evaluate.py --checkpoint_dir=runs/... --export_dir=serving/model
 """
+import os
 import sys
+
+# Before TensorFlow loads: its C++ info and warning lines (device probing, grappler cost notes)
+# would bury the progress lines; errors still show. TF_CPP_MIN_LOG_LEVEL=0 brings them back.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app
 from absl import flags as absl_flags

@@ -2,7 +2,12 @@
 
     python predict.py --checkpoint_dir=runs/digits-minigooglenet photo1.jpg photo2.png
 """
+import os
 import sys
+
+# Before TensorFlow loads: its C++ info and warning lines (device probing, grappler cost notes)
+# would bury the progress lines; errors still show. TF_CPP_MIN_LOG_LEVEL=0 brings them back.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tensorflow as tf

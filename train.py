@@ -4,7 +4,12 @@
     python train.py --num_gpus=2 --dataset=mini_imagenet --data_dir=...
     tensorboard --logdir runs/
 """
+import os
 import signal
+
+# Before TensorFlow loads: its C++ info and warning lines (device probing, grappler cost notes)
+# would bury the progress lines; errors still show. TF_CPP_MIN_LOG_LEVEL=0 brings them back.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import sys
 
 import tensorflow as tf
