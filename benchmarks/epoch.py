@@ -57,7 +57,10 @@ def main():
     steps = pipeline.steps_per_epoch(args.batch_size)
     images_per_epoch = steps * args.batch_size
 
-    strategy = devices.make_strategy(devices.configure_towers())
+    towers = devices.configure_towers()
+    precision = devices.precision_policy(None, towers)  # what train.py picks by default
+    keras.mixed_precision.set_global_policy(precision)
+    strategy = devices.make_strategy(towers)
     with strategy.scope():
         model = inception.build_model(args.model, args.classes, args.image_size)
         optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
@@ -93,14 +96,15 @@ def main():
 
     pipeline_s, compute_s, e2e_s = timed(pipeline_only), timed(compute_only), timed(end_to_end)
     stall = max(0.0, 1.0 - compute_s / e2e_s)
-    results = dict(model=args.model, image_size=args.image_size, batch_size=args.batch_size,
+    results = dict(model=args.model, precision=precision, image_size=args.image_size,
+                   batch_size=args.batch_size,
                    images=len(paths), jpeg_size=args.source_size, cpu_count=os.cpu_count(),
                    steps_per_epoch=steps, cache_fill_seconds=fill_seconds,
                    pipeline_img_per_s=images_per_epoch / pipeline_s,
                    compute_img_per_s=images_per_epoch / compute_s,
                    end_to_end_img_per_s=images_per_epoch / e2e_s, input_stall=stall,
                    bound="input" if stall > 0.1 else "compute")
-    print(f"{args.model}, {args.image_size} px, batch {args.batch_size}, {steps} steps per epoch "
+    print(f"{args.model}, {precision}, {args.image_size} px, batch {args.batch_size}, {steps} steps per epoch "
           f"({len(paths)} {args.source_size}-px JPEGs; cache filled once in {fill_seconds:.1f} s)")
     print(f"{'one cached epoch':<36}{'seconds':>10}{'img/s':>10}")
     for name, seconds in [("input pipeline alone", pipeline_s), ("training step alone", compute_s),

@@ -40,7 +40,12 @@ def decode_image(encoded):
 def resize_for_cache(image, image_size):
     """Squashes to a `cache_size` square (all of the image kept; crops fix the aspect later)."""
     size = cache_size(image_size)
-    image = tf.image.resize(image, [size, size], method="bilinear", antialias=True)
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    # Shrinking, the area filter (each output pixel the mean of the input it covers) antialiases
+    # like bilinear-with-antialias at about half the cost, the biggest part of the first epoch.
+    image = tf.cond((height >= size) & (width >= size),
+                    lambda: tf.image.resize(image, [size, size], method="area"),
+                    lambda: tf.image.resize(image, [size, size], method="bilinear", antialias=True))
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 

@@ -107,3 +107,12 @@ def test_flip_is_an_exact_mirror_of_the_same_crop():
     mirrored = preprocessing.apply_augmentation(tf.constant(image), whole_image_params(
         1, box=box, flip=[1.0]), 12).numpy()
     np.testing.assert_allclose(mirrored, plain[:, :, ::-1], atol=1e-5)
+
+
+def test_shrinking_for_the_cache_averages_the_pixels_each_output_covers():
+    size = preprocessing.cache_size(32)  # 37
+    image = np.random.default_rng(6).integers(0, 256, (2 * size, 2 * size, 3), dtype=np.uint8)
+    out = preprocessing.resize_for_cache(tf.constant(image), 32).numpy()
+    block_means = image.reshape(size, 2, size, 2, 3).mean(axis=(1, 3))
+    assert out.dtype == np.uint8 and out.shape == (size, size, 3)
+    np.testing.assert_allclose(out, np.round(block_means), atol=1)
