@@ -73,20 +73,20 @@ def main():
     if args.child:
         print(json.dumps(measure(args, args.child)))
         return
-    # (towers, images per tower); the last row, only on CPU, runs N towers' whole batch on one
-    # tower: what the tower machinery itself costs when the towers share the same cores.
-    runs = [(1, args.per_tower_batch)]
-    if args.num_gpus > 1:
-        runs.append((args.num_gpus, args.per_tower_batch))
-        if not any(os.path.exists(f"/dev/nvidia{i}") for i in range(args.num_gpus)):
-            runs.append((1, args.per_tower_batch * args.num_gpus))
-    results = []
     passed = [arg for arg in sys.argv[1:] if not arg.startswith(("--json", "--per_tower_batch"))]
-    for towers, per_tower in runs:
+
+    def timed(towers, per_tower):
         child = [sys.executable, os.path.abspath(__file__), f"--child={towers}",
                  f"--per_tower_batch={per_tower}"] + passed
         out = subprocess.run(child, check=True, capture_output=True, text=True).stdout
-        results.append(json.loads(out.strip().splitlines()[-1]))
+        return json.loads(out.strip().splitlines()[-1])
+    results = [timed(1, args.per_tower_batch)]
+    if args.num_gpus > 1:
+        results.append(timed(args.num_gpus, args.per_tower_batch))
+        if all("CPU" in d.upper() for d in results[1]["devices"]):
+            # Towers sharing the same cores: N towers' whole batch on one tower prices the
+            # tower machinery itself.
+            results.append(timed(1, args.per_tower_batch * args.num_gpus))
     one = results[0]["img_per_s"]
     print(f"{args.model}, {args.image_size} px, {os.cpu_count()} CPU cores")
     print(f"{'towers':<8}{'global batch':>14}{'s/step':>18}{'img/s':>10}{'efficiency':>12}")
