@@ -54,8 +54,8 @@ def examples_to_score(settings, config, class_names):
 
 def print_report(report, class_names, crops, path, print_fn=print):
     used = report.get("crops_used", crops)
-    note = "" if used == crops else f" (--crops={crops} without the mirrored ones: the model " \
-                                    "trained without flips)"
+    note = ("" if used == crops else
+            f" (--crops={crops} without the mirrored ones: the model trained without flips)")
     print_fn(f"Checkpoint {path}: {report['count']} images, {used} crop(s) per image{note}")
     print_fn(f"  top-1 accuracy {report['top1']:.4f}   top-5 accuracy {report['top5']:.4f}   "
              f"mean loss {report['loss']:.4f}")
