@@ -6,11 +6,11 @@
 """
 import os
 import signal
+import sys
 
 # Before TensorFlow loads: its C++ info and warning lines (device probing, grappler cost notes)
 # would bury the progress lines; errors still show. TF_CPP_MIN_LOG_LEVEL=0 brings them back.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import sys
 
 import tensorflow as tf
 from absl import app, logging

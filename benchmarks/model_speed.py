@@ -14,24 +14,10 @@ import argparse
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import numpy as np  # noqa: E402
-
-
-def timed(fn, warmup, steps):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.mean(times)), float(np.std(times))
+import numpy as np
+from harness import child_result, timed, train_and_infer  # benchmarks/harness.py
 
 
 def forward_flops(model, image_size):
@@ -43,27 +29,6 @@ def forward_flops(model, image_size):
     options = option_builder.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
     return model_analyzer.profile(graph, options=options).total_float_ops
-
-
-def ours(args, classes):
-    import keras
-    import tensorflow as tf
-    import inception
-    from training import devices
-    from training.step import StepConfig, make_train_step
-    strategy = devices.make_strategy([tf.config.list_logical_devices("CPU")[0].name])
-    with strategy.scope():
-        model = inception.build_model(args.model, classes, args.image_size)
-        optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
-    step = make_train_step(model, optimizer, strategy, StepConfig(args.batch_size, classes),
-                           jit_compile=args.jit_compile)
-    images = tf.random.uniform((args.batch_size, args.image_size, args.image_size, 3), -1, 1)
-    labels = tf.random.uniform((args.batch_size,), 0, classes, tf.int32)
-    train = timed(lambda: step(images, labels)["total_loss"].numpy(), args.warmup, args.steps)
-    infer_fn = tf.function(lambda x: model(x, training=False)["logits"],
-                           jit_compile=args.jit_compile)
-    infer = timed(lambda: infer_fn(images).numpy(), args.warmup, args.steps)
-    return model, train, infer
 
 
 def keras_fit(args, classes):
@@ -101,16 +66,13 @@ def keras_fit(args, classes):
     return float(np.mean(kept)), float(np.std(kept))
 
 
-def torchvision_in_subprocess(args):
+def torchvision_in_subprocess():
     """torchvision's numbers from a child process: importing torchvision beside TensorFlow crashes
     (clashing native libraries), and a separate process keeps the two runtimes' thread pools apart.
     None when PyTorch or torchvision is not installed."""
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("torchvision") is None:
         return None
-    command = [sys.executable, os.path.abspath(__file__), "--torch_child"] + [
-        a for a in sys.argv[1:] if not a.startswith("--json")]
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return child_result(__file__, "--torch_child")
 
 
 def torchvision_googlenet(args, classes):
@@ -182,10 +144,12 @@ def main():
                               flops=torchvision_forward_flops(args.image_size, args.classes))))
         return
 
-    model, train, infer = ours(args, args.classes)
+    model, train, infer = train_and_infer(args.model, args.classes, args.image_size,
+                                          args.batch_size, warmup=args.warmup, steps=args.steps,
+                                          jit_compile=args.jit_compile)
     flops = forward_flops(model, args.image_size)
     fit = keras_fit(args, args.classes)
-    torch_result = torchvision_in_subprocess(args) if args.model == "googlenet" else None
+    torch_result = torchvision_in_subprocess() if args.model == "googlenet" else None
     batch = args.batch_size
 
     def rates(mean_std, train_flops):

@@ -14,14 +14,12 @@ import json
 import os
 import resource
 import shutil
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from harness import train_and_infer  # benchmarks/harness.py
+from PIL import Image
 
 
 def rss_bytes():
@@ -55,28 +53,15 @@ def pil_loop(paths, cache_size):
 
 
 def googlenet_step_rate(image_size, batch_size, steps=5):
+    """img/s of a GoogLeNet training step in the precision train.py would pick here (bfloat16 on
+    AMX CPUs): the step training really runs."""
     import keras
-    import tensorflow as tf
-    import inception
     from training import devices
-    from training.step import StepConfig, make_train_step
-    towers = [tf.config.list_logical_devices("CPU")[0].name]
-    # The precision train.py would pick here (bfloat16 on AMX CPUs): the step it really runs.
-    keras.mixed_precision.set_global_policy(devices.precision_policy(None, towers))
-    strategy = devices.make_strategy(towers)
-    with strategy.scope():
-        model = inception.build_model("googlenet", 10, image_size)
-        optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
-    step = make_train_step(model, optimizer, strategy, StepConfig(batch_size, 10))
-    images = tf.random.uniform((batch_size, image_size, image_size, 3), -1, 1)
-    labels = tf.zeros((batch_size,), tf.int32)
-    step(images, labels)["total_loss"].numpy()  # trace and warm up
-    start = time.perf_counter()
-    for _ in range(steps):
-        result = step(images, labels)
-    result["total_loss"].numpy()
-    rate = steps * batch_size / (time.perf_counter() - start)
-    return rate, keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(
+        devices.precision_policy(None, devices.configure_towers()[:1]))
+    _, (seconds, _), _ = train_and_infer("googlenet", 10, image_size, batch_size, warmup=1,
+                                         steps=steps)
+    return batch_size / seconds, keras.mixed_precision.global_policy().name
 
 
 def main():

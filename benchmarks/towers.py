@@ -12,13 +12,8 @@ N times the images per step; efficiency = img/s with N towers / (N x img/s with 
 import argparse
 import json
 import os
-import subprocess
-import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import numpy as np  # noqa: E402
+from harness import child_result, timed  # benchmarks/harness.py
 
 
 def measure(args, towers):
@@ -41,17 +36,10 @@ def measure(args, towers):
     # Every tower gets its own batch through the same distributed-dataset path training uses.
     batches = iter(strategy.distribute_datasets_from_function(
         lambda ctx: tf.data.Dataset.from_tensors((images, labels)).repeat()))
-    for _ in range(args.warmup):
-        step(*next(batches))["total_loss"].numpy()
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        step(*next(batches))["total_loss"].numpy()
-        times.append(time.perf_counter() - start)
-    seconds = float(np.mean(times))
-    return dict(towers=towers, global_batch=global_batch, seconds=seconds,
-                std=float(np.std(times)), img_per_s=global_batch / seconds,
-                devices=[d for d in strategy.extended.worker_devices])
+    seconds, std = timed(lambda: step(*next(batches))["total_loss"].numpy(), args.warmup,
+                         args.steps)
+    return dict(towers=towers, global_batch=global_batch, seconds=seconds, std=std,
+                img_per_s=global_batch / seconds, devices=list(strategy.extended.worker_devices))
 
 
 def main():
@@ -73,20 +61,15 @@ def main():
     if args.child:
         print(json.dumps(measure(args, args.child)))
         return
-    passed = [arg for arg in sys.argv[1:] if not arg.startswith(("--json", "--per_tower_batch"))]
-
-    def timed(towers, per_tower):
-        child = [sys.executable, os.path.abspath(__file__), f"--child={towers}",
-                 f"--per_tower_batch={per_tower}"] + passed
-        out = subprocess.run(child, check=True, capture_output=True, text=True).stdout
-        return json.loads(out.strip().splitlines()[-1])
-    results = [timed(1, args.per_tower_batch)]
+    def timed_in_child(towers, per_tower):
+        return child_result(__file__, f"--child={towers}", f"--per_tower_batch={per_tower}")
+    results = [timed_in_child(1, args.per_tower_batch)]
     if args.num_gpus > 1:
-        results.append(timed(args.num_gpus, args.per_tower_batch))
+        results.append(timed_in_child(args.num_gpus, args.per_tower_batch))
         if all("CPU" in d.upper() for d in results[1]["devices"]):
             # Towers sharing the same cores: N towers' whole batch on one tower prices the
             # tower machinery itself.
-            results.append(timed(1, args.per_tower_batch * args.num_gpus))
+            results.append(timed_in_child(1, args.per_tower_batch * args.num_gpus))
     one = results[0]["img_per_s"]
     print(f"{args.model}, {args.image_size} px, {os.cpu_count()} CPU cores")
     print(f"{'towers':<8}{'global batch':>14}{'s/step':>18}{'img/s':>10}{'efficiency':>12}")

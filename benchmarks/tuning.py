@@ -15,13 +15,8 @@ is what the models use.
 import argparse
 import json
 import os
-import subprocess
-import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import numpy as np  # noqa: E402
+from harness import child_result, train_and_infer  # benchmarks/harness.py
 
 SETTINGS = {
     "default": {},
@@ -40,32 +35,10 @@ def measure(args, setting):
         tf.config.threading.set_inter_op_parallelism_threads(setting["inter_op"])
     if setting.get("mixed_precision"):
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    import inception
-    from training import devices
-    from training.step import StepConfig, make_train_step
-    jit = setting.get("jit_compile", False)
-    strategy = devices.make_strategy(devices.configure_towers())
-    with strategy.scope():
-        model = inception.build_model(args.model, args.classes, args.image_size,
-                                      width_multiplier=args.width_multiplier)
-        optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
-    step = make_train_step(model, optimizer, strategy, StepConfig(args.batch_size, args.classes),
-                           jit_compile=jit)
-    images = tf.random.uniform((args.batch_size, args.image_size, args.image_size, 3), -1, 1)
-    labels = tf.random.uniform((args.batch_size,), 0, args.classes, tf.int32)
-    infer = tf.function(lambda x: model(x, training=False)["logits"], jit_compile=jit)
-
-    def timed(fn):
-        for _ in range(args.warmup):
-            fn()
-        times = []
-        for _ in range(args.steps):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return float(np.mean(times)), float(np.std(times))
-    train = timed(lambda: step(images, labels)["total_loss"].numpy())
-    inference = timed(lambda: infer(images).numpy())
+    _, train, inference = train_and_infer(
+        args.model, args.classes, args.image_size, args.batch_size, warmup=args.warmup,
+        steps=args.steps, jit_compile=setting.get("jit_compile", False),
+        width_multiplier=args.width_multiplier)
     return dict(train_seconds=train[0], train_std=train[1],
                 inference_seconds=inference[0], inference_std=inference[1])
 
@@ -94,12 +67,9 @@ def main():
         return
     if "default" not in chosen:
         chosen.insert(0, "default")
-    passed = [a for a in sys.argv[1:] if not a.startswith(("--json", "--settings"))]
-    results = {}
-    for name in chosen:
-        out = subprocess.run([sys.executable, os.path.abspath(__file__), f"--child={name}"]
-                             + passed, check=True, capture_output=True, text=True).stdout
-        results[name] = json.loads(out.strip().splitlines()[-1])
+    # Each child measures the one setting it is given, not the parent's --settings.
+    results = {name: child_result(__file__, f"--child={name}", drop=("--settings",))
+               for name in chosen}
     base = results["default"]
     print(f"{args.model}, batch {args.batch_size}, {args.image_size} px, {os.cpu_count()} cores; "
           "speed-up = default time / setting time")

@@ -53,7 +53,7 @@ def examples_to_score(settings, config, class_names):
 
 
 def print_report(report, class_names, crops, path, print_fn=print):
-    used = report.get("crops_used", crops)
+    used = report["crops_used"]
     note = ("" if used == crops else
             f" (--crops={crops} without the mirrored ones: the model trained without flips)")
     print_fn(f"Checkpoint {path}: {report['count']} images, {used} crop(s) per image{note}")
@@ -68,7 +68,7 @@ def write_report(run_dir, report, class_names, step, crops, path):
     suffix = "" if crops == 1 else f"_{crops}crops"
     metrics = {k: report[k] for k in ("top1", "top5", "loss", "count")}
     metrics.update(checkpoint=path, step=step, crops=crops,
-                   crops_used=report.get("crops_used", crops), per_class=report["per_class"])
+                   crops_used=report["crops_used"], per_class=report["per_class"])
     with open(os.path.join(out, f"metrics{suffix}.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     matrix = report["confusion_matrix"]

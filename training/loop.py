@@ -205,8 +205,7 @@ class Trainer:
                    f"classes, {len(self.towers)} tower(s) "
                    f"[{', '.join(devices.tower_name(d) for d in self.towers)}], global batch "
                    f"{config.batch_size}, {self.steps_per_epoch} steps/epoch, {self.precision}. "
-                   f"Run dir: "
-                   f"{config.run_dir}")
+                   f"Run dir: {config.run_dir}")
         last_eval = None
         wrote_inputs = step > 0
         if self.worker.is_chief and os.path.exists(os.path.join(config.run_dir, DONE_FILE)):

@@ -100,8 +100,8 @@ def make_eval_step(model, strategy):
             # empty batch, and TF's oneDNN CPU kernels fail on one ("input depth must be evenly
             # divisible by filter depth"): such a tower runs one blank image and keeps nothing.
             count = tf.shape(images)[0]
-            blank = tf.zeros(tf.concat([[1], tf.shape(images)[1:]], 0), images.dtype)
-            images = tf.cond(count > 0, lambda: images, lambda: blank)
+            images = tf.cond(count > 0, lambda: images, lambda: tf.zeros(
+                tf.concat([[1], tf.shape(images)[1:]], 0), images.dtype))
             return probabilities(images)[:count], labels
 
         def probabilities(images):
