@@ -161,6 +161,10 @@ class InputPipeline:
         drop_remainder = self.training if drop_remainder is None else drop_remainder
 
         def one_epoch(e):
+            # Epoch e's order must come from (seed, e) alone. A global TF seed (--deterministic
+            # sets one) would otherwise enter the shuffle's seed pair, and at 0 TF cannot combine
+            # it with this tensor seed at all ("symbolic tf.Tensor as a Python bool").
+            tf.compat.v1.get_default_graph().seed = None
             ds = cached.map(lambda image, label, i: (image, label))
             if training:
                 epoch_seed = base_seed * 1_000_003 + e

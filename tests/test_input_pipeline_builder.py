@@ -95,6 +95,19 @@ def test_same_seed_and_epoch_repeat_exactly(tmp_path):
     assert not np.array_equal(epoch(a, 2)[1], epoch(a, 3)[1])
 
 
+@pytest.mark.parametrize("global_seed", [0, 5])
+def test_the_order_ignores_a_global_tf_seed(tmp_path, global_seed):
+    # --deterministic sets TF's global seed (0 by default, which used to crash the shuffle).
+    examples = unique_label_examples(str(tmp_path / "data"))
+    pipeline = InputPipeline(examples, image_size=32, training=True, seed=7)
+    expected = epoch(pipeline, 2)[1]
+    tf.random.set_seed(global_seed)
+    try:
+        np.testing.assert_array_equal(epoch(pipeline, 2)[1], expected)
+    finally:
+        tf.random.set_seed(None)
+
+
 def test_eval_pipeline_keeps_order_and_remainder(tmp_path):
     examples = folder_examples(str(tmp_path / "data"), per_class=5)
     pipeline = InputPipeline(examples, image_size=32, training=False)
