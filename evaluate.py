@@ -2,6 +2,7 @@
 
     python evaluate.py --checkpoint_dir=runs/digits-minigooglenet
     python evaluate.py --checkpoint_dir=runs/... --crops=10          # or 144, as in the paper
+    python evaluate.py --checkpoint_dir=runs/... --eval_split=test   # a folder's test/ beside val/
     python evaluate.py --checkpoint_dir=runs/... --watch             # beside a running train.py
     python evaluate.py --checkpoint_dir=runs/... --export_dir=serving/model
 """
@@ -32,6 +33,7 @@ def main(argv):
         batch_size=FLAGS.batch_size or 64, num_gpus=FLAGS.num_gpus,
         towers_on_cpu=FLAGS.towers_on_cpu,
         dataset=FLAGS.dataset if FLAGS["dataset"].present else None, data_dir=FLAGS.data_dir,
+        eval_split=FLAGS.eval_split,
         export_dir=FLAGS.export_dir, watch=FLAGS.watch, watch_timeout=FLAGS.watch_timeout)
     try:
         run(settings)

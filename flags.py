@@ -10,7 +10,8 @@ flags.DEFINE_enum("dataset", "digits",
                   ["digits", "folder", "mini_imagenet", "tiny_imagenet", "cifar10", "imagenet"],
                   "Dataset layout to read (input_pipeline/). digits needs no download.")
 flags.DEFINE_string("data_dir", None, "Where the dataset is. digits: where to write its JPEGs "
-                    "(default ~/.cache/googlenet-tf/digits).")
+                    "(default ~/.cache/googlenet-tf/digits). folder: class folders, or train/ "
+                    "beside val/ and/or test/ holding class folders.")
 flags.DEFINE_float("test_fraction", 0.3, "Held-out fraction for datasets without a test split "
                    "(stratified per class, saved in the run directory).")
 flags.DEFINE_enum("cache", "auto", ["auto", "memory", "disk", "none"],
@@ -70,6 +71,8 @@ flags.DEFINE_string("checkpoint_dir", None, "The run directory to evaluate or pr
 flags.DEFINE_string("checkpoint", None, "A specific checkpoint (default: the latest).")
 flags.DEFINE_enum("crops", "1", ["1", "10", "144"], "Evaluation crops per image: centre, 10 "
                   "(corners + centre, mirrored) or the paper's 144; softmax averaged over them.")
+flags.DEFINE_string("eval_split", None, "Which held-out split to score: for a pre-split folder "
+                    "with both val/ and test/, val (the default, scored during training) or test.")
 flags.DEFINE_bool("watch", False, "Evaluate each new checkpoint as training writes it.")
 flags.DEFINE_float("watch_timeout", 3600, "--watch: seconds to wait for a new checkpoint.")
 flags.DEFINE_string("export_dir", None, "Write a SavedModel for serving (JPEG/PNG bytes in, "

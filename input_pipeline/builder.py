@@ -1,23 +1,30 @@
 """The one pipeline builder: examples -> a cached, shuffled, augmented, batched, prefetched dataset.
 
-The order is fixed (REFERENCE.md lists the traps it avoids):
+The order is fixed:
   read (parallel) -> decode -> resize to the cache size -> cache -> shuffle -> augment -> batch
   -> prefetch.
-Augmentation works on whole batches: every image still gets its own random crop, flip and colour
-jitter, but in a few vectorised ops per batch instead of a dozen small ops per image (measured in
-benchmarks/pipeline.py).
-The cache holds decoded images, so from the second epoch on nothing is read or decoded again, and
-augmentation comes after it, so every epoch sees new crops. `InputPipeline` fills the cache in one
-full pass when it is made: that pass is the only disk read, it finds the files that cannot be
-decoded (so they can be reported by name), and a training loop that stops an epoch early can never
-leave a half-written cache behind.
+`InputPipeline` does the first four once, when it is made: one pass over the files, with a
+progress bar, that decodes every image into a store (input_pipeline/store.py: RAM or a file of
+fixed-size records). That pass is the only disk read of the original files, it finds the files that
+cannot be decoded (so they can be reported by name), and a training loop that stops an epoch early
+can never leave a half-written cache behind.
+
+Shuffling is a uniform random permutation of the whole set every epoch, whatever its size, file
+order or cache mode: the permutation is drawn over record numbers (stateless, from the seed, the
+shard and the epoch), cut into batches, and each batch is gathered from the store. No shuffle
+buffer: memory is the store plus a few batches. Without a cache the same permutation orders the
+file reads.
+Augmentation comes after the cache, so every epoch sees new crops, and works on whole batches:
+every image still gets its own random crop, flip and colour jitter, but in a few vectorised ops
+per batch (measured in benchmarks/pipeline.py).
 """
-import glob
 import hashlib
 import os
 import random
 import tempfile
+import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -25,9 +32,12 @@ from absl import logging
 from input_pipeline import preprocessing
 from input_pipeline.memory import release_free_memory
 from input_pipeline.preprocessing import Augmentation
+from input_pipeline.store import DiskStore, MemoryStore
 
 CACHE_MODES = ("auto", "memory", "disk", "none")
+SKIPPED_FILE = "skipped_files.txt"
 AUTOTUNE = tf.data.AUTOTUNE
+_FILL_BATCH = 256  # images handed from tf.data to the store at a time during the first pass
 
 
 def available_memory_bytes():
@@ -42,56 +52,123 @@ def available_memory_bytes():
 
 
 class InputPipeline:
-    """Decodes and caches `examples` once; `dataset(...)` then gives one epoch at a time."""
+    """Decodes and caches `examples` once; `dataset(...)` then gives one epoch at a time.
+
+    `subset` names the examples in skipped_files.txt and the progress line ("train", "val", ...);
+    `progress=True` prints a progress bar for the first pass and a line about the cache.
+    """
 
     def __init__(self, examples, *, image_size, training, cache="auto", cache_dir=None, seed=None,
-                 shard=None, augmentation=Augmentation(), report_dir=None, shuffle_buffer=10_000,
-                 max_skipped_fraction=0.5):
+                 shard=None, augmentation=Augmentation(), report_dir=None, subset=None,
+                 max_skipped_fraction=0.5, progress=False):
         if cache not in CACHE_MODES:
             raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
+        shard_index = 0
         if shard is not None:
-            num_shards, index = shard
-            if not 0 <= index < num_shards:
-                raise ValueError(f"shard index {index} is outside 0..{num_shards - 1}")
-            examples = examples.subset(np.arange(index, len(examples), num_shards))
+            num_shards, shard_index = shard
+            if not 0 <= shard_index < num_shards:
+                raise ValueError(f"shard index {shard_index} is outside 0..{num_shards - 1}")
+            # Every num_shards-th example: each shard mixes all classes, and together the shards
+            # partition the set.
+            examples = examples.subset(np.arange(shard_index, len(examples), num_shards))
         if len(examples) == 0:
             raise ValueError("The dataset has no examples to read")
         self.examples = examples
         self.image_size = image_size
         self.training = training
-        # Without a seed every run differs; with one, every epoch is reproducible.
-        self._base_seed = random.randrange(2 ** 31) if seed is None else int(seed)
+        self.subset = subset or ("train" if training else "test")
+        # Without a seed every run differs; with one, every epoch is reproducible. The shard is
+        # part of the key, so two workers do not walk their shards in the same pattern.
+        base_seed = random.randrange(2 ** 31) if seed is None else int(seed)
+        self._key = tf.constant([base_seed, shard_index], tf.int64)
         self.augmentation = augmentation
-        self.shuffle_buffer = shuffle_buffer
         self.cache_mode = self._resolve_cache_mode(cache)
-        self.cache_file = self._cache_file(cache_dir) if self.cache_mode == "disk" else None
-        self._cached = self._decoded()
-        if self.cache_mode != "none":
-            self._cached = self._cached.cache(self.cache_file or "")
-        self.skipped_files = self._fill_cache_and_find_skipped()
+        self._store = self._fill(cache_dir, progress)
         release_free_memory()
-        self.num_examples = len(examples) - len(self.skipped_files)
+        # Record r of an epoch is example self._example_of[r]: the readable examples in order.
+        self._example_of = (self._store.example_index if self._store is not None
+                            else self._readable)
+        self.num_examples = len(self._example_of)
+        self._record_labels = tf.constant(examples.labels[self._example_of], tf.int32)
+        if self._store is None:  # what `_load_example` reads from, every epoch
+            self._example_of_tensor = tf.constant(self._example_of, tf.int64)
+            if examples.paths is not None:
+                self._paths_tensor = tf.constant(examples.paths)
+        seen = np.zeros(len(examples), bool)
+        seen[self._example_of] = True
+        self.skipped_files = [] if examples.paths is None else list(examples.paths[~seen])
         self._report_skipped(report_dir, max_skipped_fraction)
+        if progress:
+            print(self.describe_cache(report_dir), flush=True)
 
-    # read -> decode -> resize: the part done once.
+    # -- read -> decode -> resize -> cache: the part done once ---------------------------------
     def _decoded(self):
+        """(uint8 cache-size square, example index) of every readable example, in order."""
         image_size = self.image_size
-        index = np.arange(len(self.examples), dtype=np.int32)
+        index = np.arange(len(self.examples), dtype=np.int64)
         if self.examples.images is not None:
-            ds = tf.data.Dataset.from_tensor_slices((self.examples.images, self.examples.labels, index))
-            return ds.map(lambda image, label, i: (
-                preprocessing.resize_for_cache(image, image_size), label, i),
-                num_parallel_calls=AUTOTUNE)
-
-        def read_and_decode(path, label, i):
-            image = preprocessing.decode_image(tf.io.read_file(path))
-            return preprocessing.resize_for_cache(image, image_size), label, i
-
-        ds = tf.data.Dataset.from_tensor_slices((self.examples.paths, self.examples.labels, index))
-        ds = ds.map(read_and_decode, num_parallel_calls=AUTOTUNE)
-        # Unreadable files (empty, truncated, not an image) are dropped here, found by index in
-        # `_fill_cache_and_find_skipped` and reported; they never stop the run.
+            ds = tf.data.Dataset.from_tensor_slices((self.examples.images, index))
+            return ds.map(lambda image, i: (preprocessing.resize_for_cache(image, image_size), i),
+                          num_parallel_calls=AUTOTUNE)
+        ds = tf.data.Dataset.from_tensor_slices((self.examples.paths, index))
+        ds = ds.map(lambda path, i: (self._read_file(path), i), num_parallel_calls=AUTOTUNE)
+        # Unreadable files (empty, truncated, not an image) are dropped here, found by index
+        # after the pass and reported; they never stop the run.
         return ds.ignore_errors()
+
+    def _read_file(self, path):
+        image = preprocessing.decode_image(tf.io.read_file(path))
+        return preprocessing.resize_for_cache(image, self.image_size)
+
+    def _fill(self, cache_dir, progress):
+        """The first pass: decodes everything into a new store (or finds a complete disk store
+        made earlier from the same files). Without a cache it only finds the readable files."""
+        size = preprocessing.cache_size(self.image_size)
+        shape = (size, size, 3)
+        self._reused = False
+        if self.cache_mode == "disk":
+            path = self._cache_file(cache_dir)
+            store = DiskStore.open_complete(path, shape)
+            if store is not None:
+                self._reused = True
+                return store
+            store = DiskStore(path, shape).start()
+        elif self.cache_mode == "memory":
+            store = MemoryStore(len(self.examples), shape)
+        else:
+            store = None
+        readable = []
+        total = len(self.examples)
+        bar = (keras.utils.Progbar(total, unit_name="image", stateful_metrics=["img/s"],
+                                   interval=0.5 if _interactive() else 30.0)
+               if progress else None)
+        if bar is not None:
+            print(f"First pass over the {total:,} {self.subset} images: read, decode, "
+                  f"{'cache' if store is not None else 'check'}", flush=True)
+        start, done = time.perf_counter(), 0
+        try:
+            for images, index in self._decoded().batch(_FILL_BATCH).prefetch(2):
+                index = index.numpy()
+                if store is not None:
+                    store.append(images.numpy(), index)
+                else:
+                    readable.append(index)
+                done = int(index[-1]) + 1
+                if bar is not None:
+                    rate = done / max(time.perf_counter() - start, 1e-9)
+                    bar.update(done, [("img/s", round(rate))])
+        except BaseException:
+            if isinstance(store, DiskStore):
+                store.abandon()
+            raise
+        if bar is not None and done < total:
+            bar.update(total, [("img/s", round(total / max(time.perf_counter() - start, 1e-9)))])
+        self.first_pass_seconds = time.perf_counter() - start
+        if store is None:
+            self._readable = (np.concatenate(readable) if readable
+                              else np.zeros((0,), np.int64))
+            return None
+        return store.finish()
 
     def _resolve_cache_mode(self, cache):
         if cache != "auto":
@@ -112,86 +189,155 @@ class InputPipeline:
             digest.update(np.ascontiguousarray(self.examples.images).tobytes())
         cache_dir = cache_dir or os.path.join(tempfile.gettempdir(), "googlenet-tf-cache")
         os.makedirs(cache_dir, exist_ok=True)
-        path = os.path.join(cache_dir, f"images-{self.image_size}px-{digest.hexdigest()[:16]}")
-        # A run killed while writing the cache leaves a lock file that would block every later run.
-        for lock in glob.glob(glob.escape(path) + "*.lockfile"):
-            os.remove(lock)
-        return path
+        return os.path.join(cache_dir, f"images-{self.image_size}px-{digest.hexdigest()[:16]}.u8")
 
-    def _fill_cache_and_find_skipped(self):
-        seen = np.zeros(len(self.examples), dtype=bool)
-        for batch in self._cached.map(lambda image, label, i: i).batch(4096).prefetch(2):
-            seen[batch.numpy()] = True
-        if self.examples.paths is None:
-            return []
-        return list(self.examples.paths[~seen])
+    def describe_cache(self, report_dir=None):
+        """One line: the cache's mode, place and size, and the files skipped."""
+        n = f"{self.num_examples:,} {self.subset} images"
+        if self._store is None:
+            line = f"No cache: {n} are read from their files every epoch"
+        else:
+            where = "in RAM" if self.cache_mode == "memory" else f"at {self._store.location}"
+            verb = "reused" if self._reused else "holds"
+            line = f"Cache ({self.cache_mode}) {verb} {n}: {_size(self._store.nbytes)} {where}"
+        skipped = len(self.skipped_files)
+        listed = f", listed in {os.path.join(report_dir, SKIPPED_FILE)}" if report_dir else ""
+        return line + (f"; {skipped} unreadable file(s) skipped{listed}" if skipped else
+                       "; no unreadable files")
 
     def _report_skipped(self, report_dir, max_skipped_fraction):
         skipped = self.skipped_files
-        if report_dir and (skipped or os.path.exists(os.path.join(report_dir, "skipped_files.txt"))):
-            os.makedirs(report_dir, exist_ok=True)
-            with open(os.path.join(report_dir, "skipped_files.txt"), "w") as f:
-                f.writelines(p + "\n" for p in skipped)
+        if report_dir:
+            write_skipped_list(report_dir, self.subset, skipped)
         if not skipped:
             return
-        where = f" (full list in {os.path.join(report_dir, 'skipped_files.txt')})" if report_dir else ""
+        where = f" (full list in {os.path.join(report_dir, SKIPPED_FILE)})" if report_dir else ""
         shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
         if len(skipped) > max_skipped_fraction * len(self.examples):
+            if isinstance(self._store, DiskStore):  # never reused by the corrected run
+                self._store.delete()
             raise ValueError(
-                f"{len(skipped)} of {len(self.examples)} image files could not be read or decoded"
-                f"{where}, e.g. {shown}. Is the data directory right?")
-        logging.warning("Skipped %d of %d files that are not readable images%s: %s",
-                        len(skipped), len(self.examples), where, shown)
+                f"{len(skipped)} of {len(self.examples)} {self.subset} image files could not be "
+                f"read or decoded{where}, e.g. {shown}. Is the data directory right?")
+        logging.warning("Skipped %d of %d %s files that are not readable images%s: %s",
+                        len(skipped), len(self.examples), self.subset, where, shown)
 
-    # cache -> shuffle -> augment -> batch -> prefetch: the part done every epoch.
+    # -- shuffle -> augment -> batch -> prefetch: the part done every epoch --------------------
+    def _load_example(self, record):
+        """Without a cache: record -> (cache-size square, label), read from its file."""
+        example = tf.gather(self._example_of_tensor, record)
+        if self.examples.images is not None:
+            images = self.examples.images
+            image = tf.numpy_function(lambda i: images[i], [example], tf.uint8, stateful=False)
+            image.set_shape([None, None, 3])
+            image = preprocessing.resize_for_cache(image, self.image_size)
+        else:
+            image = self._read_file(tf.gather(self._paths_tensor, example))
+        return image, tf.gather(self._record_labels, record)
+
+    def _read_records(self, records):
+        """From the store: a batch of records -> (uint8 squares [B, C, C, 3], labels [B])."""
+        size = preprocessing.cache_size(self.image_size)
+        images = tf.numpy_function(self._store.read, [records], tf.uint8, stateful=False)
+        images.set_shape([None, size, size, 3])
+        return images, tf.gather(self._record_labels, records)
+
     def dataset(self, batch_size, *, epoch=0, num_epochs=1, take_batches=None, skip_batches=0,
                 drop_remainder=None):
         """Epochs `epoch` .. `epoch + num_epochs - 1` of (float32 images [B, S, S, 3] in [-1, 1],
         int32 labels [B]), each batched on its own; `num_epochs=None` goes on for ever.
 
-        Epoch e's order and crops are a function of (seed, e) alone, so a resumed run sees the
-        epochs an uninterrupted one would. One dataset spanning every epoch of a run means one
-        iterator, instead of a new one (and its set-up pause) per epoch. `take_batches` cuts each
-        epoch; `skip_batches` skips the start of the first (a run resumed mid-epoch).
+        A training epoch visits every readable image once, in a uniform random permutation drawn
+        from (seed, shard, epoch) alone, so a resumed run sees the epochs an uninterrupted one
+        would; evaluation keeps the examples' order. One dataset spanning every epoch of a run
+        means one iterator, instead of a new one (and its set-up pause) per epoch. `take_batches`
+        cuts each epoch; `skip_batches` skips the start of the first (a run resumed mid-epoch).
         """
         last = 2 ** 62 if num_epochs is None else epoch + num_epochs
-        cached, training, base_seed = self._cached, self.training, self._base_seed
-        image_size, augmentation = self.image_size, self.augmentation
-        buffer = max(1, min(self.num_examples, self.shuffle_buffer))
+        training, image_size, augmentation = self.training, self.image_size, self.augmentation
         drop_remainder = self.training if drop_remainder is None else drop_remainder
+        key, count = self._key, self.num_examples
 
         def one_epoch(e):
-            # Epoch e's order must come from (seed, e) alone. A global TF seed (--deterministic
-            # sets one) would otherwise enter the shuffle's seed pair, and at 0 TF cannot combine
-            # it with this tensor seed at all ("symbolic tf.Tensor as a Python bool").
-            tf.compat.v1.get_default_graph().seed = None
-            ds = cached.map(lambda image, label, i: (image, label))
+            epoch_key = tf.random.experimental.stateless_fold_in(key, e)
+            records = tf.range(count, dtype=tf.int64)
             if training:
-                epoch_seed = base_seed * 1_000_003 + e
-                ds = ds.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
-                # augment, batched: each image gets its own crop, flip and jitter, drawn from
-                # (seed, epoch, batch) and applied to the whole batch in a few vectorised ops.
-                ds = ds.batch(batch_size, drop_remainder=drop_remainder).enumerate().map(
-                    lambda i, batch: (preprocessing.apply_augmentation(
-                        batch[0], preprocessing.sample_augmentation(
-                            tf.shape(batch[0])[0], tf.stack([epoch_seed, i]), augmentation),
-                        image_size, augmentation), batch[1]),
-                    num_parallel_calls=AUTOTUNE)
-            else:
-                ds = ds.map(lambda image, label: (preprocessing.eval_crop(image, image_size),
-                                                  label), num_parallel_calls=AUTOTUNE)
-                ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+                # shuffle: the whole epoch's order at once, as a permutation of record numbers.
+                records = tf.random.experimental.stateless_shuffle(
+                    records, seed=tf.random.experimental.stateless_fold_in(epoch_key, 0))
+            ds = tf.data.Dataset.from_tensor_slices(records)
+            if self._store is None:
+                ds = ds.map(self._load_example, num_parallel_calls=AUTOTUNE).ignore_errors()
+            ds = ds.batch(batch_size, drop_remainder=drop_remainder).enumerate()
             if take_batches is not None:
                 # repeat(): a worker whose shard lost files to decoding errors still gives the
                 # agreed number of batches.
                 ds = ds.repeat().take(take_batches)
-            return ds.skip(tf.where(e == epoch, tf.constant(skip_batches, tf.int64), 0))
+            # Skipped before the store is read, so resuming mid-epoch costs nothing.
+            ds = ds.skip(tf.where(e == epoch, tf.constant(skip_batches, tf.int64), 0))
+            augment_key = tf.random.experimental.stateless_fold_in(epoch_key, 1)
+
+            def inputs(i, batch):
+                images, labels = batch if self._store is None else self._read_records(batch)
+                if not training:
+                    return preprocessing.eval_crop(images, image_size), labels
+                # augment, batched: each image gets its own crop, flip and jitter, drawn from
+                # (seed, shard, epoch, batch) and applied to the whole batch in a few ops.
+                params = preprocessing.sample_augmentation(
+                    tf.shape(images)[0], tf.random.experimental.stateless_fold_in(augment_key, i),
+                    augmentation)
+                return (preprocessing.apply_augmentation(images, params, image_size,
+                                                         augmentation), labels)
+            return ds.map(inputs, num_parallel_calls=AUTOTUNE)
 
         return tf.data.Dataset.range(epoch, last).flat_map(one_epoch).prefetch(AUTOTUNE)
 
     def steps_per_epoch(self, batch_size):
         return (self.num_examples // batch_size if self.training
                 else -(-self.num_examples // batch_size))
+
+
+def write_skipped_list(report_dir, subset, paths):
+    """Replaces `subset`'s lines of report_dir/skipped_files.txt ("<subset>\\t<path>" per line),
+    keeping the other subsets' lines; the file is removed when no subset has any."""
+    path = os.path.join(report_dir, SKIPPED_FILE)
+    kept = []
+    if os.path.exists(path):
+        with open(path) as f:
+            kept = [line for line in f if line.strip() and line.split("\t", 1)[0] != subset]
+    lines = kept + [f"{subset}\t{p}\n" for p in paths]
+    if not lines:
+        if os.path.exists(path):
+            os.remove(path)
+        return
+    os.makedirs(report_dir, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        f.writelines(lines)
+    os.replace(path + ".tmp", path)
+
+
+def read_skipped_list(report_dir):
+    """{subset: [paths]} from report_dir/skipped_files.txt (empty when there is none)."""
+    path = os.path.join(report_dir, SKIPPED_FILE)
+    listed = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    subset, file = line.rstrip("\n").split("\t", 1)
+                    listed.setdefault(subset, []).append(file)
+    return listed
+
+
+def _size(nbytes):
+    return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB"
+
+
+def _interactive():
+    try:
+        return os.isatty(1)
+    except OSError:
+        return False
 
 
 def build_dataset(examples, *, image_size, batch_size, training, cache="auto", cache_dir=None,

@@ -62,36 +62,58 @@ def stratified_split(examples, test_fraction, seed):
     return examples.subset(np.sort(train_index)), examples.subset(np.sort(test_index))
 
 
-def _write_split(data_dir_out, meta, class_names, train, test):
+def _write_split(data_dir_out, meta, class_names, subsets):
+    """Writes class_names.txt, split.csv (when `subsets`, {name: Examples}, hold file paths) and
+    dataset.json, each atomically, dataset.json last: its presence means the split is complete."""
     os.makedirs(data_dir_out, exist_ok=True)
     tmp = os.path.join(data_dir_out, ".tmp")
     with open(tmp + "classes", "w") as f:
         f.writelines(name + "\n" for name in class_names)
-    if train.paths is not None:
+    if subsets:
         with open(tmp + "split", "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["subset", "label", "path"])
-            for subset, ex in (("train", train), ("test", test)):
+            for subset, ex in subsets.items():
                 writer.writerows((subset, label, path) for label, path in zip(ex.labels, ex.paths))
         os.replace(tmp + "split", os.path.join(data_dir_out, "split.csv"))
     os.replace(tmp + "classes", os.path.join(data_dir_out, "class_names.txt"))
-    # Written last: its presence means the split is complete.
     with open(tmp + "meta", "w") as f:
         json.dump(meta, f, indent=2)
     os.replace(tmp + "meta", os.path.join(data_dir_out, "dataset.json"))
 
 
 def _read_split(data_dir_out):
+    """(class names, {subset name: Examples}) from a saved split."""
     with open(os.path.join(data_dir_out, "class_names.txt")) as f:
         class_names = [line.rstrip("\n") for line in f]
-    subsets = {"train": ([], []), "test": ([], [])}
+    rows = {}
     with open(os.path.join(data_dir_out, "split.csv"), newline="") as f:
         for row in csv.DictReader(f):
-            subsets[row["subset"]][0].append(int(row["label"]))
-            subsets[row["subset"]][1].append(row["path"])
-    train, test = (Examples(np.array(labels, dtype=np.int32), paths=np.array(paths))
-                   for labels, paths in subsets.values())
-    return class_names, train, test
+            labels, paths = rows.setdefault(row["subset"], ([], []))
+            labels.append(int(row["label"]))
+            paths.append(row["path"])
+    return class_names, {name: Examples(np.array(labels, dtype=np.int32), paths=np.array(paths))
+                         for name, (labels, paths) in rows.items()}
+
+
+def _layout(meta):
+    """How the held-out set was made, in words, for the start line."""
+    if meta.get("folders"):
+        train = meta["folders"]["train"]
+        held = ", ".join(f"{os.path.basename(meta['folders'][n])}/" for n in meta["held_out"])
+        return (f"pre-split folder: trains on {os.path.basename(train)}/, held out {held} as "
+                f"given (--test_fraction not used)")
+    if meta["official_split"]:
+        return "the dataset's own held-out split"
+    return f"{meta['test_fraction']:.0%} of every class held out (seed {meta['seed']})"
+
+
+def _splits(name, data_dir, meta, class_names, train, held_out):
+    scored = meta.get("eval_split", "test")
+    return DatasetSplits(name, data_dir, list(class_names), train, held_out[scored],
+                         test_name=scored,
+                         extra={k: v for k, v in held_out.items() if k != scored},
+                         layout=_layout(meta))
 
 
 def load_dataset(name, data_dir=None, *, run_dir=None, test_fraction=0.3, seed=0, write=True):
@@ -108,16 +130,29 @@ def load_dataset(name, data_dir=None, *, run_dir=None, test_fraction=0.3, seed=0
         if meta["dataset"] != name:
             raise ValueError(f"Run directory {run_dir!r} was made for dataset {meta['dataset']!r}, "
                              f"not {name!r}; use another run directory")
-        if not meta["official_split"]:
-            class_names, train, test = _read_split(saved)
-            return DatasetSplits(name, meta["data_dir"], class_names, train, test)
+        if meta.get("saved_split", not meta["official_split"]):
+            class_names, subsets = _read_split(saved)
+            train = subsets.pop("train")
+            return _splits(name, meta["data_dir"], meta, class_names, train, subsets)
         data_dir = data_dir or meta["data_dir"]
 
     raw = spec.load(data_dir)
     if raw.test is None:
         train, test = stratified_split(raw.train, test_fraction, seed)
+        held_out = {"test": test}
     else:
-        train, test = raw.train, raw.test
+        train = raw.train
+        held_out = {raw.test_name: raw.test, **raw.extra}
+    # A split the project made, or one read from a folder tree that may change, is pinned by
+    # saving its file list; an official split is read again from the data.
+    save_paths = raw.train.paths is not None and (raw.test is None or raw.folders is not None)
+    meta = {"dataset": name, "data_dir": os.path.abspath(data_dir) if data_dir else None,
+            "official_split": raw.test is not None, "saved_split": save_paths,
+            "test_fraction": None if raw.test is not None else test_fraction,
+            "seed": seed, "num_train": len(train),
+            "num_test": len(held_out[next(iter(held_out))]),
+            "eval_split": next(iter(held_out)), "held_out": list(held_out),
+            "folders": raw.folders}
     if saved and write:
         if os.path.exists(os.path.join(saved, "dataset.json")):
             with open(os.path.join(saved, "class_names.txt")) as f:
@@ -126,9 +161,6 @@ def load_dataset(name, data_dir=None, *, run_dir=None, test_fraction=0.3, seed=0
                 raise ValueError(f"The classes in {data_dir!r} differ from those run {run_dir!r} "
                                  f"was trained on ({len(known)} classes in {saved}/class_names.txt)")
         else:
-            meta = {"dataset": name, "data_dir": os.path.abspath(data_dir) if data_dir else None,
-                    "official_split": raw.test is not None,
-                    "test_fraction": None if raw.test is not None else test_fraction,
-                    "seed": seed, "num_train": len(train), "num_test": len(test)}
-            _write_split(saved, meta, raw.class_names, train, test)
-    return DatasetSplits(name, data_dir, list(raw.class_names), train, test)
+            _write_split(saved, meta, raw.class_names,
+                         {"train": train, **held_out} if save_paths else None)
+    return _splits(name, data_dir, meta, raw.class_names, train, held_out)

@@ -34,24 +34,49 @@ class Examples:
 
 @dataclasses.dataclass
 class RawDataset:
-    """A reader's output. `test` is None when the dataset has no official test split."""
+    """A reader's output. `test` is None when the dataset has no official test split.
+
+    `test_name` names the held-out split scored during training ("val" for a folder's val/);
+    `extra` holds any other held-out split by name (a folder with both val/ and test/), and
+    `folders` the folders a pre-split folder was read from (recorded in the run directory).
+    """
     class_names: list
     train: Examples
     test: Optional[Examples] = None
+    test_name: str = "test"
+    extra: dict = dataclasses.field(default_factory=dict)
+    folders: Optional[dict] = None
 
 
 @dataclasses.dataclass
 class DatasetSplits:
-    """The train / held-out split a run trains and evaluates on."""
+    """The train / held-out split a run trains and evaluates on (plus any other held-out split,
+    by name, in `extra`)."""
     name: str
     data_dir: str
     class_names: list
     train: Examples
     test: Examples
+    test_name: str = "test"
+    extra: dict = dataclasses.field(default_factory=dict)
+    layout: str = ""  # how the held-out set was made, for the start line
 
     @property
     def num_classes(self):
         return len(self.class_names)
+
+    @property
+    def held_out_names(self):
+        return [self.test_name, *self.extra]
+
+    def held_out(self, name=None):
+        """The held-out split `name` (default: the one scored during training)."""
+        if name in (None, self.test_name):
+            return self.test
+        if name not in self.extra:
+            raise ValueError(f"--eval_split={name!r}: this run's held-out splits are "
+                             f"{', '.join(self.held_out_names)}")
+        return self.extra[name]
 
 
 def is_image_file(name):

@@ -2,9 +2,10 @@
 import os
 
 import numpy as np
+from absl import logging
 
 from input_pipeline.examples import Examples, RawDataset
-from input_pipeline.folder import missing_dir_error, read_class_folders
+from input_pipeline.folder import list_class_folders, missing_dir_error, read_class_folders
 
 LAYOUT = """  DATA_DIR/  (or DATA_DIR/tiny-imagenet-200/)
     wnids.txt
@@ -24,7 +25,15 @@ def load(data_dir):
         if not os.path.exists(required):
             raise ValueError(f"Missing {required!r}; the tiny_imagenet dataset expects:\n{LAYOUT}")
     with open(wnids_path) as f:
-        class_names = [line.strip() for line in f if line.strip()]
+        listed = [line.strip() for line in f if line.strip()]
+    folders = list_class_folders(os.path.join(root, "train"), "tiny_imagenet", LAYOUT)
+    # The classes are train/'s folders; wnids.txt only gives their order. Copies circulate with
+    # a cut-down wnids.txt (seen: 9 of the 200 lines), which must not silently drop classes.
+    class_names = listed
+    if sorted(listed) != folders:
+        class_names = folders
+        logging.warning("%s lists %d classes but %s has %d class folders; using the folders",
+                        wnids_path, len(listed), os.path.join(root, "train"), len(folders))
     train_paths, train_labels = read_class_folders(os.path.join(root, "train"), class_names,
                                                    subdir="images", dataset="tiny_imagenet")
     index = {name: i for i, name in enumerate(class_names)}
@@ -37,8 +46,8 @@ def load(data_dir):
             if len(fields) < 2:
                 raise ValueError(f"{annotations}, line {line_number}: expected 'file<TAB>wnid...'")
             if fields[1] not in index:
-                raise ValueError(f"{annotations}, line {line_number}: class {fields[1]!r} is not "
-                                 f"in {wnids_path}")
+                raise ValueError(f"{annotations}, line {line_number}: class {fields[1]!r} has no "
+                                 f"folder in {os.path.join(root, 'train')}")
             path = os.path.join(root, "val", "images", fields[0])
             if not os.path.exists(path):
                 raise ValueError(f"{annotations}, line {line_number}: image {path!r} does not exist")

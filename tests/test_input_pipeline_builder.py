@@ -1,10 +1,12 @@
-"""Tests for input_pipeline/builder.py: the cache really caches, bad files are skipped and reported."""
+"""Tests for input_pipeline/builder.py: the cache really caches, every epoch is a uniform shuffle,
+bad files are skipped and reported."""
 import os
 import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from scipy.stats import chisquare
 
 from conftest import cpu_devices, write_image, write_image_folder
 from input_pipeline import builder
@@ -135,8 +137,31 @@ def test_bad_files_are_skipped_and_reported(tmp_path):
     assert sorted(pipeline.skipped_files) == sorted(bad)
     assert pipeline.num_examples == 8
     assert len(epoch(pipeline, 0, batch_size=1)[1]) == 8
-    listed = (report / "skipped_files.txt").read_text().split()
-    assert sorted(listed) == sorted(bad)
+    listed = (report / "skipped_files.txt").read_text().splitlines()
+    assert sorted(listed) == sorted(f"train\t{p}" for p in bad)
+
+
+def test_the_skip_list_names_the_bad_files_of_every_subset(tmp_path):
+    # One bad file among the training images, one among the held-out ones: the held-out
+    # pipeline, made second, must not erase what the training pipeline listed.
+    good = [write_image(tmp_path / "d" / f"good_{i}.jpg", seed=i, fmt="JPEG") for i in range(8)]
+    (tmp_path / "d" / "empty.jpg").write_bytes(b"")
+    whole = open(good[0], "rb").read()
+    (tmp_path / "d" / "truncated.jpg").write_bytes(whole[: len(whole) // 3])
+    train = Examples(np.zeros(5), paths=np.array(good[:4] + [str(tmp_path / "d" / "truncated.jpg")]))
+    test = Examples(np.zeros(5), paths=np.array(good[4:] + [str(tmp_path / "d" / "empty.jpg")]))
+    report = str(tmp_path / "run")
+    train_data = InputPipeline(train, image_size=16, training=True, report_dir=report)
+    test_data = InputPipeline(test, image_size=16, training=False, report_dir=report)
+    assert train_data.num_examples == test_data.num_examples == 4
+    assert builder.read_skipped_list(report) == {
+        "train": [str(tmp_path / "d" / "truncated.jpg")],
+        "test": [str(tmp_path / "d" / "empty.jpg")]}
+    assert "1 unreadable file(s) skipped" in test_data.describe_cache(report)
+    # A later run in which the held-out file was repaired keeps the training entry only.
+    write_image(tmp_path / "d" / "empty.jpg", fmt="JPEG")
+    InputPipeline(test, image_size=16, training=False, report_dir=report)
+    assert builder.read_skipped_list(report) == {"train": [str(tmp_path / "d" / "truncated.jpg")]}
 
 
 def test_mostly_unreadable_data_is_an_error(tmp_path):
@@ -144,7 +169,7 @@ def test_mostly_unreadable_data_is_an_error(tmp_path):
     for i in range(3):
         (tmp_path / f"junk_{i}.jpg").write_bytes(b"junk")
         paths.append(str(tmp_path / f"junk_{i}.jpg"))
-    with pytest.raises(ValueError, match="3 of 4 image files could not be read.*junk_0.jpg"):
+    with pytest.raises(ValueError, match="3 of 4 test image files could not be read.*junk_0.jpg"):
         InputPipeline(Examples(np.zeros(4), paths=np.array(paths)), image_size=32, training=False)
 
 
@@ -174,3 +199,106 @@ def test_bad_arguments(tmp_path):
         InputPipeline(examples, image_size=32, training=False, cache="ram")
     with pytest.raises(ValueError, match="shard index 2"):
         InputPipeline(examples, image_size=32, training=False, shard=(2, 2))
+
+
+# -- Every epoch a uniform shuffle of the whole set ------------------------------------------------
+# 30,000 class-sorted images (10 classes of 3,000), three times the 10,000-image shuffle buffer the
+# pipeline used to have and over a hundred times any batch it uses now. Each image's label is its
+# id, and its class is id // PER_CLASS, so one pass checks both the classes and the permutation.
+NUM_CLASSES, PER_CLASS = 10, 3_000
+BATCH = 500
+
+
+@pytest.fixture(scope="module")
+def class_sorted():
+    n = NUM_CLASSES * PER_CLASS
+    images = np.random.default_rng(0).integers(0, 256, (n, 6, 6, 3), dtype=np.uint8)
+    return Examples(np.arange(n), images=images)
+
+
+def epoch_ids(pipeline, e):
+    return np.concatenate([y.numpy() for _, y in pipeline.dataset(BATCH, epoch=e)])
+
+
+def assert_uniform_class_mix(first_batch_ids, classes=NUM_CLASSES):
+    counts = np.bincount(first_batch_ids // PER_CLASS, minlength=classes)
+    # Under uniform sampling the statistic is chi-square with 9 degrees of freedom; a sweep
+    # through sorted classes gives p ~ 0 (a batch of 500 from 2 or 3 classes).
+    assert chisquare(counts).pvalue > 0.001, counts
+
+
+@pytest.mark.parametrize("cache", ["memory", "disk", "none"])
+def test_every_epoch_is_a_uniform_permutation_of_the_whole_set(class_sorted, tmp_path, cache):
+    pipeline = InputPipeline(class_sorted, image_size=6, training=True, cache=cache, seed=1,
+                             cache_dir=str(tmp_path), augmentation=IDENTITY)
+    first, second = epoch_ids(pipeline, 0), epoch_ids(pipeline, 1)
+    for ids in (first, second):
+        # Every image exactly once ...
+        np.testing.assert_array_equal(np.sort(ids), np.arange(len(class_sorted)))
+        # ... the first batch a fair draw over the classes ...
+        assert_uniform_class_mix(ids[:BATCH])
+    # ... and a new order every epoch.
+    assert np.mean(first != second) > 0.99
+
+
+def test_two_workers_shards_mix_all_classes_and_partition_every_epoch(class_sorted):
+    shards = [InputPipeline(class_sorted, image_size=6, training=True, cache="memory", seed=1,
+                            shard=(2, w), augmentation=IDENTITY) for w in range(2)]
+    for e in range(2):
+        ids = [epoch_ids(shard, e) for shard in shards]
+        for worker_ids in ids:
+            assert_uniform_class_mix(worker_ids[:BATCH])
+        np.testing.assert_array_equal(np.sort(np.concatenate(ids)), np.arange(len(class_sorted)))
+        # The workers do not walk their shards in the same pattern (position in shard: id // 2).
+        assert np.mean(ids[0] // 2 != ids[1] // 2) > 0.99
+    assert np.mean(epoch_ids(shards[0], 0) != epoch_ids(shards[0], 1)) > 0.99
+
+
+def test_a_class_sorted_folder_is_shuffled_from_the_disk_cache(tmp_path):
+    # The same on real files: 12 class folders of 150 JPEGs each, read through the disk cache.
+    classes = [f"c{k:02d}" for k in range(12)]
+    paths = write_image_folder(str(tmp_path / "data"), classes=classes, per_class=150,
+                               size=(8, 8))
+    examples = Examples(np.repeat(np.arange(12), 150), paths=np.array(paths))
+    pipeline = InputPipeline(examples, image_size=8, training=True, cache="disk", seed=0,
+                             cache_dir=str(tmp_path / "cache"), augmentation=IDENTITY)
+    labels = [np.concatenate([y.numpy() for _, y in pipeline.dataset(120, epoch=e)])
+              for e in range(2)]
+    for epoch_labels in labels:
+        np.testing.assert_array_equal(np.sort(epoch_labels), examples.labels)
+        counts = np.bincount(epoch_labels[:120], minlength=12)
+        assert chisquare(counts).pvalue > 0.001, counts
+    assert np.mean(labels[0] != labels[1]) > 0.8
+
+
+def test_a_complete_disk_cache_is_reused_and_a_partial_one_is_not(tmp_path):
+    examples = unique_label_examples(str(tmp_path / "data"), n=10)
+    cache_dir = str(tmp_path / "cache")
+    first = InputPipeline(examples, image_size=16, training=False, cache="disk",
+                          cache_dir=cache_dir)
+    expected = epoch(first, 0)
+    (cache_file,) = [f for f in os.listdir(cache_dir) if f.endswith(".u8")]
+    # A run killed while filling a cache leaves a partial file: a later run removes it.
+    abandoned = os.path.join(cache_dir, cache_file + ".partial-999999999")
+    open(abandoned, "wb").write(b"half")
+    shutil.rmtree(tmp_path / "data")
+    again = InputPipeline(examples, image_size=16, training=False, cache="disk",
+                          cache_dir=cache_dir)
+    assert "reused" in again.describe_cache()
+    np.testing.assert_array_equal(epoch(again, 0)[0], expected[0])
+    assert not os.path.exists(abandoned)
+    # A cache file cut short is not trusted: the images are read again (here: they are gone).
+    with open(os.path.join(cache_dir, cache_file), "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(ValueError, match="10 of 10 test image files could not be read"):
+        InputPipeline(examples, image_size=16, training=False, cache="disk", cache_dir=cache_dir)
+
+
+def test_the_first_pass_shows_progress_and_the_cache(tmp_path, capsys):
+    examples = folder_examples(str(tmp_path / "data"), per_class=5)
+    InputPipeline(examples, image_size=16, training=True, cache="memory", progress=True)
+    out = capsys.readouterr().out
+    assert "First pass over the 10 train images" in out
+    assert "10/10" in out and "img/s" in out
+    size = builder.preprocessing.cache_size(16)
+    assert f"Cache (memory) holds 10 train images: {10 * size * size * 3 / 1e6:.1f} MB in RAM" in out

@@ -71,6 +71,76 @@ def test_folder_errors_name_the_problem(tmp_path):
         input_pipeline.load_dataset("folder", str(tmp_path / "d"))
 
 
+def _pre_split(root, held_out=("val",), classes=("daisy", "roses"), per_class=3):
+    write_image_folder(str(root / "train"), classes=classes, per_class=per_class)
+    for name in held_out:
+        write_image_folder(str(root / name), classes=classes, per_class=2)
+
+
+@pytest.mark.parametrize("held_out", ["val", "Valid", "validation", "TEST"])
+def test_a_pre_split_folder_is_trained_and_scored_as_given(tmp_path, held_out):
+    root, run_dir = tmp_path / "flower_data", str(tmp_path / "run")
+    _pre_split(root, held_out=(held_out,))
+    splits = input_pipeline.load_dataset("folder", str(root), run_dir=run_dir, test_fraction=0.5)
+    assert splits.class_names == ["daisy", "roses"]
+    # No re-split: every train/ image is trained on, every held-out image is held out.
+    assert sorted(splits.train.paths) == sorted(
+        str(p) for p in (root / "train").rglob("*.jpg"))
+    assert sorted(splits.test.paths) == sorted(str(p) for p in (root / held_out).rglob("*.jpg"))
+    assert splits.test_name == ("test" if held_out == "TEST" else "val")
+    assert "--test_fraction not used" in splits.layout
+    meta = json.load(open(os.path.join(run_dir, "data", "dataset.json")))
+    assert meta["folders"]["train"] == str(root / "train") and meta["saved_split"]
+    # The run directory alone gives the same split back, even with the data gone.
+    import shutil
+    shutil.rmtree(root)
+    again = input_pipeline.load_dataset("folder", run_dir=run_dir)
+    np.testing.assert_array_equal(again.test.paths, splits.test.paths)
+    np.testing.assert_array_equal(again.train.labels, splits.train.labels)
+    assert again.test_name == splits.test_name and again.layout == splits.layout
+
+
+def test_a_pre_split_folder_with_val_and_test_scores_val_and_keeps_test(tmp_path):
+    root = tmp_path / "data"
+    _pre_split(root, held_out=("val", "test"))
+    (root / "test" / "roses" / "img_1.jpg").unlink()
+    splits = input_pipeline.load_dataset("folder", str(root), run_dir=str(tmp_path / "run"))
+    assert splits.test_name == "val" and splits.held_out_names == ["val", "test"]
+    assert len(splits.test) == 4 and len(splits.held_out("test")) == 3
+    assert all("/test/" in p for p in splits.held_out("test").paths)
+    with pytest.raises(ValueError, match="--eval_split='train': .* are val, test"):
+        splits.held_out("train")
+    reloaded = input_pipeline.load_dataset("folder", run_dir=str(tmp_path / "run"))
+    np.testing.assert_array_equal(reloaded.held_out("test").paths, splits.held_out("test").paths)
+
+
+def test_pre_split_folder_errors_and_warnings(tmp_path, caplog):
+    mixed = tmp_path / "mixed"
+    _pre_split(mixed)
+    write_image_folder(str(mixed), classes=("tulips",), per_class=2)
+    with pytest.raises(ValueError, match="(?s)mixes a train/ folder with other folders "
+                                         r"\(tulips\).*<class 1>/image001.jpg.*train/<class 1>"):
+        input_pipeline.load_dataset("folder", str(mixed))
+    unknown = tmp_path / "unknown"
+    _pre_split(unknown)
+    write_image_folder(str(unknown / "val"), classes=("cactus",), per_class=1)
+    with pytest.raises(ValueError, match=r"val' has class folder\(s\) cactus that .*train' lacks"):
+        input_pipeline.load_dataset("folder", str(unknown))
+    alone = tmp_path / "alone"
+    write_image_folder(str(alone / "train"), classes=("a", "b"), per_class=2)
+    with pytest.raises(ValueError, match="holds train/ but no held-out folder.*--data_dir=.*train"):
+        input_pipeline.load_dataset("folder", str(alone))
+    # A class with no held-out images is allowed, with a warning naming it.
+    sparse = tmp_path / "sparse"
+    _pre_split(sparse, classes=("a", "b", "c"))
+    import shutil
+    shutil.rmtree(sparse / "val" / "c")
+    with caplog.at_level("WARNING"):
+        splits = input_pipeline.load_dataset("folder", str(sparse))
+    assert splits.class_names == ["a", "b", "c"] and sorted(set(splits.test.labels)) == [0, 1]
+    assert "1 class(es) have no held-out images" in caplog.text and ": c" in caplog.text
+
+
 def _mini_imagenet_csv_layout(root, classes_per_split, per_class=4):
     os.makedirs(root / "images")
     for split, wnids in classes_per_split.items():
@@ -126,8 +196,20 @@ def test_tiny_imagenet_uses_val_as_test(tmp_path):
     assert splits.class_names == ["n01", "n02"]
     assert len(splits.train) == 6 and splits.test.labels.tolist() == [0, 1]
     _tiny_imagenet(tmp_path / "bad", bad_val_wnid="n99")
-    with pytest.raises(ValueError, match="val_annotations.txt, line 3: class 'n99' is not in"):
+    with pytest.raises(ValueError, match="val_annotations.txt, line 3: class 'n99' has no folder"):
         input_pipeline.load_dataset("tiny_imagenet", str(tmp_path / "bad"))
+
+
+def test_tiny_imagenet_classes_are_the_train_folders_when_wnids_txt_is_cut_short(tmp_path):
+    # Copies of Tiny ImageNet circulate with a wnids.txt of 9 lines for 200 class folders.
+    root = tmp_path / "tiny"
+    _tiny_imagenet(root, wnids=("n03", "n01", "n02"))
+    assert input_pipeline.load_dataset("tiny_imagenet", str(root)).class_names == [
+        "n03", "n01", "n02"]  # wnids.txt's order when it lists exactly the folders
+    (root / "wnids.txt").write_text("n03\n")
+    splits = input_pipeline.load_dataset("tiny_imagenet", str(root))
+    assert splits.class_names == ["n01", "n02", "n03"] and len(splits.train) == 9
+    assert sorted(splits.test.labels.tolist()) == [0, 1, 2]
 
 
 def test_cifar10_pickles_are_channel_planar(tmp_path):

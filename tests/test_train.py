@@ -123,3 +123,41 @@ def test_interrupted_at_an_epoch_boundary_gives_the_same_weights(data_dir, tmp_p
     assert len(a.weights) == len(b.weights)
     for x, y in zip(a.weights, b.weights):
         np.testing.assert_array_equal(x.numpy(), y.numpy(), err_msg=x.path)
+
+
+def test_a_pre_split_folder_with_bad_files_through_train_and_evaluate(tmp_path):
+    # root/train|val|test/<class>/, with an unreadable file among the training images and one
+    # among the held-out ones: both are listed, the counts are of readable images, the first
+    # pass shows progress, and evaluate.py scores val/ or test/ from the run directory alone.
+    root = tmp_path / "flower_data"
+    classes = ("daisy", "roses", "tulips")
+    write_image_folder(str(root / "train"), classes=classes, per_class=4, size=(36, 36))
+    write_image_folder(str(root / "val"), classes=classes, per_class=2, size=(36, 36))
+    write_image_folder(str(root / "test"), classes=classes, per_class=1, size=(36, 36))
+    (root / "train" / "roses" / "truncated.jpg").write_bytes(
+        (root / "train" / "roses" / "img_0.jpg").read_bytes()[:200])
+    (root / "val" / "daisy" / "empty.jpg").write_bytes(b"")
+    run_dir = str(tmp_path / "run")
+    done = run(train_args(str(root), run_dir, "--model=minigooglenet", "--epochs=1",
+                          "--test_fraction=0.5"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "First pass over the 13 train images" in done.stdout
+    assert "First pass over the 7 val images" in done.stdout
+    assert "Cache (memory) holds 12 train images" in done.stdout
+    assert "1 unreadable file(s) skipped" in done.stdout
+    assert "12 train / 6 val images (readable; pre-split folder: trains on train/, held out " \
+           "val/, test/ as given (--test_fraction not used))" in done.stdout
+    listed = open(os.path.join(run_dir, "skipped_files.txt")).read().splitlines()
+    assert sorted(listed) == sorted([f"train\t{root / 'train' / 'roses' / 'truncated.jpg'}",
+                                     f"val\t{root / 'val' / 'daisy' / 'empty.jpg'}"])
+    evaluate = [sys.executable, os.path.join(ROOT, "evaluate.py"), f"--checkpoint_dir={run_dir}",
+                "--batch_size=4"]
+    val = run(evaluate)
+    assert val.returncode == 0, val.stderr[-3000:]
+    assert "6 images" in val.stdout  # the readable val/ images
+    test = run(evaluate + ["--eval_split=test"])
+    assert test.returncode == 0, test.stderr[-3000:]
+    assert "3 images of the test split" in test.stdout
+    assert os.path.exists(os.path.join(run_dir, "eval", "metrics_test.json"))
+    wrong = run(evaluate + ["--eval_split=holdout"])
+    assert wrong.returncode == 1 and "this run's held-out splits are val, test" in wrong.stderr

@@ -27,6 +27,7 @@ class EvalSettings:
     num_gpus: Optional[int] = None
     towers_on_cpu: bool = False
     dataset: Optional[str] = None  # evaluate on other data with the same classes
+    eval_split: Optional[str] = None  # which held-out split (default: the one training scored)
     data_dir: Optional[str] = None
     export_dir: Optional[str] = None
     watch: bool = False
@@ -38,10 +39,18 @@ def examples_to_score(settings, config, class_names):
     the run's classes."""
     if settings.dataset is None and settings.data_dir is None:
         return input_pipeline.load_dataset(config.dataset, config.data_dir,
-                                           run_dir=settings.run_dir).test
+                                           run_dir=settings.run_dir).held_out(settings.eval_split)
     name = settings.dataset or config.dataset
     raw = input_pipeline.get_dataset(name).load(settings.data_dir or config.data_dir)
-    examples = raw.test if raw.test is not None else raw.train
+    if raw.test is None:
+        examples = raw.train
+    elif settings.eval_split in (None, raw.test_name):
+        examples = raw.test
+    elif settings.eval_split in raw.extra:
+        examples = raw.extra[settings.eval_split]
+    else:
+        raise ValueError(f"--eval_split={settings.eval_split!r}: {settings.data_dir or name!r} "
+                         f"has the held-out split(s) {', '.join([raw.test_name, *raw.extra])}")
     known = {c: i for i, c in enumerate(class_names)}
     unknown = [c for c in raw.class_names if c not in known]
     if unknown:
@@ -56,7 +65,9 @@ def print_report(report, class_names, crops, path, print_fn=print):
     used = report["crops_used"]
     note = ("" if used == crops else
             f" (--crops={crops} without the mirrored ones: the model trained without flips)")
-    print_fn(f"Checkpoint {path}: {report['count']} images, {used} crop(s) per image{note}")
+    split = f" of the {report['split']} split" if report.get("split") else ""
+    print_fn(f"Checkpoint {path}: {report['count']} images{split}, {used} crop(s) per "
+             f"image{note}")
     print_fn(f"  top-1 accuracy {report['top1']:.4f}   top-5 accuracy {report['top5']:.4f}   "
              f"mean loss {report['loss']:.4f}")
     print_fn(report["per_class_text"])
@@ -65,7 +76,9 @@ def print_report(report, class_names, crops, path, print_fn=print):
 def write_report(run_dir, report, class_names, step, crops, path):
     out = os.path.join(run_dir, "eval")
     os.makedirs(out, exist_ok=True)
-    suffix = "" if crops == 1 else f"_{crops}crops"
+    # Scores of a split chosen with --eval_split go beside, not over, the default split's.
+    suffix = (f"_{report['split']}" if report.get("split_chosen") else "") + (
+        "" if crops == 1 else f"_{crops}crops")
     metrics = {k: report[k] for k in ("top1", "top5", "loss", "count")}
     metrics.update(checkpoint=path, step=step, crops=crops,
                    crops_used=report["crops_used"], per_class=report["per_class"])
@@ -103,6 +116,7 @@ def evaluate_checkpoint(settings, strategy, checkpoint=None, print_fn=print):
                                              settings.crops, per_tower, progress, mirror)
     report = evaluation.full_report(probs, labels, class_names)
     report["crops_used"] = crops_per_image(settings.crops, mirror)
+    report["split"], report["split_chosen"] = settings.eval_split, settings.eval_split is not None
     print_report(report, class_names, settings.crops, path, print_fn)
     write_report(settings.run_dir, report, class_names, step, settings.crops, path)
     if settings.export_dir:

@@ -105,13 +105,15 @@ class Trainer:
         cache_dir = (config.cache_dir if chief and config.cache_dir
                      else os.path.join(self.write_dir, "cache"))
         common = dict(image_size=config.image_size, cache=config.cache, cache_dir=cache_dir,
-                      report_dir=config.run_dir if chief else None)
+                      report_dir=config.run_dir if chief else None,
+                      progress=self.print is print)
         # Each worker reads its own shard, so no two read the same examples in an epoch.
         shard = (self.worker.count, self.worker.index) if self.worker.multi_worker else None
         self.train_data = input_pipeline.InputPipeline(
             self.splits.train, training=True, seed=config.seed, augmentation=augmentation,
-            shard=shard, **common)
-        self.test_data = (input_pipeline.InputPipeline(self.splits.test, training=False, **common)
+            shard=shard, subset="train", **common)
+        self.test_data = (input_pipeline.InputPipeline(self.splits.test, training=False,
+                                                       subset=self.splits.test_name, **common)
                           if chief else None)
         # Workers meet in every all-reduce, so they must agree on the steps per epoch: computed
         # alike everywhere from the split, not from what each one could decode.
@@ -200,9 +202,12 @@ class Trainer:
         if self.restored:
             self.print(f"Resumed from {self.restored} at step {step} "
                        f"(epoch {step // self.steps_per_epoch + 1}).")
+        held_out = (self.test_data.num_examples if self.test_data is not None
+                    else len(self.splits.test))
         self.print(f"Training {config.model} on {config.dataset}: {self.train_data.num_examples} "
-                   f"train / {len(self.splits.test)} test images, {config.num_classes} "
-                   f"classes, {len(self.towers)} tower(s) "
+                   f"train / {held_out} {self.splits.test_name} images (readable; "
+                   f"{self.splits.layout}), {config.num_classes} classes, {len(self.towers)} "
+                   f"tower(s) "
                    f"[{', '.join(devices.tower_name(d) for d in self.towers)}], global batch "
                    f"{config.batch_size}, {self.steps_per_epoch} steps/epoch, {self.precision}. "
                    f"Run dir: {config.run_dir}")
@@ -268,6 +273,7 @@ class Trainer:
         top1 = np.average([m[2] for m in self._epoch_metrics] or [np.nan], weights=weights)
         line = f"Epoch {done}/{config.epochs}: train loss {loss:.4f} top-1 {top1:.4f}"
         if result:
-            line += f" | test top-1 {result['top1']:.4f} top-5 {result['top5']:.4f}"
+            line += (f" | {self.splits.test_name} top-1 {result['top1']:.4f} "
+                     f"top-5 {result['top5']:.4f}")
         self.print(line + f" | {seconds:.1f}s | saved {os.path.basename(path)}")
         return result

@@ -1,0 +1,194 @@
+"""Where the decoded images live between epochs: one array in memory, or one file of fixed-size
+records on disk. Both are read by index, a batch at a time.
+
+Reading by index is what lets every epoch visit the images in a uniform random permutation of the
+whole set, with no shuffle buffer: the order is a permutation of record numbers, and a batch is
+gathered from wherever its images are. A `tf.data` cache, read front to back, can only be mixed by
+a buffer, and a 10,000-image buffer over a class-sorted file of 50,000 images gives batches of two
+or three classes at a time (the slow sweep through the classes this replaces).
+
+Costs. Memory: exactly the decoded bytes (N x C x C x 3 uint8, C = cache size), preallocated, so
+there is no allocator overhead and no growth. Disk: the same bytes in a file, read back with one
+`pread` per image into the batch; memory use is a few batches whatever the data size, and the
+operating system's page cache keeps the file in RAM when there is room. Random reads need fast
+random access (an SSD or RAM); on a spinning disk put `--cache_dir` on an SSD.
+
+A disk store is written under a temporary name and renamed when complete, then its index (which
+example each record holds) is written last: a run killed while filling it leaves nothing that a
+later run would mistake for a cache, and a complete one is reused by any run over the same files.
+"""
+import glob
+import os
+
+import numpy as np
+
+INDEX_SUFFIX = ".index.npy"
+PARTIAL = ".partial-"
+
+
+class MemoryStore:
+    """Decoded images in one preallocated uint8 array [capacity, C, C, 3]."""
+
+    mode = "memory"
+    location = "RAM"
+
+    def __init__(self, capacity, image_shape):
+        self._images = np.empty((capacity, *image_shape), np.uint8)
+        self._count = 0
+        self._indices = []
+        self.example_index = None  # set by `finish`: the example each record holds
+
+    def append(self, images, example_index):
+        n = len(images)
+        self._images[self._count:self._count + n] = images
+        self._count += n
+        self._indices.append(np.asarray(example_index, np.int64))
+
+    def finish(self):
+        self.example_index = _concatenate(self._indices)
+        self._images = self._images[:self._count]
+        return self
+
+    def __len__(self):
+        return self._count
+
+    @property
+    def nbytes(self):
+        return self._images.nbytes
+
+    def read(self, records):
+        """uint8 [len(records), C, C, 3], in the order given."""
+        return self._images[np.asarray(records, np.int64)]
+
+
+class DiskStore:
+    """Decoded images as fixed-size records in one file, plus an index file written last."""
+
+    mode = "disk"
+
+    def __init__(self, path, image_shape):
+        self.path = path
+        self.location = path
+        self.image_shape = tuple(image_shape)
+        self.record_bytes = int(np.prod(image_shape))
+        self.example_index = None
+        self._fd = None
+        self._partial = None
+
+    # -- reuse -------------------------------------------------------------------------------
+    @classmethod
+    def open_complete(cls, path, image_shape):
+        """The finished store at `path`, or None if there is none (or only a partial one)."""
+        _remove_abandoned_partials(path)
+        store = cls(path, image_shape)
+        if not (os.path.exists(path) and os.path.exists(path + INDEX_SUFFIX)):
+            return None
+        try:
+            index = np.load(path + INDEX_SUFFIX)
+        except (OSError, ValueError):
+            return None
+        if os.path.getsize(path) != len(index) * store.record_bytes:
+            return None
+        store.example_index = index.astype(np.int64)
+        store._fd = os.open(path, os.O_RDONLY)
+        return store
+
+    # -- writing -----------------------------------------------------------------------------
+    def start(self):
+        _remove_abandoned_partials(self.path)
+        for stale in (self.path + INDEX_SUFFIX, self.path):  # an incomplete or mismatched one
+            if os.path.exists(stale):
+                os.remove(stale)
+        self._partial = f"{self.path}{PARTIAL}{os.getpid()}"
+        self._writer = open(self._partial, "wb")
+        self._indices = []
+        return self
+
+    def append(self, images, example_index):
+        self._writer.write(np.ascontiguousarray(images, np.uint8).tobytes())
+        self._indices.append(np.asarray(example_index, np.int64))
+
+    def finish(self):
+        self._writer.close()
+        os.replace(self._partial, self.path)
+        self.example_index = _concatenate(self._indices)
+        tmp = f"{self.path}{PARTIAL}{os.getpid()}{INDEX_SUFFIX}"
+        np.save(tmp, self.example_index)
+        os.replace(tmp, self.path + INDEX_SUFFIX)
+        self._fd = os.open(self.path, os.O_RDONLY)
+        return self
+
+    def abandon(self):
+        """Removes a store left half-written by an error during the fill."""
+        if self._partial:
+            self._writer.close()
+            if os.path.exists(self._partial):
+                os.remove(self._partial)
+
+    def delete(self):
+        """Removes a finished store (its data was found unusable)."""
+        self.close()
+        for path in (self.path + INDEX_SUFFIX, self.path):
+            if os.path.exists(path):
+                os.remove(path)
+
+    # -- reading -----------------------------------------------------------------------------
+    def __len__(self):
+        return len(self.example_index)
+
+    @property
+    def nbytes(self):
+        return len(self) * self.record_bytes
+
+    def read(self, records):
+        records = np.asarray(records, np.int64)
+        out = np.empty((len(records), *self.image_shape), np.uint8)
+        flat = out.reshape(len(records), self.record_bytes)
+        for k, record in enumerate(records):
+            got = _read_into(self._fd, flat[k], int(record) * self.record_bytes)
+            if got != self.record_bytes:
+                raise OSError(f"The disk cache {self.path} is shorter than its index says "
+                              f"(record {record}); delete it and run again")
+        return out
+
+    def close(self):
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+
+    def __del__(self):
+        self.close()
+
+
+def _concatenate(indices):
+    return np.concatenate(indices) if indices else np.zeros((0,), np.int64)
+
+
+def _read_into(fd, buffer, offset):
+    """Reads len(buffer) bytes at `offset` straight into `buffer`; the byte count read."""
+    if hasattr(os, "preadv"):  # Linux, BSD: no intermediate copy
+        return os.preadv(fd, [memoryview(buffer)], offset)
+    data = os.pread(fd, len(buffer), offset)
+    buffer[:len(data)] = np.frombuffer(data, np.uint8)
+    return len(data)
+
+
+def _remove_abandoned_partials(path):
+    """Partial files of processes that are gone (killed while filling the cache)."""
+    for partial in glob.glob(glob.escape(path) + PARTIAL + "*"):
+        pid = partial[len(path) + len(PARTIAL):].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            os.remove(partial)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
