@@ -10,11 +10,14 @@ against the class frequencies and a Monte-Carlo p-value (the share of 20,000 uni
 batches of the same size with a statistic at least as large; the chi-square approximation is poor
 when, as for 200 classes in a batch of 64, most expected counts are below 1), and how many
 classes the first ten batches hold. A class-sorted order read through a buffer smaller than the
-data shows p ~ 0 and a handful of classes.
+data shows p ~ 0 and a handful of classes. `--time_epoch` also reads one whole epoch (no model) and
+prints its img/s and the process's peak resident memory, to compare the cache modes' costs.
 """
 import argparse
 import json
 import os
+import resource
+import shutil
 import tempfile
 import time
 
@@ -45,20 +48,28 @@ def main():
     parser.add_argument("--cache", default="memory", choices=["memory", "disk", "none"])
     parser.add_argument("--test_fraction", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--time_epoch", action="store_true",
+                        help="also time one whole epoch and report the peak RSS")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
     import input_pipeline
     splits = input_pipeline.load_dataset(args.dataset, os.path.expanduser(args.data_dir),
                                          test_fraction=args.test_fraction, seed=args.seed)
-    train = splits.train
-    classes = splits.num_classes
-    frequencies = np.bincount(train.labels, minlength=classes) / len(train)
     start = time.perf_counter()
-    pipeline = input_pipeline.InputPipeline(
-        train, image_size=args.image_size, training=True, cache=args.cache, seed=args.seed,
-        cache_dir=tempfile.mkdtemp(prefix="epoch-order-"))
-    fill_seconds = time.perf_counter() - start
+    cache_dir = tempfile.mkdtemp(prefix="epoch-order-")
+    try:
+        pipeline = input_pipeline.InputPipeline(
+            splits.train, image_size=args.image_size, training=True, cache=args.cache,
+            seed=args.seed, cache_dir=cache_dir)
+        measure(args, pipeline, splits, time.perf_counter() - start)
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
+
+def measure(args, pipeline, splits, fill_seconds):
+    train, classes = splits.train, splits.num_classes
+    frequencies = np.bincount(train.labels, minlength=classes) / len(train)
     print(f"{args.dataset}: {len(train):,} training images, {classes} classes, files in class "
           f"order: {bool(np.all(np.diff(train.labels) >= 0))}; cache ({args.cache}) filled in "
           f"{fill_seconds:.0f} s")
@@ -84,9 +95,22 @@ def main():
               f"chi-square {statistic:.1f} on {classes - 1} df, Monte-Carlo p = {p:.4f}; "
               f"first 10 batches hold {result['first_10_batches_classes']} classes")
         print(f"  histogram (class: count): {result['first_batch_histogram']}")
+    timing = {}
+    if args.time_epoch:
+        batches = iter(pipeline.dataset(args.batch_size, epoch=2))
+        next(batches)
+        start, seen = time.perf_counter(), args.batch_size
+        for _, batch_labels in batches:
+            seen += len(batch_labels)
+        rate = seen / (time.perf_counter() - start)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        timing = dict(epoch_img_per_s=rate, peak_rss_bytes=peak)
+        print(f"one epoch from the {args.cache} cache: {rate:,.0f} img/s; peak RSS of the "
+              f"process {peak / 1e9:.2f} GB; {pipeline.describe_cache()}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(vars(args), results=results, fill_seconds=fill_seconds), f, indent=2)
+            json.dump(dict(vars(args), results=results, fill_seconds=fill_seconds, **timing), f,
+                      indent=2)
 
 
 if __name__ == "__main__":
