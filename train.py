@@ -51,6 +51,10 @@ def main(argv):
               f"Restart every worker with the same command to resume from the last checkpoint.",
               file=sys.stderr)
         sys.exit(1)
+    if "top1" not in result:  # another worker than the chief: it has no evaluation to report
+        print(f"Worker {result['worker']} done at step {result['step']}; the chief evaluates "
+              f"the model and writes the run directory.")
+        return
     print(f"Done at step {result['step']}: test top-1 {result['top1']:.4f}, "
           f"top-5 {result['top5']:.4f}, loss {result['loss']:.4f}")
 

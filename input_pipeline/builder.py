@@ -24,7 +24,6 @@ import random
 import tempfile
 import time
 
-import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -32,6 +31,7 @@ from absl import logging
 from input_pipeline import preprocessing
 from input_pipeline.memory import release_free_memory
 from input_pipeline.preprocessing import Augmentation
+from input_pipeline.progress import ProgressBar
 from input_pipeline.store import DiskStore, MemoryStore
 
 CACHE_MODES = ("auto", "memory", "disk", "none")
@@ -139,9 +139,7 @@ class InputPipeline:
             store = None
         readable = []
         total = len(self.examples)
-        bar = (keras.utils.Progbar(total, unit_name="image", stateful_metrics=["img/s"],
-                                   interval=0.5 if _interactive() else 30.0)
-               if progress else None)
+        bar = ProgressBar(total) if progress else None
         if bar is not None:
             print(f"First pass over the {total:,} {self.subset} images: read, decode, "
                   f"{'cache' if store is not None else 'check'}", flush=True)
@@ -155,14 +153,13 @@ class InputPipeline:
                     readable.append(index)
                 done = int(index[-1]) + 1
                 if bar is not None:
-                    rate = done / max(time.perf_counter() - start, 1e-9)
-                    bar.update(done, [("img/s", round(rate))])
+                    bar.update(done, **{"img/s": round(done / (time.perf_counter() - start))})
         except BaseException:
             if isinstance(store, DiskStore):
                 store.abandon()
             raise
-        if bar is not None and done < total:
-            bar.update(total, [("img/s", round(total / max(time.perf_counter() - start, 1e-9)))])
+        if bar is not None and done < total:  # the last files were unreadable
+            bar.update(total, **{"img/s": round(total / (time.perf_counter() - start))})
         self.first_pass_seconds = time.perf_counter() - start
         if store is None:
             self._readable = (np.concatenate(readable) if readable
@@ -331,13 +328,6 @@ def read_skipped_list(report_dir):
 
 def _size(nbytes):
     return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB"
-
-
-def _interactive():
-    try:
-        return os.isatty(1)
-    except OSError:
-        return False
 
 
 def build_dataset(examples, *, image_size, batch_size, training, cache="auto", cache_dir=None,

@@ -1,5 +1,6 @@
 """End-to-end tests of train.py as a user runs it (subprocesses): towers, Ctrl+C and resume."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,6 +40,10 @@ def test_two_cpu_towers_end_to_end(data_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 tower(s) [cpu_0, cpu_1]" in done.stdout
     assert "Epoch 2/2: train loss" in done.stdout and "test top-1" in done.stdout
+    # Each epoch's bar starts at 0 and counts that epoch's 3 steps; img/s is a whole number.
+    bars = [line for line in done.stdout.splitlines() if "/3 [" in line]
+    assert [b.split("/")[0] for b in bars] == ["0", "3", "0", "3"], bars
+    assert re.search(r"img/s: [\d,]+ - ", bars[1]), bars[1]
     assert os.path.exists(os.path.join(run_dir, "checkpoints", "ckpt-6.index"))
     assert os.path.exists(os.path.join(run_dir, "config.json"))
 

@@ -17,6 +17,7 @@ import tensorflow as tf
 from absl import logging
 
 import input_pipeline
+from input_pipeline.progress import ProgressBar
 from training import devices, evaluation, optimization
 from training.checkpoints import Checkpoints
 from training.run_dir import build_model_from_config, save_run_config
@@ -174,10 +175,9 @@ class Trainer:
         images_per_second = len(pending) * self.config.batch_size / max(seconds, 1e-9)
         lr = float(self.schedule(step - 1))
         self.summaries.write_train(step, means, lr, images_per_second)
-        progress.update(step - self.epoch_start_step,
-                        [("loss", float(np.mean(means["total_loss"]))),
-                         ("top1", float(np.mean(means["accuracy"]))),
-                         ("img/s", images_per_second)])
+        progress.update(step - self.epoch_start_step, loss=float(np.mean(means["total_loss"])),
+                        top1=float(np.mean(means["accuracy"])),
+                        **{"img/s": round(images_per_second)})
         self._epoch_metrics.append((len(pending), float(np.mean(means["total_loss"])),
                                     float(np.mean(means["accuracy"]))))
         return means
@@ -221,8 +221,10 @@ class Trainer:
                 epoch = step // self.steps_per_epoch
                 self.epoch_start_step = epoch * self.steps_per_epoch
                 self._epoch_metrics = []
-                progress = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=[
-                    "loss", "top1", "img/s"], verbose=1 if self.print is print else 0)
+                # Each epoch's bar counts that epoch's steps, from where it starts (0, or the
+                # resumed step).
+                progress = ProgressBar(self.steps_per_epoch, enabled=self.print is print)
+                progress.update(step - self.epoch_start_step)
                 started = window_start = time.perf_counter()
                 pending, first_step = [], step
                 for _ in range(self.epoch_start_step + self.steps_per_epoch - step):
@@ -237,7 +239,7 @@ class Trainer:
                     pending.append(self.train_step(images, labels))
                     step += 1
                     due_checkpoint = config.checkpoint_every and step % config.checkpoint_every == 0
-                    if step % config.log_every == 0 or due_checkpoint:
+                    if (step - self.epoch_start_step) % config.log_every == 0 or due_checkpoint:
                         self._flush(pending, first_step, time.perf_counter() - window_start,
                                     progress)
                         pending, first_step, window_start = [], step, time.perf_counter()
@@ -251,8 +253,8 @@ class Trainer:
                 raise TrainingInterrupted(
                     f"Stopped at step {step} of {total_steps}; checkpoint saved to {path}. "
                     f"Run the same command again to resume.", stop.received)
-        if not self.worker.is_chief:
-            return dict(step=step)
+        if not self.worker.is_chief:  # the chief evaluates and writes the run directory
+            return dict(step=step, worker=self.worker.index)
         if last_eval is None:
             last_eval = self.evaluate()
         # Tells `evaluate.py --watch` which checkpoint is the last one.

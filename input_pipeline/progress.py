@@ -1,0 +1,69 @@
+"""A one-line console progress bar: done/total, a bar, named values, time left.
+
+Used for the first pass over the data and for each training epoch. On a terminal the line is
+redrawn in place; in a log file (a cluster job's output) a line is written at most every 30 s, and
+always at the end, so logs stay short.
+"""
+import os
+import sys
+import time
+
+
+def _interactive():
+    try:
+        return os.isatty(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def format_value(value):
+    """Rates and counts as whole numbers with thousands separators; other floats to 4 digits."""
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+class ProgressBar:
+    def __init__(self, total, enabled=True, interval=None, width=20):
+        self.total = max(int(total), 1)
+        self.enabled = enabled
+        self.tty = _interactive()
+        self.interval = interval if interval is not None else (0.2 if self.tty else 30.0)
+        self.width = width
+        self.start = time.perf_counter()
+        self._first = None  # (time, done) of the first update: the rate is measured from there
+        self._last_draw = -float("inf")
+
+    def line(self, done, values):
+        filled = int(self.width * min(done, self.total) / self.total)
+        bar = "=" * filled + (">" if filled < self.width else "") + "." * (self.width - filled - 1)
+        digits = len(f"{self.total:,}")
+        text = f"{done:>{digits},}/{self.total:,} [{bar[:self.width]}]"
+        text += "".join(f" - {name}: {format_value(v)}" for name, v in values.items())
+        now = time.perf_counter()
+        if done >= self.total:
+            text += f" - {now - self.start:.0f}s"
+        elif self._first is not None and done > self._first[1]:
+            rate = (done - self._first[1]) / max(now - self._first[0], 1e-9)
+            left = (self.total - done) / rate
+            text += f" - {int(left) // 60}:{int(left) % 60:02d} left"
+        return text
+
+    def update(self, done, **values):
+        if self._first is None:
+            self._first = (time.perf_counter(), done)
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        final = done >= self.total
+        if not final and now - self._last_draw < self.interval:
+            return
+        self._last_draw = now
+        text = self.line(done, values)
+        if self.tty:
+            sys.stdout.write("\r" + text + ("\n" if final else "\x1b[K"))
+        else:
+            sys.stdout.write(text + "\n")
+        sys.stdout.flush()
