@@ -91,11 +91,33 @@ def test_batch_must_divide_by_towers(data_dir, tmp_path):
 
 def test_another_class_list_is_refused(data_dir, tmp_path):
     run_dir = str(tmp_path / "r")
-    config = resolve_config(settings(data_dir, run_dir, epochs=1))
-    Trainer(config, towers=cpu_devices(1), print_fn=lambda *a: None)
+    config = resolve_config(settings(data_dir, run_dir, epochs=1, model="minigooglenet"))
+    Trainer(config, towers=cpu_devices(1), print_fn=lambda *a: None).train()
     saved = load_run_config(run_dir)
     saved.num_classes = 7  # as if the run had been made on other data
     from training.run_dir import save_run_config
     save_run_config(saved)
     with pytest.raises(ValueError, match="trained on 7 classes; the data now has 3"):
         Trainer(resolve_config({"run_dir": run_dir}), towers=cpu_devices(1))
+
+
+def test_lr_on_resume_is_compared_with_the_scheduled_rate_at_that_step(data_dir, tmp_path):
+    # A step schedule takes 0.1 down to 0.03 after epoch 1 (3 steps per epoch).
+    run_dir = str(tmp_path / "r")
+    quiet = dict(towers=cpu_devices(1), print_fn=lambda *a: None)
+    Trainer(resolve_config(settings(data_dir, run_dir, model="minigooglenet", lr=0.1,
+                                    lr_schedule="exponential_step", lr_decay_epochs=(1,),
+                                    lr_gamma=0.3)), **quiet).train()
+    kept = Trainer(resolve_config({"run_dir": run_dir, "epochs": 3}), **quiet)
+    assert float(kept.schedule(6)) == pytest.approx(0.03)
+    # The rate in force given again changes nothing and records nothing.
+    same = Trainer(resolve_config({"run_dir": run_dir, "epochs": 3, "lr": 0.03}), **quiet)
+    assert float(same.schedule(6)) == pytest.approx(0.03)
+    assert load_run_config(run_dir).lr_overrides == []
+    # The base value given again is a change: the rate in force at step 6 is 0.03.
+    reset = Trainer(resolve_config({"run_dir": run_dir, "epochs": 3, "lr": 0.1}), **quiet)
+    assert float(reset.schedule(6)) == pytest.approx(0.1)
+    assert load_run_config(run_dir).lr_overrides == [[6, 0.1]]
+    again = Trainer(resolve_config({"run_dir": run_dir, "epochs": 3, "lr": 0.1}), **quiet)
+    assert float(again.schedule(6)) == pytest.approx(0.1)
+    assert load_run_config(run_dir).lr_overrides == [[6, 0.1]]

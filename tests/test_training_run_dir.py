@@ -23,8 +23,16 @@ def saved_run(tmp_path, **settings):
     return config
 
 
+def write_checkpoint(run_dir, step):
+    """A checkpoint holding only the step: enough for the run to count as started."""
+    import tensorflow as tf
+    checkpoint = tf.train.Checkpoint(step=tf.Variable(step, dtype=tf.int64))
+    tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, "checkpoints"), 3).save(step)
+
+
 def test_existing_run_refuses_another_model_or_dataset(tmp_path):
     saved = saved_run(tmp_path, model="googlenet")
+    write_checkpoint(saved.run_dir, 12)
     before = open(os.path.join(saved.run_dir, "config.json")).read()
     with pytest.raises(ValueError, match="model='googlenet'.*asks for model='minigooglenet'"):
         rd.resolve_config({"dataset": "folder", "run_dir": saved.run_dir, "model": "minigooglenet"})
@@ -40,8 +48,19 @@ def test_resume_keeps_saved_settings_and_takes_new_ones(tmp_path):
     config = rd.resolve_config({"run_dir": saved.run_dir, "epochs": 9})
     assert config.model == "googlenet" and config.epochs == 9 and config.lr == 0.05
     assert config.lr_overrides == []
+    # No checkpoint yet: the given rate is the run's rate, from the start.
     lowered = rd.resolve_config({"dataset": "folder", "run_dir": saved.run_dir, "lr": 0.005})
-    assert lowered.lr == 0.05 and lowered.lr_overrides == [[0, 0.005]]
+    assert lowered.lr == 0.005 and lowered.lr_overrides == []
+
+
+def test_a_run_with_no_checkpoint_yet_is_started_afresh_by_a_corrected_command(tmp_path):
+    # e.g. --image_size=10 was refused after config.json and the split were written.
+    saved = saved_run(tmp_path, model="minigooglenet", image_size=10)
+    os.makedirs(os.path.join(saved.run_dir, "data"))
+    corrected = rd.resolve_config({"dataset": "folder", "run_dir": saved.run_dir,
+                                   "image_size": 64})
+    assert corrected.image_size == 64 and corrected.model == "minigooglenet"
+    assert not os.path.exists(os.path.join(saved.run_dir, "data"))
 
 
 def test_foreign_directory_is_refused(tmp_path):

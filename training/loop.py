@@ -99,8 +99,6 @@ class Trainer:
             raise ValueError(f"{config.run_dir!r} was trained on {config.num_classes} classes; "
                              f"the data now has {self.splits.num_classes}")
         config.num_classes = self.splits.num_classes
-        if chief:
-            save_run_config(config)
 
         augmentation = input_pipeline.get_dataset(config.dataset).augmentation
         cache_dir = (config.cache_dir if chief and config.cache_dir
@@ -125,6 +123,9 @@ class Trainer:
             raise ValueError(f"--batch_size={config.batch_size} is larger than the {examples} "
                              f"training images of a worker")
 
+        optimization.drop_unchanged_override(config, self.steps_per_epoch)
+        if chief:
+            save_run_config(config)
         with self.strategy.scope():
             self.model = build_model_from_config(config)
             self.optimizer, self.schedule = optimization.build_optimizer(config, self.steps_per_epoch)

@@ -61,6 +61,23 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return dict(lr=self.lr, schedule=self.schedule, steps_per_epoch=self.steps_per_epoch)
 
 
+def drop_unchanged_override(config, steps_per_epoch):
+    """Removes the last --lr override if it equals the rate the schedule gives at its step
+    without it (a resume that repeats the rate in force changes nothing). Compared with the
+    scheduled rate there, not with the base rate: after a decay from 0.1 to 0.03, --lr=0.1 is a
+    change. Returns True when one was dropped."""
+    if not config.lr_overrides:
+        return False
+    start, value = config.lr_overrides[-1]
+    before = EpochSchedule(config.lr, config.lr_schedule, steps_per_epoch, config.epochs,
+                           config.warmup_epochs, config.lr_decay_epochs or (), config.lr_gamma,
+                           config.lr_overrides[:-1])
+    if math.isclose(float(before(start)), value, rel_tol=1e-6):
+        config.lr_overrides = config.lr_overrides[:-1]
+        return True
+    return False
+
+
 def build_optimizer(config, steps_per_epoch):
     """SGD (momentum, optional Nesterov) on the epoch schedule; loss scaling for float16."""
     schedule = EpochSchedule(config.lr, config.lr_schedule, steps_per_epoch, config.epochs,

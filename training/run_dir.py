@@ -12,6 +12,7 @@ evaluate.py and predict.py need nothing but this directory.
 import contextlib
 import json
 import os
+import shutil
 
 import tensorflow as tf
 
@@ -54,21 +55,32 @@ def resolve_config(given):
                              f"{CONFIG_FILE}: it is not a run of this program; choose another")
         return fresh
     saved = load_run_config(run_dir)
-    for key in IDENTITY_KEYS:
-        if key in given and given[key] is not None and given[key] != getattr(saved, key):
-            raise ValueError(
-                f"Run directory {run_dir!r} holds a run with {key}={getattr(saved, key)!r}; this "
-                f"command asks for {key}={given[key]!r}. Nothing was changed: pass another "
-                f"--run_dir for a new run")
+    step = checkpoint_step(run_dir)
+    changed = [key for key in IDENTITY_KEYS
+               if given.get(key) is not None and given[key] != getattr(saved, key)]
+    if changed and step is not None:
+        key = changed[0]
+        raise ValueError(
+            f"Run directory {run_dir!r} holds a run with {key}={getattr(saved, key)!r}; this "
+            f"command asks for {key}={given[key]!r}. Nothing was changed: pass another "
+            f"--run_dir for a new run")
     values = saved.to_dict()
     values.update({k: v for k, v in given.items() if v is not None})
     values["run_dir"] = run_dir
+    if step is None:
+        # Nothing trained yet (a start that failed or was refused): the corrected command starts
+        # the run afresh, with what it gives and the rest as saved. A split made for other data
+        # settings is dropped; it is remade from the data.
+        values.update(lr_overrides=[], num_classes=None)
+        if changed:
+            shutil.rmtree(os.path.join(run_dir, "data"), ignore_errors=True)
+        return TrainConfig.from_dict(values)
     config = TrainConfig.from_dict(values)
     config.lr = saved.lr
-    # A --lr other than the rate in force takes over at the latest checkpoint's step.
-    in_force = saved.lr_overrides[-1][1] if saved.lr_overrides else saved.lr
-    if given.get("lr") is not None and given["lr"] != in_force:
-        config.lr_overrides = saved.lr_overrides + [[checkpoint_step(run_dir) or 0, given["lr"]]]
+    if given.get("lr") is not None:
+        # Takes over at the checkpoint's step; the trainer drops it again if it equals the rate
+        # the schedule already gives there (optimization.drop_unchanged_override).
+        config.lr_overrides = saved.lr_overrides + [[step, given["lr"]]]
     return config
 
 
