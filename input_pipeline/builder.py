@@ -160,7 +160,6 @@ class InputPipeline:
             raise
         if bar is not None and done < total:  # the last files were unreadable
             bar.update(total, **{"img/s": round(total / (time.perf_counter() - start))})
-        self.first_pass_seconds = time.perf_counter() - start
         if store is None:
             self._readable = (np.concatenate(readable) if readable
                               else np.zeros((0,), np.int64))
@@ -194,7 +193,7 @@ class InputPipeline:
         if self._store is None:
             line = f"No cache: {n} are read from their files every epoch"
         else:
-            where = "in RAM" if self.cache_mode == "memory" else f"at {self._store.location}"
+            where = "in RAM" if self.cache_mode == "memory" else f"at {self._store.path}"
             verb = "reused" if self._reused else "holds"
             line = f"Cache ({self.cache_mode}) {verb} {n}: {_size(self._store.nbytes)} {where}"
         skipped = len(self.skipped_files)

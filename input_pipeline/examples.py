@@ -71,12 +71,18 @@ class DatasetSplits:
 
     def held_out(self, name=None):
         """The held-out split `name` (default: the one scored during training)."""
-        if name in (None, self.test_name):
-            return self.test
-        if name not in self.extra:
-            raise ValueError(f"--eval_split={name!r}: this run's held-out splits are "
-                             f"{', '.join(self.held_out_names)}")
-        return self.extra[name]
+        return held_out_split(self, name, "this run")
+
+
+def held_out_split(splits, name, owner):
+    """`splits.test` or `splits.extra[name]` of a RawDataset or DatasetSplits; `owner` names
+    whose splits they are in the error."""
+    if name in (None, splits.test_name):
+        return splits.test
+    if name not in splits.extra:
+        raise ValueError(f"--eval_split={name!r}: {owner}'s held-out splits are "
+                         f"{', '.join([splits.test_name, *splits.extra])}")
+    return splits.extra[name]
 
 
 def is_image_file(name):

@@ -29,9 +29,6 @@ PARTIAL = ".partial-"
 class MemoryStore:
     """Decoded images in one preallocated uint8 array [capacity, C, C, 3]."""
 
-    mode = "memory"
-    location = "RAM"
-
     def __init__(self, capacity, image_shape):
         self._images = np.empty((capacity, *image_shape), np.uint8)
         self._count = 0
@@ -49,9 +46,6 @@ class MemoryStore:
         self._images = self._images[:self._count]
         return self
 
-    def __len__(self):
-        return self._count
-
     @property
     def nbytes(self):
         return self._images.nbytes
@@ -64,11 +58,8 @@ class MemoryStore:
 class DiskStore:
     """Decoded images as fixed-size records in one file, plus an index file written last."""
 
-    mode = "disk"
-
     def __init__(self, path, image_shape):
         self.path = path
-        self.location = path
         self.image_shape = tuple(image_shape)
         self.record_bytes = int(np.prod(image_shape))
         self.example_index = None

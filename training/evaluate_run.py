@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import input_pipeline
 from input_pipeline.crops import crops_per_image
+from input_pipeline.examples import held_out_split
 from training import devices, evaluation
 from training.export import export_saved_model
 from training.loop import DONE_FILE
@@ -42,15 +43,8 @@ def examples_to_score(settings, config, class_names):
                                            run_dir=settings.run_dir).held_out(settings.eval_split)
     name = settings.dataset or config.dataset
     raw = input_pipeline.get_dataset(name).load(settings.data_dir or config.data_dir)
-    if raw.test is None:
-        examples = raw.train
-    elif settings.eval_split in (None, raw.test_name):
-        examples = raw.test
-    elif settings.eval_split in raw.extra:
-        examples = raw.extra[settings.eval_split]
-    else:
-        raise ValueError(f"--eval_split={settings.eval_split!r}: {settings.data_dir or name!r} "
-                         f"has the held-out split(s) {', '.join([raw.test_name, *raw.extra])}")
+    examples = (raw.train if raw.test is None else
+                held_out_split(raw, settings.eval_split, repr(settings.data_dir or name)))
     known = {c: i for i, c in enumerate(class_names)}
     unknown = [c for c in raw.class_names if c not in known]
     if unknown:

@@ -61,6 +61,12 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return dict(lr=self.lr, schedule=self.schedule, steps_per_epoch=self.steps_per_epoch)
 
 
+def schedule_from_config(config, steps_per_epoch, overrides):
+    return EpochSchedule(config.lr, config.lr_schedule, steps_per_epoch, config.epochs,
+                         config.warmup_epochs, config.lr_decay_epochs or (), config.lr_gamma,
+                         overrides)
+
+
 def drop_unchanged_override(config, steps_per_epoch):
     """Removes the last --lr override if it equals the rate the schedule gives at its step
     without it (a resume that repeats the rate in force changes nothing). Compared with the
@@ -69,9 +75,7 @@ def drop_unchanged_override(config, steps_per_epoch):
     if not config.lr_overrides:
         return False
     start, value = config.lr_overrides[-1]
-    before = EpochSchedule(config.lr, config.lr_schedule, steps_per_epoch, config.epochs,
-                           config.warmup_epochs, config.lr_decay_epochs or (), config.lr_gamma,
-                           config.lr_overrides[:-1])
+    before = schedule_from_config(config, steps_per_epoch, config.lr_overrides[:-1])
     if math.isclose(float(before(start)), value, rel_tol=1e-6):
         config.lr_overrides = config.lr_overrides[:-1]
         return True
@@ -80,9 +84,7 @@ def drop_unchanged_override(config, steps_per_epoch):
 
 def build_optimizer(config, steps_per_epoch):
     """SGD (momentum, optional Nesterov) on the epoch schedule; loss scaling for float16."""
-    schedule = EpochSchedule(config.lr, config.lr_schedule, steps_per_epoch, config.epochs,
-                             config.warmup_epochs, config.lr_decay_epochs or (), config.lr_gamma,
-                             config.lr_overrides)
+    schedule = schedule_from_config(config, steps_per_epoch, config.lr_overrides)
     optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=config.nesterov)
     if keras.mixed_precision.global_policy().compute_dtype == "float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
