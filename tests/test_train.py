@@ -57,6 +57,67 @@ def test_bad_flags_get_clear_errors(data_dir, tmp_path):
     assert "<class 1>/image001.jpg" in missing.stderr
 
 
+REFUSED = [  # (flags, the one error line's start); train_args gives --batch_size=4 --image_size=32
+    (["--batch_size=0"], "--batch_size=0: must be an integer >= 1"),
+    (["--num_gpus=2", "--towers_on_cpu", "--batch_size=5"],
+     "--batch_size=5: the global batch is split evenly across --num_gpus=2 towers"),
+    (["--lr=-1"], "--lr=-1: must be a number > 0"),
+    (["--epochs=0"], "--epochs=0: must be an integer >= 1"),
+    (["--model=googlenet", "--image_size=10"],
+     "--image_size=10: --model=googlenet needs images of at least 32 pixels"),
+    (["--test_fraction=1.5"], "--test_fraction=1.5: must be a number > 0 and < 1"),
+    (["--width_multiplier=0"], "--width_multiplier=0: must be a number > 0 and <= 4"),
+    (["--epochs=3", "--lr_schedule=exponential_step", "--lr_decay_epochs=1,5"],
+     "--lr_decay_epochs=1,5: every decay epoch must fall within the run"),
+    (["--epochs=2", "--warmup_epochs=5"], "--warmup_epochs=5: the warm-up must end within"),
+    (["--label_smoothing=1"], "--label_smoothing=1: must be a number >= 0 and < 1"),
+]
+
+
+def test_bad_settings_are_refused_before_anything_is_written(data_dir, tmp_path):
+    # All at once: each is a TensorFlow start-up, refused before any data is read.
+    runs = []
+    for i, (flags, _) in enumerate(REFUSED):
+        run_dir = tmp_path / f"run{i}"
+        runs.append((run_dir, subprocess.Popen(
+            train_args(data_dir, str(run_dir), *flags), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env=ENV)))
+    for (flags, expected), (run_dir, process) in zip(REFUSED, runs):
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 1, (flags, stderr[-2000:])
+        assert "Traceback" not in stderr, flags
+        errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1 and errors[0].startswith(f"Error: {expected}"), (flags, stderr)
+        assert not run_dir.exists(), (flags, os.listdir(run_dir))
+        assert "First pass" not in stdout  # no data was read
+
+
+def test_a_refused_command_leaves_nothing_that_blocks_the_corrected_one(data_dir, tmp_path):
+    run_dir = str(tmp_path / "run")
+    small = run(train_args(data_dir, run_dir, "--model=googlenet", "--image_size=10"))
+    assert small.returncode == 1 and "--image_size=10" in small.stderr
+    # Refused only once the data is known (12 training images), after the run directory was
+    # made: the corrected command, with another size too, still starts the run afresh.
+    too_big = run(train_args(data_dir, run_dir, "--model=minigooglenet", "--batch_size=64",
+                             "--image_size=16"))
+    assert too_big.returncode == 1
+    assert "--batch_size=64 is larger than the 12 training images" in too_big.stderr
+    corrected = run(train_args(data_dir, run_dir, "--model=minigooglenet", "--epochs=1"))
+    assert corrected.returncode == 0, corrected.stderr[-3000:]
+    assert "Done at step 3" in corrected.stdout
+    # A bad setting given to a run with checkpoints changes nothing in it.
+    config = os.path.join(run_dir, "config.json")
+    saved, checkpoints = open(config).read(), sorted(os.listdir(os.path.join(run_dir,
+                                                                             "checkpoints")))
+    refused = run(train_args(data_dir, run_dir, "--epochs=2", "--lr=-1"))
+    assert refused.returncode == 1 and "Error: --lr=-1: must be a number > 0" in refused.stderr
+    assert open(config).read() == saved
+    assert sorted(os.listdir(os.path.join(run_dir, "checkpoints"))) == checkpoints
+    resumed = run(train_args(data_dir, run_dir, "--epochs=2"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "at step 3" in resumed.stdout and "Done at step 6" in resumed.stdout
+
+
 def test_ctrl_c_saves_and_the_same_command_resumes(data_dir, tmp_path):
     run_dir = str(tmp_path / "run")
     # 12 training images, batch 4: 3 steps per epoch; 40 epochs leave time to press Ctrl+C.

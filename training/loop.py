@@ -253,7 +253,8 @@ class Trainer:
                 path = self.checkpoints.save(step, step // self.steps_per_epoch)
                 raise TrainingInterrupted(
                     f"Stopped at step {step} of {total_steps}; checkpoint saved to {path}. "
-                    f"Run the same command again to resume.", stop.received)
+                    f"Run the same command again to resume (without --lr, unless that rate should "
+                    f"take over from here).", stop.received)
         if not self.worker.is_chief:  # the chief evaluates and writes the run directory
             return dict(step=step, worker=self.worker.index)
         if last_eval is None:

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 import inception
 from training.checkpoints import Checkpoints
+from training.checks import check_config
 from training.config import IDENTITY_KEYS, TrainConfig, with_defaults
 
 CONFIG_FILE = "config.json"
@@ -53,7 +54,7 @@ def resolve_config(given):
         if os.path.isdir(run_dir) and os.listdir(run_dir):
             raise ValueError(f"--run_dir={run_dir!r} exists, is not empty and holds no "
                              f"{CONFIG_FILE}: it is not a run of this program; choose another")
-        return fresh
+        return check_config(fresh, given)
     saved = load_run_config(run_dir)
     step = checkpoint_step(run_dir)
     changed = [key for key in IDENTITY_KEYS
@@ -67,15 +68,17 @@ def resolve_config(given):
     values = saved.to_dict()
     values.update({k: v for k, v in given.items() if v is not None})
     values["run_dir"] = run_dir
+    saved_note = f"as saved in {os.path.join(run_dir, CONFIG_FILE)}"
     if step is None:
         # Nothing trained yet (a start that failed or was refused): the corrected command starts
         # the run afresh, with what it gives and the rest as saved. A split made for other data
         # settings is dropped; it is remade from the data.
         values.update(lr_overrides=[], num_classes=None)
+        config = check_config(TrainConfig.from_dict(values), given, saved_note)
         if changed:
             shutil.rmtree(os.path.join(run_dir, "data"), ignore_errors=True)
-        return TrainConfig.from_dict(values)
-    config = TrainConfig.from_dict(values)
+        return config
+    config = check_config(TrainConfig.from_dict(values), given, saved_note)
     config.lr = saved.lr
     if given.get("lr") is not None:
         # Takes over at the checkpoint's step; the trainer drops it again if it equals the rate

@@ -1,0 +1,79 @@
+"""Tests for training/checks.py: every setting that cannot train is refused, naming its flag."""
+import pytest
+
+from training.checks import check_config
+from training.config import TrainConfig, with_defaults
+
+
+def check(given):
+    return check_config(with_defaults(TrainConfig.from_dict(given)), given)
+
+
+@pytest.mark.parametrize("given, message", [
+    (dict(batch_size=0), "--batch_size=0: must be an integer >= 1"),
+    (dict(batch_size=32, num_gpus=3), "--batch_size=32: .* must divide by 3 \\(e.g. 30 or 33\\)"),
+    (dict(num_gpus=0), "--num_gpus=0: must be an integer >= 1"),
+    (dict(lr=-1.0), "--lr=-1: must be a number > 0"),
+    (dict(lr=0.0), "--lr=0: must be a number > 0"),
+    (dict(lr=float("nan")), "--lr=nan: must be a number > 0"),
+    (dict(lr=float("inf")), "--lr=inf: must be a number > 0"),
+    (dict(epochs=0), "--epochs=0: must be an integer >= 1"),
+    # googlenet_bn halves its input five times: 32 pixels is its smallest (the paper's Table 1).
+    (dict(dataset="folder", image_size=10),
+     "--image_size=10: --model=googlenet_bn needs images of at least 32 pixels"),
+    (dict(model="minigooglenet", image_size=4), "--image_size=4: --model=minigooglenet needs .* 8"),
+    (dict(test_fraction=0.0), "--test_fraction=0: must be a number > 0 and < 1"),
+    (dict(test_fraction=1.0), "--test_fraction=1: must be a number > 0 and < 1"),
+    (dict(width_multiplier=0.0), "--width_multiplier=0: must be a number > 0 and <= 4"),
+    (dict(width_multiplier=50.0), "--width_multiplier=50: must be a number > 0 and <= 4"),
+    (dict(seed=-1), "--seed=-1: must be an integer >= 0"),
+    (dict(lr_schedule="exponential_step", lr_decay_epochs=(5.0, 30.0), epochs=20),
+     "--lr_decay_epochs=5,30: every decay epoch must fall within the run, after 0 and before "
+     "--epochs=20"),
+    (dict(lr_schedule="exponential_step", lr_decay_epochs=(10.0, 5.0)),
+     "--lr_decay_epochs=10,5: decay epochs must be in increasing order"),
+    (dict(lr_schedule="cosine", lr_decay_epochs=(5.0,)),
+     "--lr_decay_epochs=5: decay epochs are used only by --lr_schedule=exponential_step; this "
+     "run's schedule is cosine"),
+    # A recipe's setting that no longer fits the command is named as the recipe's.
+    (dict(dataset="imagenet", epochs=50),
+     "--lr_decay_epochs=70,140,210,280 \\(the imagenet default\\): every decay epoch must fall "
+     "within the run"),
+    (dict(lr_gamma=0.0), "--lr_gamma=0: must be a number > 0 and <= 1"),
+    (dict(lr_gamma=2.0), "--lr_gamma=2: must be a number > 0 and <= 1"),
+    (dict(warmup_epochs=-1.0), "--warmup_epochs=-1: must be a number >= 0"),
+    (dict(warmup_epochs=20.0, epochs=10),
+     "--warmup_epochs=20: the warm-up must end within the run's --epochs=10"),
+    (dict(momentum=1.0), "--momentum=1: must be a number >= 0 and < 1"),
+    (dict(weight_decay=-1e-4), "--weight_decay=-0.0001: must be a number >= 0"),
+    (dict(label_smoothing=1.0), "--label_smoothing=1: must be a number >= 0 and < 1"),
+    (dict(aux_weight=-0.3), "--aux_weight=-0.3: must be a number >= 0"),
+    (dict(dropout_rate=1.0), "--dropout_rate=1: must be a number >= 0 and < 1"),
+    (dict(log_every=0), "--log_every=0: must be an integer >= 1"),
+    (dict(checkpoint_every=-5), "--checkpoint_every=-5: must be an integer >= 0"),
+    (dict(keep_checkpoints=-1), "--keep_checkpoints=-1: must be an integer >= 0"),
+    (dict(eval_every_epochs=0), "--eval_every_epochs=0: must be an integer >= 1"),
+    (dict(cache="ram"), "--cache=ram: must be one of auto, memory, disk, none"),
+])
+def test_settings_that_cannot_train_are_refused(given, message):
+    with pytest.raises(ValueError, match=message):
+        check(given)
+
+
+@pytest.mark.parametrize("given", [
+    {},
+    dict(dataset="imagenet"),
+    dict(dataset="imagenet", epochs=50, lr_decay_epochs=(20.0, 40.0)),
+    dict(batch_size=33, num_gpus=3, lr=1e-5, epochs=1, warmup_epochs=1.0, momentum=0.0,
+         label_smoothing=0.0, aux_weight=0.0, dropout_rate=0.0, keep_checkpoints=0),
+    dict(dataset="folder", image_size=32, width_multiplier=4.0, test_fraction=0.5),
+    dict(dataset="folder", epochs=1),  # the recipe's 2 warm-up epochs are cut short, not refused
+])
+def test_settings_that_can_train_pass(given):
+    assert check(given).batch_size >= 1
+
+
+@pytest.mark.parametrize("dataset", ["digits", "folder", "mini_imagenet", "tiny_imagenet",
+                                     "cifar10", "imagenet"])
+def test_every_dataset_recipe_passes(dataset):
+    check(dict(dataset=dataset))

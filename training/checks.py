@@ -1,0 +1,118 @@
+"""Checks every training setting before a run reads data or writes its directory.
+
+A setting that cannot train (a zero batch, a negative rate, no epochs, an image smaller than the
+network's total stride) is refused with one line naming the flag, the value and what is valid,
+instead of a traceback minutes later or a run directory that then refuses the corrected command.
+"""
+import math
+
+import inception
+from input_pipeline import CACHE_MODES
+from training import devices, optimization
+from training.config import DATASET_DEFAULTS
+
+# The largest width multiplier accepted: 4x GoogLeNet is ~16x its parameters and compute, beyond
+# what a machine of this project's users trains; a larger value is almost surely a typo.
+MAX_WIDTH_MULTIPLIER = 4.0
+MAX_SEED = 2 ** 31 - 1  # scikit-learn's split and TF's stateless seeds both take it
+
+
+def _show(value):
+    if isinstance(value, (tuple, list)):
+        return ",".join(_show(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _fail(name, value, expected, recipe_note=""):
+    raise ValueError(f"--{name}={_show(value)}{recipe_note}: {expected}")
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_config(config, given=(), others_from=None):
+    """Raises ValueError for the first setting of `config` (a filled TrainConfig) that cannot
+    train. `given` names the settings set on the command line; any other is named with where it
+    came from (`others_from`, by default the dataset's recipe), so the user knows which flag to
+    pass."""
+    c = config
+    others_from = others_from or f"the {c.dataset} default"
+
+    def need(name, ok, expected):
+        if not ok:
+            note = "" if name in given else f" ({others_from})"
+            _fail(name, getattr(c, name), expected, note)
+
+    def in_range(name, low, high, *, low_open=False, high_open=False, integer=False):
+        value = getattr(c, name)
+        ok = _number(value) and (not integer or isinstance(value, int))
+        if ok:
+            ok = (value > low if low_open else value >= low) if low is not None else True
+            if ok and high is not None:
+                ok = value < high if high_open else value <= high
+        low_text = None if low is None else f"{'>' if low_open else '>='} {_show(low)}"
+        high_text = None if high is None else f"{'<' if high_open else '<='} {_show(high)}"
+        bounds = " and ".join(t for t in (low_text, high_text) if t)
+        need(name, ok, f"must be {'an integer' if integer else 'a number'} {bounds}")
+
+    need("dataset", c.dataset in DATASET_DEFAULTS,
+         f"must be one of {', '.join(sorted(DATASET_DEFAULTS))}")
+    need("model", c.model in inception.model_names(),
+         f"must be one of {', '.join(inception.model_names())}")
+    smallest = inception.min_image_size(c.model)
+    need("image_size", isinstance(c.image_size, int) and c.image_size >= smallest,
+         f"--model={c.model} needs images of at least {smallest} pixels (its total stride; default "
+         f"{inception.default_image_size(c.model)})")
+    in_range("width_multiplier", 0, MAX_WIDTH_MULTIPLIER, low_open=True)
+    in_range("test_fraction", 0, 1, low_open=True, high_open=True)
+    in_range("seed", 0, MAX_SEED, integer=True)
+    need("cache", c.cache in CACHE_MODES, f"must be one of {', '.join(CACHE_MODES)}")
+    need("strategy", c.strategy in devices.STRATEGIES,
+         f"must be one of {', '.join(devices.STRATEGIES)}")
+
+    if c.num_gpus is not None:
+        in_range("num_gpus", 1, None, integer=True)
+    in_range("batch_size", 1, None, integer=True)
+    if c.num_gpus is not None and c.batch_size % c.num_gpus:
+        low = c.batch_size - c.batch_size % c.num_gpus
+        nearest = [b for b in (low, low + c.num_gpus) if b > 0]
+        need("batch_size", False,
+             f"the global batch is split evenly across --num_gpus={c.num_gpus} towers, so it "
+             f"must divide by {c.num_gpus} (e.g. {' or '.join(map(str, nearest))})")
+
+    in_range("epochs", 1, None, integer=True)
+    in_range("lr", 0, None, low_open=True)
+    need("lr_schedule", c.lr_schedule in optimization.SCHEDULES,
+         f"must be one of {', '.join(optimization.SCHEDULES)}")
+    decays = tuple(c.lr_decay_epochs or ())
+    if "lr_decay_epochs" in given and decays and c.lr_schedule != "exponential_step":
+        need("lr_decay_epochs", False, f"decay epochs are used only by "
+             f"--lr_schedule=exponential_step; this run's schedule is {c.lr_schedule}")
+    if c.lr_schedule == "exponential_step":
+        need("lr_decay_epochs", all(_number(e) and 0 < e < c.epochs for e in decays),
+             f"every decay epoch must fall within the run, after 0 and before --epochs="
+             f"{c.epochs}")
+        need("lr_decay_epochs", list(decays) == sorted(set(decays)),
+             "decay epochs must be in increasing order, each once")
+    in_range("lr_gamma", 0, 1, low_open=True)
+    in_range("warmup_epochs", 0, None)
+    # A recipe's warm-up longer than a short trial run (--epochs=1 on a folder) only stops the
+    # rate short of its peak; one the user asks for beyond the run is a mistake.
+    if "warmup_epochs" in given:
+        need("warmup_epochs", c.warmup_epochs <= c.epochs,
+             f"the warm-up must end within the run's --epochs={c.epochs}")
+    in_range("momentum", 0, 1, high_open=True)
+    in_range("weight_decay", 0, None)
+    in_range("label_smoothing", 0, 1, high_open=True)
+    in_range("aux_weight", 0, None)
+    if c.dropout_rate is not None:
+        in_range("dropout_rate", 0, 1, high_open=True)
+
+    in_range("log_every", 1, None, integer=True)
+    in_range("checkpoint_every", 0, None, integer=True)
+    in_range("keep_checkpoints", 0, None, integer=True)
+    in_range("eval_every_epochs", 1, None, integer=True)
+    return config
