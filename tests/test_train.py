@@ -60,7 +60,7 @@ def test_bad_flags_get_clear_errors(data_dir, tmp_path):
 REFUSED = [  # (flags, the one error line's start); train_args gives --batch_size=4 --image_size=32
     (["--batch_size=0"], "--batch_size=0: must be an integer >= 1"),
     (["--num_gpus=2", "--towers_on_cpu", "--batch_size=5"],
-     "--batch_size=5: the global batch is split evenly across --num_gpus=2 towers"),
+     "--batch_size=5: the global batch is split evenly across the 2 towers"),
     (["--lr=-1"], "--lr=-1: must be a number > 0"),
     (["--epochs=0"], "--epochs=0: must be an integer >= 1"),
     (["--model=googlenet", "--image_size=10"],

@@ -1,6 +1,9 @@
 """Tests for training/loop.py, in-process: two CPU towers train, log, checkpoint, resume, refuse."""
-import glob
+import csv
+import datetime
+import json
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -8,7 +11,8 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import cpu_devices, write_image_folder
-from training.loop import Trainer
+from training.checkpoints import Checkpoints
+from training.loop import Trainer, TrainingInterrupted
 from training.run_dir import load_run_config, resolve_config, restore_model
 
 
@@ -57,8 +61,49 @@ def test_every_tensorboard_tag_is_written_and_finite(two_tower_run):
     assert train["learning_rate"][0] == pytest.approx(0.01)
     assert "augmented_inputs" in events.Tags()["tensors"] and events.Graph() is not None
     evals, _ = scalars(os.path.join(run_dir, "eval"))
-    assert set(evals) == {"top1", "top5", "loss"} and len(evals["top1"]) == 2
-    assert evals["top5"][-1] >= evals["top1"][-1]
+    assert set(evals) == {"top1", "top5", "loss", "epoch_loss", "epoch_accuracy"}
+    assert len(evals["top1"]) == 2 and evals["top5"][-1] >= evals["top1"][-1]
+
+
+def test_train_and_held_out_share_per_epoch_tags(two_tower_run):
+    # Keras' convention: epoch_loss / epoch_accuracy in both train/ and eval/, one point per
+    # epoch, so TensorBoard overlays them in one chart.
+    run_dir, _ = two_tower_run
+    train, _ = scalars(os.path.join(run_dir, "train"))
+    evals, events = scalars(os.path.join(run_dir, "eval"))
+    assert [e.step for e in events.Tensors("epoch_loss")] == [1, 2]
+    assert evals["epoch_loss"] == pytest.approx(evals["loss"], rel=1e-6)
+    assert evals["epoch_accuracy"] == pytest.approx(evals["top1"], rel=1e-6)
+    rows = read_history(run_dir)
+    # The training curve is the main logits' plain cross-entropy; the objective (with label
+    # smoothing 0.1, the aux heads and weight decay) is larger.
+    assert train["epoch_loss"] == pytest.approx([float(r["train_cross_entropy"]) for r in rows],
+                                                rel=1e-5)
+    assert train["epoch_accuracy"] == pytest.approx([float(r["train_top1"]) for r in rows],
+                                                    rel=1e-5)
+    assert all(float(r["train_loss"]) > float(r["train_cross_entropy"]) for r in rows)
+
+
+def read_history(run_dir):
+    with open(os.path.join(run_dir, "history.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_history_has_one_row_per_epoch(two_tower_run):
+    run_dir, _ = two_tower_run
+    rows = read_history(run_dir)
+    assert list(rows[0]) == ["epoch", "step", "train_loss", "train_cross_entropy", "train_top1",
+                             "heldout_loss", "heldout_top1", "heldout_top5", "lr",
+                             "images_per_second", "epoch_seconds", "wall_time"]
+    assert [(r["epoch"], r["step"]) for r in rows[:2]] == [("1", "3"), ("2", "6")]
+    evals, _ = scalars(os.path.join(run_dir, "eval"))
+    assert [float(r["heldout_top1"]) for r in rows[:2]] == pytest.approx(evals["top1"], abs=1e-6)
+    assert [float(r["heldout_loss"]) for r in rows[:2]] == pytest.approx(evals["loss"], rel=1e-5)
+    for row in rows:
+        assert float(row["lr"]) == pytest.approx(0.01)
+        assert 0 <= float(row["train_top1"]) <= 1 and float(row["images_per_second"]) > 0
+        assert float(row["epoch_seconds"]) > 0
+        datetime.datetime.fromisoformat(row["wall_time"])
 
 
 def test_checkpoints_and_resume(two_tower_run, data_dir):
@@ -84,9 +129,10 @@ def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(two_t
 
 def test_batch_must_divide_by_towers(data_dir, tmp_path):
     config = resolve_config(settings(data_dir, str(tmp_path / "r"), batch_size=5))
-    with pytest.raises(ValueError, match="--batch_size=5 .*must divide by the number of towers"):
+    with pytest.raises(ValueError, match=r"--batch_size=5: .* across the 2 towers, so it must "
+                                         r"divide by 2 \(e.g. 4 or 6\)"):
         Trainer(config, towers=cpu_devices(2))
-    assert not glob.glob(str(tmp_path / "r" / "checkpoints" / "*"))
+    assert not os.path.exists(tmp_path / "r")  # refused before anything was written
 
 
 def test_another_class_list_is_refused(data_dir, tmp_path):
@@ -121,3 +167,49 @@ def test_lr_on_resume_is_compared_with_the_scheduled_rate_at_that_step(data_dir,
     again = Trainer(resolve_config({"run_dir": run_dir, "epochs": 3, "lr": 0.1}), **quiet)
     assert float(again.schedule(6)) == pytest.approx(0.1)
     assert load_run_config(run_dir).lr_overrides == [[6, 0.1]]
+
+
+def interrupt_at(trainer, call):
+    """Sends Ctrl+C to this process during the `call`-th training step."""
+    step, calls = trainer.train_step, []
+
+    def pressing(*args):
+        calls.append(1)
+        if len(calls) == call:
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(*args)
+    trainer.train_step = pressing
+
+
+def test_history_across_an_interrupt_a_lost_checkpoint_and_resumes(data_dir, tmp_path,
+                                                                   monkeypatch):
+    run_dir = str(tmp_path / "r")
+    quiet = dict(towers=cpu_devices(1), print_fn=lambda *a: None)
+    trainer = Trainer(resolve_config(settings(data_dir, run_dir, model="minigooglenet",
+                                              epochs=3, eval_every_epochs=2)), **quiet)
+    interrupt_at(trainer, 5)  # Ctrl+C in epoch 2 (3 steps per epoch), after its 2nd step
+    with pytest.raises(TrainingInterrupted):
+        trainer.train()
+    assert [r["epoch"] for r in read_history(run_dir)] == ["1"]
+    with open(os.path.join(run_dir, "epoch_progress.json")) as f:
+        progress = json.load(f)
+    assert progress["step"] == 5 and progress["steps"] == 2  # epoch 2's first two steps
+    # The resumed epoch 2 ends; its checkpoint is lost (a crash right after the row is written).
+    saves = Checkpoints.save
+
+    def crash_at_epoch_2(self, step, epoch):
+        if epoch == 2:
+            raise OSError("disk gone")
+        return saves(self, step, epoch)
+    monkeypatch.setattr(Checkpoints, "save", crash_at_epoch_2)
+    with pytest.raises(OSError):
+        Trainer(resolve_config({"run_dir": run_dir}), **quiet).train()
+    assert [r["epoch"] for r in read_history(run_dir)] == ["1", "2"]
+    monkeypatch.setattr(Checkpoints, "save", saves)
+    # The resume restarts from step 5 again: epoch 2's row is replaced, not duplicated.
+    assert Trainer(resolve_config({"run_dir": run_dir}), **quiet).train()["step"] == 9
+    rows = read_history(run_dir)
+    assert [(r["epoch"], r["step"]) for r in rows] == [("1", "3"), ("2", "6"), ("3", "9")]
+    # Held out every 2nd epoch and at the end: the other rows leave those cells empty.
+    assert [bool(r["heldout_top1"]) for r in rows] == [False, True, True]
+    assert not os.path.exists(os.path.join(run_dir, "epoch_progress.json"))

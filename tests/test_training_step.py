@@ -46,6 +46,10 @@ def test_loss_is_main_plus_weighted_aux_plus_weight_decay():
     assert float(total) == pytest.approx(expected, rel=1e-5)
     assert float(metrics["main_loss"]) == pytest.approx(ce["logits"], rel=1e-5)
     assert float(metrics["aux2_loss"]) == pytest.approx(ce["aux2"], rel=1e-5)
+    # The plain cross-entropy, without the smoothing: what the held-out loss measures.
+    plain = numpy_cross_entropy(outputs["logits"], labels.numpy(), 0.0).mean()
+    assert float(metrics["cross_entropy"]) == pytest.approx(plain, rel=1e-5)
+    assert abs(plain - ce["logits"]) > 1e-3
     # Biases are not decayed.
     assert not any(v.path.endswith("bias") for v in model.trainable_variables
                    if v.path.endswith("kernel"))

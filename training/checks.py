@@ -76,12 +76,8 @@ def check_config(config, given=(), others_from=None):
     if c.num_gpus is not None:
         in_range("num_gpus", 1, None, integer=True)
     in_range("batch_size", 1, None, integer=True)
-    if c.num_gpus is not None and c.batch_size % c.num_gpus:
-        low = c.batch_size - c.batch_size % c.num_gpus
-        nearest = [b for b in (low, low + c.num_gpus) if b > 0]
-        need("batch_size", False,
-             f"the global batch is split evenly across --num_gpus={c.num_gpus} towers, so it "
-             f"must divide by {c.num_gpus} (e.g. {' or '.join(map(str, nearest))})")
+    # Whether it divides by the towers is checked once the towers are known, also before
+    # anything is written (devices.check_batch_size).
 
     in_range("epochs", 1, None, integer=True)
     in_range("lr", 0, None, low_open=True)

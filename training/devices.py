@@ -87,8 +87,11 @@ def make_strategy(devices):
 
 def check_batch_size(global_batch, num_towers):
     if global_batch % num_towers:
-        raise ValueError(f"--batch_size={global_batch} (the global batch) must divide by the "
-                         f"number of towers ({num_towers})")
+        low = global_batch - global_batch % num_towers
+        nearest = " or ".join(str(b) for b in (low, low + num_towers) if b > 0)
+        raise ValueError(f"--batch_size={global_batch}: the global batch is split evenly across "
+                         f"the {num_towers} towers, so it must divide by {num_towers} "
+                         f"(e.g. {nearest})")
     return global_batch // num_towers
 
 

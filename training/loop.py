@@ -4,6 +4,7 @@ The host reads the step results only every `log_every` steps (and before every c
 devices are never held up by a per-step sync; a non-finite loss is still traced to its exact step,
 and no checkpoint is ever written from non-finite weights.
 """
+import datetime
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import input_pipeline
 from input_pipeline.progress import ProgressBar
 from training import devices, evaluation, optimization
 from training.checkpoints import Checkpoints
+from training.history import EpochMeter, History
 from training.run_dir import build_model_from_config, save_run_config
 from training.step import StepConfig, make_eval_step, make_train_step
 from training.summaries import Summaries
@@ -145,6 +147,7 @@ class Trainer:
                               else self.strategy)
         self.eval_step = make_eval_step(self.model, self.eval_strategy)
         self.summaries = Summaries(self.write_dir, self.towers)
+        self.history = History(config.run_dir)
 
     # -- helpers -------------------------------------------------------------------------------
     def _run_dataset(self, start_step):
@@ -179,8 +182,8 @@ class Trainer:
         progress.update(step - self.epoch_start_step, loss=float(np.mean(means["total_loss"])),
                         top1=float(np.mean(means["accuracy"])),
                         **{"img/s": round(images_per_second)})
-        self._epoch_metrics.append((len(pending), float(np.mean(means["total_loss"])),
-                                    float(np.mean(means["accuracy"]))))
+        self.meter.add(len(pending), seconds, float(np.mean(means["total_loss"])),
+                       float(np.mean(means["cross_entropy"])), float(np.mean(means["accuracy"])))
         return means
 
     def evaluate(self):
@@ -214,14 +217,20 @@ class Trainer:
                    f"Run dir: {config.run_dir}")
         last_eval = None
         wrote_inputs = step > 0
-        if self.worker.is_chief and os.path.exists(os.path.join(config.run_dir, DONE_FILE)):
-            os.remove(os.path.join(config.run_dir, DONE_FILE))
+        if self.worker.is_chief:
+            if os.path.exists(os.path.join(config.run_dir, DONE_FILE)):
+                os.remove(os.path.join(config.run_dir, DONE_FILE))
+            # Epochs after the checkpoint are trained again: their rows go.
+            self.history.keep_epochs_up_to(step // self.steps_per_epoch)
         batches = self._run_dataset(step) if step < total_steps else None
         with _StopOnSignal() as stop:
             while step < total_steps and not stop.received:
                 epoch = step // self.steps_per_epoch
                 self.epoch_start_step = epoch * self.steps_per_epoch
-                self._epoch_metrics = []
+                # A resumed epoch continues the sums saved with its checkpoint.
+                self.meter = (EpochMeter.resume(config.run_dir, step)
+                              if step > self.epoch_start_step and self.worker.is_chief
+                              else EpochMeter())
                 # Each epoch's bar counts that epoch's steps, from where it starts (0, or the
                 # resumed step).
                 progress = ProgressBar(self.steps_per_epoch, enabled=self.print is print)
@@ -245,12 +254,12 @@ class Trainer:
                                     progress)
                         pending, first_step, window_start = [], step, time.perf_counter()
                         if due_checkpoint and step % self.steps_per_epoch:
-                            self.checkpoints.save(step, epoch)
+                            self._save_mid_epoch(step)
                 self._flush(pending, first_step, time.perf_counter() - window_start, progress)
                 if not stop.received:
                     last_eval = self._end_epoch(epoch, step, time.perf_counter() - started)
             if stop.received:
-                path = self.checkpoints.save(step, step // self.steps_per_epoch)
+                path = self._save_mid_epoch(step)
                 raise TrainingInterrupted(
                     f"Stopped at step {step} of {total_steps}; checkpoint saved to {path}. "
                     f"Run the same command again to resume (without --lr, unless that rate should "
@@ -264,20 +273,42 @@ class Trainer:
             json.dump({"step": step, "checkpoint": self.checkpoints.latest}, f)
         return dict(step=step, **last_eval)
 
+    def _save_mid_epoch(self, step):
+        path = self.checkpoints.save(step, step // self.steps_per_epoch)
+        if self.worker.is_chief and step % self.steps_per_epoch:
+            self.meter.save(self.config.run_dir, step)
+        return path
+
     def _end_epoch(self, epoch, step, seconds):
+        """Evaluates (when due), logs the epoch, appends its history row, then saves its
+        checkpoint: a crash in between leaves a row that the resumed run drops and rewrites."""
         config = self.config
         done = epoch + 1
         result = None
+        eval_started = time.perf_counter()
         if self.worker.is_chief and (done % config.eval_every_epochs == 0 or done == config.epochs):
             result = self.evaluate()
             self.summaries.write_eval(step, result)
+        eval_seconds = time.perf_counter() - eval_started
+        meter = self.meter
+        loss, top1 = meter.mean("total_loss"), meter.mean("top1")
+        self.summaries.write_epoch(done, meter.mean("cross_entropy"), top1, result)
+        if self.worker.is_chief:
+            trained = meter.sums["steps"] * config.batch_size
+            self.history.append(
+                epoch=done, step=step, train_loss=loss,
+                train_cross_entropy=meter.mean("cross_entropy"), train_top1=top1,
+                heldout_loss=result and result["loss"], heldout_top1=result and result["top1"],
+                heldout_top5=result and result["top5"], lr=float(self.schedule(step - 1)),
+                images_per_second=round(trained / max(meter.train_seconds, 1e-9), 1),
+                epoch_seconds=round(meter.train_seconds + eval_seconds, 2),
+                wall_time=datetime.datetime.now().astimezone().isoformat(timespec="seconds"))
         path = self.checkpoints.save(step, done)
-        weights = np.array([m[0] for m in self._epoch_metrics] or [1.0])
-        loss = np.average([m[1] for m in self._epoch_metrics] or [np.nan], weights=weights)
-        top1 = np.average([m[2] for m in self._epoch_metrics] or [np.nan], weights=weights)
+        if self.worker.is_chief:
+            EpochMeter.clear(config.run_dir)
         line = f"Epoch {done}/{config.epochs}: train loss {loss:.4f} top-1 {top1:.4f}"
         if result:
             line += (f" | {self.splits.test_name} top-1 {result['top1']:.4f} "
                      f"top-5 {result['top5']:.4f}")
-        self.print(line + f" | {seconds:.1f}s | saved {os.path.basename(path)}")
+        self.print(line + f" | {seconds + eval_seconds:.1f}s | saved {os.path.basename(path)}")
         return result

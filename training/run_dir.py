@@ -5,6 +5,7 @@
       data/            the train / test split and the class names (input_pipeline)
       checkpoints/     model, optimizer, step, epoch
       train/ eval/     TensorBoard logs
+      history.csv      one row per epoch (training.history)
       skipped_files.txt  images that could not be decoded, if any
 
 evaluate.py and predict.py need nothing but this directory.

@@ -52,6 +52,11 @@ def tower_losses(model, images, labels, config):
     metrics = {("main_loss" if name == "logits" else f"{name}_loss"): tf.reduce_mean(losses)
                for name, losses in per_example.items()}
     metrics["accuracy"] = tf.reduce_mean(tf.cast(correct, tf.float32))
+    # The main logits' plain cross-entropy (no label smoothing): the training counterpart of the
+    # held-out loss, so the two can share a chart.
+    metrics["cross_entropy"] = (
+        tf.reduce_mean(cross_entropy(labels, outputs["logits"], config.num_classes, 0.0))
+        if config.label_smoothing else metrics["main_loss"])
     return total, metrics
 
 

@@ -1,4 +1,5 @@
-"""TensorBoard logs: `train/` (per-tower losses, totals, learning rate, speed) and `eval/`."""
+"""TensorBoard logs: `train/` (per-tower losses, totals, learning rate, speed) and `eval/`
+(held-out scores), and per-epoch curves under tags the two share."""
 import os
 
 import numpy as np
@@ -33,6 +34,20 @@ class Summaries:
             for name in ("top1", "top5", "loss"):
                 tf.summary.scalar(name, metrics[name])
         self.eval.flush()
+
+    def write_epoch(self, epoch, train_loss, train_accuracy, eval_metrics=None):
+        """Per epoch, under the same tags in train/ and eval/ (as Keras' TensorBoard callback), so
+        one chart overlays them: the main logits' plain cross-entropy and top-1. The x axis is
+        the number of epochs done."""
+        with self.train.as_default(step=epoch):
+            tf.summary.scalar("epoch_loss", train_loss)
+            tf.summary.scalar("epoch_accuracy", train_accuracy)
+        self.train.flush()
+        if eval_metrics:
+            with self.eval.as_default(step=epoch):
+                tf.summary.scalar("epoch_loss", eval_metrics["loss"])
+                tf.summary.scalar("epoch_accuracy", eval_metrics["top1"])
+            self.eval.flush()
 
     def write_model_and_inputs(self, step, model, images, image_size):
         """The inference graph, and a few augmented training inputs as the model sees them."""

@@ -1,0 +1,45 @@
+"""Tests for training/history.py: history.csv rows and the sums of a resumed epoch."""
+import csv
+
+import pytest
+
+from training.history import COLUMNS, EpochMeter, History
+
+
+def row(epoch, **values):
+    return {**{name: None for name in COLUMNS}, "epoch": epoch, "step": 10 * epoch, **values}
+
+
+def test_rows_are_appended_under_one_header_and_later_epochs_dropped(tmp_path):
+    history = History(str(tmp_path))
+    for epoch in (1, 2, 3):
+        history.append(**row(epoch, train_top1=0.5, heldout_top1=None))
+    with open(tmp_path / "history.csv", newline="") as f:
+        lines = list(csv.reader(f))
+    assert lines[0] == list(COLUMNS) and len(lines) == 4
+    assert lines[1][COLUMNS.index("train_top1")] == "0.5"
+    assert lines[1][COLUMNS.index("heldout_top1")] == ""  # not evaluated that epoch
+    history.keep_epochs_up_to(1)
+    history.append(**row(2, train_top1=0.75))
+    assert [(r["epoch"], r["train_top1"]) for r in history.rows()] == [("1", "0.5"), ("2", "0.75")]
+    assert not (tmp_path / "history.csv.tmp").exists()
+
+
+def test_a_row_needs_every_column(tmp_path):
+    with pytest.raises(ValueError, match="lacks"):
+        History(str(tmp_path)).append(epoch=1, step=3)
+
+
+def test_epoch_meter_weights_by_steps_and_resumes_only_its_own_step(tmp_path):
+    meter = EpochMeter()
+    meter.add(3, 1.5, total_loss=2.0, cross_entropy=1.0, top1=0.0)
+    meter.add(1, 0.5, total_loss=6.0, cross_entropy=3.0, top1=1.0)
+    # (3 x 2 + 1 x 6) / 4 = 3; (3 x 1 + 3) / 4 = 1.5; one of four steps' batches all right.
+    assert (meter.mean("total_loss"), meter.mean("cross_entropy"), meter.mean("top1")) == \
+        (3.0, 1.5, 0.25)
+    assert meter.train_seconds == 2.0
+    meter.save(str(tmp_path), step=7)
+    assert EpochMeter.resume(str(tmp_path), 7).sums == meter.sums
+    assert EpochMeter.resume(str(tmp_path), 8).sums["steps"] == 0  # another checkpoint's
+    EpochMeter.clear(str(tmp_path))
+    assert EpochMeter.resume(str(tmp_path), 7).sums["steps"] == 0

@@ -1,0 +1,126 @@
+"""`history.csv` in the run directory: one row per finished epoch, readable without TensorBoard.
+
+The row is appended when the epoch ends, before its checkpoint is saved. A resumed run first drops
+the rows of epochs after its checkpoint (an epoch whose checkpoint a crash lost is trained again
+and gets its row again), so across interrupts and restarts every epoch has exactly one row, that
+of the training its checkpoint holds.
+"""
+import csv
+import json
+import os
+
+HISTORY_FILE = "history.csv"
+COLUMNS = (
+    "epoch", "step",
+    "train_loss",           # the objective: main + aux_weight x aux losses + weight decay
+    "train_cross_entropy",  # the main logits' cross-entropy, comparable with heldout_loss
+    "train_top1",
+    "heldout_loss", "heldout_top1", "heldout_top5",  # empty in epochs without an evaluation
+    "lr",                   # the rate of the epoch's last step
+    "images_per_second",    # training images over the epoch's training time
+    "epoch_seconds",        # training plus evaluation
+    "wall_time",            # when the epoch ended, ISO 8601 with the UTC offset
+)
+
+
+def _format(value):
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+class History:
+    def __init__(self, run_dir):
+        self.path = os.path.join(run_dir, HISTORY_FILE)
+
+    def rows(self):
+        """The rows written so far, as dicts of strings."""
+        if not os.path.exists(self.path):
+            return []
+        with open(self.path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def keep_epochs_up_to(self, epoch):
+        """Drops the rows after `epoch` (they are retrained); atomic, so a crash cannot lose the
+        rest."""
+        rows = self.rows()
+        kept = [row for row in rows if int(row["epoch"]) <= epoch]
+        if len(kept) == len(rows):
+            return
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, COLUMNS)
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(tmp, self.path)
+
+    def append(self, **row):
+        missing = set(COLUMNS) - set(row)
+        if missing:
+            raise ValueError(f"history row lacks {sorted(missing)}")
+        new_file = not os.path.exists(self.path)
+        with open(self.path, "a", newline="") as f:
+            writer = csv.writer(f)
+            if new_file:
+                writer.writerow(COLUMNS)
+            writer.writerow([_format(row[name]) for name in COLUMNS])
+            f.flush()
+            os.fsync(f.fileno())
+
+
+PROGRESS_FILE = "epoch_progress.json"
+
+
+class EpochMeter:
+    """The current epoch's training metrics, summed over its steps.
+
+    Saved beside every mid-epoch checkpoint (Ctrl+C, --checkpoint_every), so the row of an epoch
+    that was interrupted and resumed covers all its steps, not only those after the resume.
+    """
+    FIELDS = ("steps", "total_loss", "cross_entropy", "top1", "train_seconds")
+
+    def __init__(self, **sums):
+        self.sums = {name: float(sums.get(name, 0.0)) for name in self.FIELDS}
+
+    def add(self, steps, seconds, total_loss, cross_entropy, top1):
+        """`steps` more steps taking `seconds`, with these mean metrics."""
+        self.sums["steps"] += steps
+        self.sums["train_seconds"] += seconds
+        for name, mean in (("total_loss", total_loss), ("cross_entropy", cross_entropy),
+                           ("top1", top1)):
+            self.sums[name] += steps * mean
+
+    def mean(self, name):
+        steps = self.sums["steps"]
+        return self.sums[name] / steps if steps else float("nan")
+
+    @property
+    def train_seconds(self):
+        return self.sums["train_seconds"]
+
+    def save(self, run_dir, step):
+        tmp = os.path.join(run_dir, PROGRESS_FILE + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump({"step": int(step), **self.sums}, f)
+        os.replace(tmp, os.path.join(run_dir, PROGRESS_FILE))
+
+    @classmethod
+    def resume(cls, run_dir, step):
+        """The sums saved with the checkpoint at `step`; empty if there are none for it."""
+        try:
+            with open(os.path.join(run_dir, PROGRESS_FILE)) as f:
+                saved = json.load(f)
+        except (OSError, ValueError):
+            return cls()
+        if saved.get("step") != step:
+            return cls()
+        return cls(**{k: v for k, v in saved.items() if k in cls.FIELDS})
+
+    @staticmethod
+    def clear(run_dir):
+        try:
+            os.remove(os.path.join(run_dir, PROGRESS_FILE))
+        except FileNotFoundError:
+            pass
