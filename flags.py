@@ -63,7 +63,12 @@ flags.DEFINE_string("run_dir", None, "Run directory (default runs/<dataset>-<mod
                     "a command resumes the run in it.")
 flags.DEFINE_integer("log_every", 20, "Steps between TensorBoard / progress-bar updates.")
 flags.DEFINE_integer("checkpoint_every", 0, "Steps between checkpoints (besides every epoch).")
-flags.DEFINE_integer("keep_checkpoints", 3, "How many recent checkpoints to keep.")
+flags.DEFINE_integer("keep_checkpoints", 3, "How many recent checkpoints to keep; 0 keeps every "
+                     "one (to --restart_from any epoch later).")
+flags.DEFINE_string("restart_from", None, "Continue the run from an older checkpoint of its own: "
+                    "an epoch number (the checkpoint saved as it ended) or a name such as "
+                    "ckpt-1050; with --lr to change the rate there. Later checkpoints, "
+                    "history.csv and logs are moved to <run_dir>/set_aside/, not deleted.")
 flags.DEFINE_integer("eval_every_epochs", 1, "Epochs between held-out evaluations.")
 
 # -- Evaluation, prediction, export (evaluate.py, predict.py) ------------------------------------

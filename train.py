@@ -20,7 +20,8 @@ import flags  # noqa: F401  (declares the flags)
 from input_pipeline.memory import limit_malloc_arenas
 from training.config import TrainConfig
 from training.loop import Trainer, TrainingInterrupted
-from training.run_dir import resolve_config
+from training.restart import find_restart
+from training.run_dir import resolve_config, run_dir_of
 
 FLAGS = absl_flags.FLAGS
 SETTINGS = [f for f in TrainConfig.__dataclass_fields__ if f not in ("lr_overrides", "num_classes")]
@@ -39,7 +40,10 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
     try:
-        result = Trainer(resolve_config(given_settings())).train()
+        given = given_settings()
+        restart = (find_restart(run_dir_of(given), FLAGS.restart_from)
+                   if FLAGS.restart_from is not None else None)
+        result = Trainer(resolve_config(given, restart), restart=restart).train()
     except TrainingInterrupted as stopped:
         print(stopped)
         sys.exit(128 + stopped.signal_number)

@@ -61,3 +61,15 @@ def image_folder(tmp_path):
     root = tmp_path / "images"
     write_image_folder(str(root))
     return str(root)
+
+
+def scalars(log_dir):
+    """({tag: [float values in step order]}, the EventAccumulator) of a TensorBoard log dir."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(log_dir, size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    values = {}
+    for tag in events.Tags()["tensors"]:
+        values[tag] = [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)
+                       if e.tensor_proto.dtype == tf.float32.as_datatype_enum]
+    return {k: v for k, v in values.items() if v}, events

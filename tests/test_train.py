@@ -118,6 +118,27 @@ def test_a_refused_command_leaves_nothing_that_blocks_the_corrected_one(data_dir
     assert "at step 3" in resumed.stdout and "Done at step 6" in resumed.stdout
 
 
+def test_restart_from_an_older_epoch_through_the_command_line(data_dir, tmp_path):
+    run_dir = str(tmp_path / "run")
+    first = run(train_args(data_dir, run_dir, "--model=minigooglenet", "--epochs=2",
+                           "--keep_checkpoints=0", "--lr_schedule=constant", "--warmup_epochs=0"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    wrong = run(train_args(data_dir, run_dir, "--restart_from=5"))
+    assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
+    assert "Error: --restart_from=5: no such checkpoint" in wrong.stderr
+    assert "it keeps epochs 1, 2 (ckpt-3, ckpt-6)" in wrong.stderr
+    assert not os.path.exists(os.path.join(run_dir, "set_aside"))
+    again = run(train_args(data_dir, run_dir, "--restart_from=1", "--lr=0.005"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Resumed from" in again.stdout and "ckpt-3 at step 3 (epoch 2)" in again.stdout
+    assert "moved to " + os.path.join(run_dir, "set_aside", "after-step-3-") in again.stdout
+    assert "Done at step 6" in again.stdout
+    with open(os.path.join(run_dir, "history.csv")) as f:
+        rows = f.read().splitlines()
+    assert [r.split(",")[0] for r in rows] == ["epoch", "1", "2"]
+    assert rows[2].split(",")[8] == "0.005"  # the lr column of epoch 2
+
+
 def test_ctrl_c_saves_and_the_same_command_resumes(data_dir, tmp_path):
     run_dir = str(tmp_path / "run")
     # 12 training images, batch 4: 3 steps per epoch; 40 epochs leave time to press Ctrl+C.

@@ -8,9 +8,8 @@ import signal
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import cpu_devices, write_image_folder
+from conftest import cpu_devices, scalars, write_image_folder
 from training.checkpoints import Checkpoints
 from training.loop import Trainer, TrainingInterrupted
 from training.run_dir import load_run_config, resolve_config, restore_model
@@ -27,16 +26,6 @@ def settings(data_dir, run_dir, **extra):
     return {**dict(dataset="folder", data_dir=data_dir, run_dir=run_dir, model="googlenet",
                    image_size=32, width_multiplier=0.125, batch_size=4, epochs=2, log_every=1,
                    lr=0.01, lr_schedule="constant", warmup_epochs=0), **extra}
-
-
-def scalars(log_dir):
-    events = EventAccumulator(log_dir, size_guidance={"scalars": 0, "tensors": 0})
-    events.Reload()
-    values = {}
-    for tag in events.Tags()["tensors"]:
-        values[tag] = [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)
-                       if e.tensor_proto.dtype == tf.float32.as_datatype_enum]
-    return {k: v for k, v in values.items() if v}, events
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,9 @@ class Checkpoints:
             objects["optimizer"] = optimizer
         self.checkpoint = tf.train.Checkpoint(**objects)
         self.directory = os.path.join(run_dir, "checkpoints")
-        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=keep)
+        # keep=0 keeps every checkpoint (CheckpointManager's None).
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory,
+                                                  max_to_keep=keep or None)
 
     @property
     def latest(self):

@@ -22,6 +22,7 @@ from input_pipeline.progress import ProgressBar
 from training import devices, evaluation, optimization
 from training.checkpoints import Checkpoints
 from training.history import EpochMeter, History
+from training.restart import set_aside_after
 from training.run_dir import build_model_from_config, save_run_config
 from training.step import StepConfig, make_eval_step, make_train_step
 from training.summaries import Summaries
@@ -67,7 +68,8 @@ class _StopOnSignal:
 class Trainer:
     """One run: `Trainer(config).train()`; `config` is a resolved `TrainConfig`."""
 
-    def __init__(self, config, towers=None, print_fn=print):
+    def __init__(self, config, towers=None, print_fn=print, restart=None):
+        """`restart`: an older checkpoint of the run to continue from (restart.find_restart)."""
         self.config = config
         self.print = print_fn
         self.worker = devices.worker_from_tf_config(config.strategy)
@@ -128,6 +130,10 @@ class Trainer:
         optimization.drop_unchanged_override(config, self.steps_per_epoch)
         if chief:
             save_run_config(config)
+        self.set_aside = None
+        if restart is not None and chief:
+            # Last, once every setting and the data have been accepted.
+            self.set_aside = set_aside_after(config.run_dir, restart)
         with self.strategy.scope():
             self.model = build_model_from_config(config)
             self.optimizer, self.schedule = optimization.build_optimizer(config, self.steps_per_epoch)
@@ -136,7 +142,8 @@ class Trainer:
                                            keep=config.keep_checkpoints)
             # Every worker restores the chief's checkpoint (a shared file system on clusters).
             self.restored = self.checkpoints.restore(
-                tf.train.latest_checkpoint(os.path.join(config.run_dir, "checkpoints")))
+                restart.path if restart is not None
+                else tf.train.latest_checkpoint(os.path.join(config.run_dir, "checkpoints")))
         step_config = StepConfig(config.batch_size, config.num_classes, config.aux_weight,
                                  config.label_smoothing, config.weight_decay)
         self.train_step = make_train_step(self.model, self.optimizer, self.strategy, step_config,
@@ -206,6 +213,8 @@ class Trainer:
         if self.restored:
             self.print(f"Resumed from {self.restored} at step {step} "
                        f"(epoch {step // self.steps_per_epoch + 1}).")
+        if self.set_aside:
+            self.print(f"The later checkpoints, history and logs were moved to {self.set_aside}.")
         held_out = (self.test_data.num_examples if self.test_data is not None
                     else len(self.splits.test))
         self.print(f"Training {config.model} on {config.dataset}: {self.train_data.num_examples} "

@@ -6,6 +6,7 @@
       checkpoints/     model, optimizer, step, epoch
       train/ eval/     TensorBoard logs
       history.csv      one row per epoch (training.history)
+      set_aside/       what a --restart_from abandoned (training.restart)
       skipped_files.txt  images that could not be decoded, if any
 
 evaluate.py and predict.py need nothing but this directory.
@@ -41,23 +42,33 @@ def save_run_config(config):
     os.replace(tmp, os.path.join(config.run_dir, CONFIG_FILE))
 
 
-def resolve_config(given):
+def run_dir_of(given):
+    """The run directory the settings `given` point at (--run_dir, else the default name)."""
+    return with_defaults(TrainConfig.from_dict(given)).run_dir
+
+
+def resolve_config(given, restart=None):
     """The run's config from the settings the user gave (a dict of explicitly set flags).
 
     A new run fills the rest from the dataset's defaults. An existing run directory keeps its
     saved settings (so `--run_dir` alone resumes it), takes the ones given now (e.g. more
     --epochs, a new --lr), and refuses a command that would make it another run (another model,
-    dataset, data, size).
+    dataset, data, size). With a `restart` (restart.find_restart), the run continues from that
+    older checkpoint: a --lr given takes over there, and rate changes made after it are dropped.
     """
     fresh = with_defaults(TrainConfig.from_dict(given))
     run_dir = fresh.run_dir
+    if restart is not None and not os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
+        raise ValueError(f"--restart_from: {run_dir!r} holds no run to restart")
     if not os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
         if os.path.isdir(run_dir) and os.listdir(run_dir):
             raise ValueError(f"--run_dir={run_dir!r} exists, is not empty and holds no "
                              f"{CONFIG_FILE}: it is not a run of this program; choose another")
         return check_config(fresh, given)
     saved = load_run_config(run_dir)
-    step = checkpoint_step(run_dir)
+    step = checkpoint_step(run_dir) if restart is None else restart.step
+    if restart is not None:
+        saved.lr_overrides = [o for o in saved.lr_overrides if o[0] <= restart.step]
     changed = [key for key in IDENTITY_KEYS
                if given.get(key) is not None and given[key] != getattr(saved, key)]
     if changed and step is not None:
