@@ -14,9 +14,11 @@ flags.DEFINE_string("data_dir", None, "Where the dataset is. digits: where to wr
                     "beside val/ and/or test/ holding class folders.")
 flags.DEFINE_float("test_fraction", 0.3, "Held-out fraction for datasets without a test split "
                    "(stratified per class, saved in the run directory).")
-flags.DEFINE_enum("cache", "auto", ["auto", "memory", "disk", "none"],
-                  "Where decoded images are cached: auto = memory if they fit in half the free "
-                  "RAM, else a file on disk.")
+flags.DEFINE_enum("cache", "auto", ["auto", "memory", "disk", "disk_jpeg", "none"],
+                  "Where decoded images are cached: memory; disk (raw pixels in a file); "
+                  "disk_jpeg (re-encoded JPEGs in a file: a fraction of the bytes, a decode per "
+                  "read); none. auto = memory if they fit in half the free RAM, else disk if raw "
+                  "pixels take no more than the data itself, else disk_jpeg.")
 flags.DEFINE_string("cache_dir", None, "Directory for the disk cache (default <run_dir>/cache).")
 
 # -- Model ---------------------------------------------------------------------------------------

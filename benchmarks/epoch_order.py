@@ -45,7 +45,7 @@ def main():
     parser.add_argument("--data_dir", required=True)
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--cache", default="memory", choices=["memory", "disk", "none"])
+    parser.add_argument("--cache", default="memory", choices=["memory", "disk", "disk_jpeg", "none"])
     parser.add_argument("--test_fraction", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--time_epoch", action="store_true",

@@ -75,7 +75,7 @@ def main():
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=3, help="cached epochs to time")
     parser.add_argument("--repeats", type=int, default=2, help="PIL loop / epoch 1 repeats")
-    parser.add_argument("--cache", default="memory", choices=["memory", "disk"],
+    parser.add_argument("--cache", default="memory", choices=["memory", "disk", "disk_jpeg"],
                         help="the cache epoch 1 fills and epochs 2+ read")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()

@@ -21,6 +21,7 @@ per batch (measured in benchmarks/pipeline.py).
 import hashlib
 import os
 import random
+import shutil
 import tempfile
 import time
 
@@ -32,9 +33,14 @@ from input_pipeline import preprocessing
 from input_pipeline.memory import release_free_memory
 from input_pipeline.preprocessing import Augmentation
 from input_pipeline.progress import ProgressBar
-from input_pipeline.store import DiskStore, MemoryStore
+from input_pipeline.store import JPEG_QUALITY, DiskStore, JpegDiskStore, MemoryStore
 
-CACHE_MODES = ("auto", "memory", "disk", "none")
+# memory: raw pixels in RAM; disk: raw pixels in a file; disk_jpeg: re-encoded JPEGs in a file (a
+# tenth of the bytes, a decode per read); none: the original files every epoch. auto chooses by
+# cost, see InputPipeline._resolve_cache_mode.
+CACHE_MODES = ("auto", "memory", "disk", "disk_jpeg", "none")
+_DISK_STORES = {"disk": DiskStore, "disk_jpeg": JpegDiskStore}
+_SOURCE_SAMPLE = 1000  # files whose sizes estimate the data's bytes on disk
 SKIPPED_FILE = "skipped_files.txt"
 AUTOTUNE = tf.data.AUTOTUNE
 _FILL_BATCH = 256  # images handed from tf.data to the store at a time during the first pass
@@ -82,7 +88,7 @@ class InputPipeline:
         base_seed = random.randrange(2 ** 31) if seed is None else int(seed)
         self._key = tf.constant([base_seed, shard_index], tf.int64)
         self.augmentation = augmentation
-        self.cache_mode = self._resolve_cache_mode(cache)
+        self.cache_mode = self._resolve_cache_mode(cache, cache_dir)
         self._store = self._fill(cache_dir, progress)
         release_free_memory()
         # Record r of an epoch is example self._example_of[r]: the readable examples in order.
@@ -102,23 +108,33 @@ class InputPipeline:
             print(self.describe_cache(report_dir), flush=True)
 
     # -- read -> decode -> resize -> cache: the part done once ---------------------------------
-    def _decoded(self):
-        """(uint8 cache-size square, example index) of every readable example, in order."""
+    def _decoded(self, encode=False):
+        """(uint8 cache-size square, example index) of every readable example, in order; with
+        `encode`, the square as JPEG bytes instead (for the compact disk cache)."""
         image_size = self.image_size
+
+        def square(image):
+            image = preprocessing.resize_for_cache(image, image_size)
+            if encode:  # in the parallel map, so the first pass's threads share the encoding
+                return tf.io.encode_jpeg(image, quality=JPEG_QUALITY, chroma_downsampling=False)
+            return image
         index = np.arange(len(self.examples), dtype=np.int64)
         if self.examples.images is not None:
             ds = tf.data.Dataset.from_tensor_slices((self.examples.images, index))
-            return ds.map(lambda image, i: (preprocessing.resize_for_cache(image, image_size), i),
-                          num_parallel_calls=AUTOTUNE)
+            return ds.map(lambda image, i: (square(image), i), num_parallel_calls=AUTOTUNE)
         ds = tf.data.Dataset.from_tensor_slices((self.examples.paths, index))
-        ds = ds.map(lambda path, i: (self._read_file(path), i), num_parallel_calls=AUTOTUNE)
+        ds = ds.map(lambda path, i: (square(self._decode_file(path)), i),
+                    num_parallel_calls=AUTOTUNE)
         # Unreadable files (empty, truncated, not an image) are dropped here, found by index
         # after the pass and reported; they never stop the run.
         return ds.ignore_errors()
 
+    @staticmethod
+    def _decode_file(path):
+        return preprocessing.decode_image(tf.io.read_file(path))
+
     def _read_file(self, path):
-        image = preprocessing.decode_image(tf.io.read_file(path))
-        return preprocessing.resize_for_cache(image, self.image_size)
+        return preprocessing.resize_for_cache(self._decode_file(path), self.image_size)
 
     def _fill(self, cache_dir, progress):
         """The first pass: decodes everything into a new store (or finds a complete disk store
@@ -126,13 +142,14 @@ class InputPipeline:
         size = preprocessing.cache_size(self.image_size)
         shape = (size, size, 3)
         self._reused = False
-        if self.cache_mode == "disk":
+        if self.cache_mode in _DISK_STORES:
+            store_class = _DISK_STORES[self.cache_mode]
             path = self._cache_file(cache_dir)
-            store = DiskStore.open_complete(path, shape)
+            store = store_class.open_complete(path, shape)
             if store is not None:
                 self._reused = True
                 return store
-            store = DiskStore(path, shape).start()
+            store = store_class(path, shape).start()
         elif self.cache_mode == "memory":
             store = MemoryStore(len(self.examples), shape)
         else:
@@ -145,7 +162,8 @@ class InputPipeline:
                   f"{'cache' if store is not None else 'check'}", flush=True)
         start, done = time.perf_counter(), 0
         try:
-            for images, index in self._decoded().batch(_FILL_BATCH).prefetch(2):
+            encode = isinstance(store, JpegDiskStore)
+            for images, index in self._decoded(encode).batch(_FILL_BATCH).prefetch(2):
                 index = index.numpy()
                 if store is not None:
                     store.append(images.numpy(), index)
@@ -166,14 +184,43 @@ class InputPipeline:
             return None
         return store.finish()
 
-    def _resolve_cache_mode(self, cache):
+    def _resolve_cache_mode(self, cache, cache_dir):
+        """`cache`, or for auto the cheapest that fits: RAM if the decoded images take at most
+        half the free memory (fastest); else raw pixels on disk if they are no bigger than the
+        data itself and take at most half the free disk; else JPEGs on disk (a tenth of the
+        bytes, a decode per read; the README's cache table measures both)."""
         if cache != "auto":
             return cache
         size = preprocessing.cache_size(self.image_size)
-        needed = len(self.examples) * size * size * 3
-        mode = "memory" if needed <= available_memory_bytes() / 2 else "disk"
-        logging.info("Cache: %s (%.2f GB of decoded images)", mode, needed / 1e9)
+        decoded = len(self.examples) * size * size * 3
+        if decoded <= available_memory_bytes() / 2:
+            mode = "memory"
+        elif (decoded <= self._source_bytes()
+              and decoded <= free_disk_bytes(self._cache_dir(cache_dir)) / 2):
+            mode = "disk"
+        else:
+            mode = "disk_jpeg"
+        logging.info("Cache: %s (%.2f GB of decoded images)", mode, decoded / 1e9)
         return mode
+
+    def _source_bytes(self):
+        """The data's own size: the in-memory arrays, or the files' sizes (from a sample of up to
+        _SOURCE_SAMPLE of them, so a million-file set costs a thousand stat calls)."""
+        if self.examples.paths is None:
+            return self.examples.images.nbytes
+        paths = self.examples.paths
+        sample = paths[np.linspace(0, len(paths) - 1, min(len(paths), _SOURCE_SAMPLE)).astype(int)]
+        sizes = []
+        for path in sample:
+            try:
+                sizes.append(os.path.getsize(path))
+            except OSError:
+                pass
+        return float(np.mean(sizes)) * len(paths) if sizes else 0.0
+
+    @staticmethod
+    def _cache_dir(cache_dir):
+        return cache_dir or os.path.join(tempfile.gettempdir(), "googlenet-tf-cache")
 
     def _cache_file(self, cache_dir):
         # Named after the content, so a cache made for other files or another size is never reused.
@@ -183,9 +230,11 @@ class InputPipeline:
             digest.update("\n".join(self.examples.paths).encode())
         else:
             digest.update(np.ascontiguousarray(self.examples.images).tobytes())
-        cache_dir = cache_dir or os.path.join(tempfile.gettempdir(), "googlenet-tf-cache")
+        cache_dir = self._cache_dir(cache_dir)
         os.makedirs(cache_dir, exist_ok=True)
-        return os.path.join(cache_dir, f"images-{self.image_size}px-{digest.hexdigest()[:16]}.u8")
+        suffix = f"jpg{JPEG_QUALITY}" if self.cache_mode == "disk_jpeg" else "u8"
+        return os.path.join(cache_dir,
+                            f"images-{self.image_size}px-{digest.hexdigest()[:16]}.{suffix}")
 
     def describe_cache(self, report_dir=None):
         """One line: the cache's mode, place and size, and the files skipped."""
@@ -195,7 +244,9 @@ class InputPipeline:
         else:
             where = "in RAM" if self.cache_mode == "memory" else f"at {self._store.path}"
             verb = "reused" if self._reused else "holds"
-            line = f"Cache ({self.cache_mode}) {verb} {n}: {_size(self._store.nbytes)} {where}"
+            per_image = self._store.nbytes / max(self.num_examples, 1) / 1e3
+            line = (f"Cache ({self.cache_mode}) {verb} {n}: {_size(self._store.nbytes)} "
+                    f"({per_image:.1f} KB per image) {where}")
         skipped = len(self.skipped_files)
         listed = f", listed in {os.path.join(report_dir, SKIPPED_FILE)}" if report_dir else ""
         return line + (f"; {skipped} unreadable file(s) skipped{listed}" if skipped else
@@ -234,7 +285,14 @@ class InputPipeline:
     def _read_records(self, records):
         """From the store: a batch of records -> (uint8 squares [B, C, C, 3], labels [B])."""
         size = preprocessing.cache_size(self.image_size)
-        images = tf.numpy_function(self._store.read, [records], tf.uint8, stateful=False)
+        if isinstance(self._store, JpegDiskStore):
+            encoded = tf.numpy_function(self._store.read, [records], tf.string, stateful=False)
+            encoded.set_shape([None])
+            images = tf.map_fn(lambda data: tf.io.decode_jpeg(data, channels=3), encoded,
+                               fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8),
+                               parallel_iterations=16)
+        else:
+            images = tf.numpy_function(self._store.read, [records], tf.uint8, stateful=False)
         images.set_shape([None, size, size, 3])
         return images, tf.gather(self._record_labels, records)
 
@@ -323,6 +381,14 @@ def read_skipped_list(report_dir):
                     subset, file = line.rstrip("\n").split("\t", 1)
                     listed.setdefault(subset, []).append(file)
     return listed
+
+
+def free_disk_bytes(directory):
+    """Free bytes on the file system that holds `directory` (or its nearest existing parent)."""
+    directory = os.path.abspath(directory)
+    while not os.path.exists(directory):
+        directory = os.path.dirname(directory)
+    return shutil.disk_usage(directory).free
 
 
 def _size(nbytes):

@@ -1,5 +1,6 @@
-"""Where the decoded images live between epochs: one array in memory, or one file of fixed-size
-records on disk. Both are read by index, a batch at a time.
+"""Where the decoded images live between epochs: one array in memory, one file of fixed-size raw
+records on disk, or one file of JPEG records re-encoded at the cache size. All are read by index,
+a batch at a time.
 
 Reading by index is what lets every epoch visit the images in a uniform random permutation of the
 whole set, with no shuffle buffer: the order is a permutation of record numbers, and a batch is
@@ -12,6 +13,10 @@ there is no allocator overhead and no growth. Disk: the same bytes in a file, re
 `pread` per image into the batch; memory use is a few batches whatever the data size, and the
 operating system's page cache keeps the file in RAM when there is room. Random reads need fast
 random access (an SSD or RAM); on a spinning disk put `--cache_dir` on an SSD.
+Compact disk (`JpegDiskStore`): each cached square re-encoded as a JPEG at quality
+`JPEG_QUALITY` without chroma subsampling, about a tenth of the raw bytes (raw pixels at 224-px
+input are 196 KB per image, so ImageNet's raw cache would be 250 GB against its own 140 GB of
+JPEGs); reading it costs a JPEG decode of the small square per image and epoch.
 
 A disk store is written under a temporary name and renamed when complete, then its index (which
 example each record holds) is written last: a run killed while filling it leaves nothing that a
@@ -24,6 +29,9 @@ import numpy as np
 
 INDEX_SUFFIX = ".index.npy"
 PARTIAL = ".partial-"
+# High enough that the re-encoding moves no pixel far (benchmarks/scale.py measures the error and
+# the held-out accuracy): 4:4:4 colour keeps the chroma of small squares.
+JPEG_QUALITY = 95
 
 
 class MemoryStore:
@@ -78,11 +86,20 @@ class DiskStore:
             index = np.load(path + INDEX_SUFFIX)
         except (OSError, ValueError):
             return None
-        if os.path.getsize(path) != len(index) * store.record_bytes:
+        if not store._accept_index(index, os.path.getsize(path)):
             return None
-        store.example_index = index.astype(np.int64)
         store._fd = os.open(path, os.O_RDONLY)
         return store
+
+    def _accept_index(self, index, file_bytes):
+        """Takes a saved index if it matches the file (a complete store); False otherwise."""
+        if index.ndim != 1 or file_bytes != len(index) * self.record_bytes:
+            return False
+        self.example_index = index.astype(np.int64)
+        return True
+
+    def _saved_index(self):
+        return self.example_index
 
     # -- writing -----------------------------------------------------------------------------
     def start(self):
@@ -104,7 +121,7 @@ class DiskStore:
         os.replace(self._partial, self.path)
         self.example_index = _concatenate(self._indices)
         tmp = f"{self.path}{PARTIAL}{os.getpid()}{INDEX_SUFFIX}"
-        np.save(tmp, self.example_index)
+        np.save(tmp, self._saved_index())
         os.replace(tmp, self.path + INDEX_SUFFIX)
         self._fd = os.open(self.path, os.O_RDONLY)
         return self
@@ -152,6 +169,60 @@ class DiskStore:
 
     def __del__(self):
         self.close()
+
+
+class JpegDiskStore(DiskStore):
+    """Each image as a JPEG at the cache size, one after another in one file; the index holds
+    (example, offset, length) per record. `append` takes encoded bytes; `read` gives them back
+    (the pipeline decodes them, batched, in TensorFlow)."""
+
+    def __init__(self, path, image_shape):
+        super().__init__(path, image_shape)
+        self._spans = None  # int64 [N, 2]: offset, length
+
+    def _accept_index(self, index, file_bytes):
+        if index.ndim != 2 or index.shape[1] != 3 or len(index) == 0:
+            return False
+        if int(index[-1, 1] + index[-1, 2]) != file_bytes:
+            return False
+        self.example_index = index[:, 0].astype(np.int64)
+        self._spans = index[:, 1:].astype(np.int64)
+        return True
+
+    def start(self):
+        super().start()
+        self._lengths = []
+        return self
+
+    def append(self, encoded, example_index):
+        for data in encoded:
+            self._writer.write(data)
+            self._lengths.append(len(data))
+        self._indices.append(np.asarray(example_index, np.int64))
+
+    def finish(self):
+        lengths = np.asarray(self._lengths, np.int64)
+        self._spans = np.stack([np.cumsum(lengths) - lengths, lengths], axis=1)
+        return super().finish()
+
+    def _saved_index(self):
+        return np.concatenate([self.example_index[:, None], self._spans], axis=1)
+
+    @property
+    def nbytes(self):
+        return int(self._spans[:, 1].sum()) if len(self._spans) else 0
+
+    def read(self, records):
+        """The encoded images of `records`, as an object array of bytes, in the order given."""
+        out = np.empty(len(records), object)
+        for k, record in enumerate(np.asarray(records, np.int64)):
+            offset, length = self._spans[record]
+            data = os.pread(self._fd, int(length), int(offset))
+            if len(data) != length:
+                raise OSError(f"The disk cache {self.path} is shorter than its index says "
+                              f"(record {record}); delete it and run again")
+            out[k] = data
+        return out
 
 
 def _concatenate(indices):

@@ -42,7 +42,7 @@ def by_label(images, labels):
     return images[np.argsort(labels)]
 
 
-@pytest.mark.parametrize("cache", ["memory", "disk"])
+@pytest.mark.parametrize("cache", ["memory", "disk", "disk_jpeg"])
 def test_second_epoch_needs_no_files(tmp_path, cache):
     examples = unique_label_examples(str(tmp_path / "data"))
     same = InputPipeline(examples, image_size=32, training=True, cache=cache, seed=3,
@@ -59,7 +59,7 @@ def test_second_epoch_needs_no_files(tmp_path, cache):
     # ... and with augmentation, new crops of every image.
     a, b = by_label(*first_crops), by_label(*second_crops)
     assert all(np.abs(a[i] - b[i]).mean() > 1e-3 for i in range(12))
-    if cache == "disk":
+    if cache.startswith("disk"):
         assert os.listdir(tmp_path / "cache")
 
 
@@ -190,12 +190,65 @@ def test_auto_cache_goes_to_disk_when_memory_is_short(tmp_path, monkeypatch):
     monkeypatch.setattr(builder, "available_memory_bytes", lambda: 1000)
     pipeline = InputPipeline(examples, image_size=32, training=False,
                              cache_dir=str(tmp_path / "cache"))
-    assert pipeline.cache_mode == "disk" and os.listdir(tmp_path / "cache")
+    assert pipeline.cache_mode.startswith("disk") and os.listdir(tmp_path / "cache")
+
+
+def test_auto_cache_on_disk_keeps_raw_pixels_only_when_they_are_no_bigger_than_the_data(
+        tmp_path, monkeypatch):
+    # 40x48 noise JPEGs of a few KB each; 16-px input caches 19x19x3 = 1,083 raw bytes per image.
+    examples = folder_examples(str(tmp_path / "data"), per_class=2)
+    monkeypatch.setattr(builder, "available_memory_bytes", lambda: 1000)
+
+    def mode(image_size):
+        return InputPipeline(examples, image_size=image_size, training=False,
+                             cache_dir=str(tmp_path / "cache")).cache_mode
+    assert mode(16) == "disk"
+    # 128-px input: 147x147x3 = 64,827 raw bytes per image, ten times the files themselves.
+    assert mode(128) == "disk_jpeg"
+    assert any(f.endswith(f".jpg{builder.JPEG_QUALITY}") for f in os.listdir(tmp_path / "cache"))
+    # Raw pixels that would fill more than half the free disk are not chosen either.
+    monkeypatch.setattr(builder, "free_disk_bytes", lambda directory: 1000)
+    assert mode(16) == "disk_jpeg"
+
+
+def smooth_photo_examples(root, n=24, size=96):
+    """Photo-like JPEGs (smooth colour fields, as benchmarks/pipeline.py makes): noise would make
+    any JPEG re-encoding look bad, and real images are not noise."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+        path = os.path.join(root, f"img_{i}.jpg")
+        os.makedirs(root, exist_ok=True)
+        Image.fromarray(small).resize((size, size), Image.BICUBIC).save(path, quality=90)
+        paths.append(path)
+    return Examples(np.arange(n), paths=np.array(paths))
+
+
+def test_the_jpeg_disk_cache_is_compact_and_close_to_the_raw_one(tmp_path):
+    examples = smooth_photo_examples(str(tmp_path / "data"))
+    pipelines = {cache: InputPipeline(examples, image_size=64, training=False, cache=cache,
+                                      cache_dir=str(tmp_path / cache))
+                 for cache in ("disk", "disk_jpeg")}
+    raw, compact = (by_label(*epoch(pipelines[c], 0)) for c in ("disk", "disk_jpeg"))
+    assert raw.shape == compact.shape == (24, 64, 64, 3)
+    # Pixels in [-1, 1]: 2/255 is one grey level. PSNR > 35 dB, no pixel off by more than 8%.
+    error = (raw - compact) * 127.5
+    assert 10 * np.log10(255 ** 2 / np.mean(error ** 2)) > 35
+    assert np.abs(error).max() < 20
+    # A fraction of the raw bytes (74x74x3 = 16,428 per image), and that is what it reports.
+    raw_bytes, compact_bytes = (pipelines[c]._store.nbytes for c in ("disk", "disk_jpeg"))
+    assert raw_bytes == 24 * 74 * 74 * 3
+    assert compact_bytes < raw_bytes / 3
+    (cache_file,) = [f for f in os.listdir(tmp_path / "disk_jpeg") if not f.endswith(".npy")]
+    assert os.path.getsize(tmp_path / "disk_jpeg" / cache_file) == compact_bytes
+    assert f"{compact_bytes / 24 / 1e3:.1f} KB per image" in pipelines["disk_jpeg"].describe_cache()
 
 
 def test_bad_arguments(tmp_path):
     examples = folder_examples(str(tmp_path / "data"), per_class=2)
-    with pytest.raises(ValueError, match="cache must be one of auto, memory, disk, none"):
+    with pytest.raises(ValueError, match="cache must be one of auto, memory, disk, disk_jpeg, none"):
         InputPipeline(examples, image_size=32, training=False, cache="ram")
     with pytest.raises(ValueError, match="shard index 2"):
         InputPipeline(examples, image_size=32, training=False, shard=(2, 2))
@@ -227,7 +280,7 @@ def assert_uniform_class_mix(first_batch_ids, classes=NUM_CLASSES):
     assert chisquare(counts).pvalue > 0.001, counts
 
 
-@pytest.mark.parametrize("cache", ["memory", "disk", "none"])
+@pytest.mark.parametrize("cache", ["memory", "disk", "disk_jpeg", "none"])
 def test_every_epoch_is_a_uniform_permutation_of_the_whole_set(class_sorted, tmp_path, cache):
     pipeline = InputPipeline(class_sorted, image_size=6, training=True, cache=cache, seed=1,
                              cache_dir=str(tmp_path), augmentation=IDENTITY)
@@ -271,18 +324,20 @@ def test_a_class_sorted_folder_is_shuffled_from_the_disk_cache(tmp_path):
     assert np.mean(labels[0] != labels[1]) > 0.8
 
 
-def test_a_complete_disk_cache_is_reused_and_a_partial_one_is_not(tmp_path):
+@pytest.mark.parametrize("cache,suffix",
+                         [("disk", ".u8"), ("disk_jpeg", f".jpg{builder.JPEG_QUALITY}")])
+def test_a_complete_disk_cache_is_reused_and_a_partial_one_is_not(tmp_path, cache, suffix):
     examples = unique_label_examples(str(tmp_path / "data"), n=10)
     cache_dir = str(tmp_path / "cache")
-    first = InputPipeline(examples, image_size=16, training=False, cache="disk",
+    first = InputPipeline(examples, image_size=16, training=False, cache=cache,
                           cache_dir=cache_dir)
     expected = epoch(first, 0)
-    (cache_file,) = [f for f in os.listdir(cache_dir) if f.endswith(".u8")]
+    (cache_file,) = [f for f in os.listdir(cache_dir) if f.endswith(suffix)]
     # A run killed while filling a cache leaves a partial file: a later run removes it.
     abandoned = os.path.join(cache_dir, cache_file + ".partial-999999999")
     open(abandoned, "wb").write(b"half")
     shutil.rmtree(tmp_path / "data")
-    again = InputPipeline(examples, image_size=16, training=False, cache="disk",
+    again = InputPipeline(examples, image_size=16, training=False, cache=cache,
                           cache_dir=cache_dir)
     assert "reused" in again.describe_cache()
     np.testing.assert_array_equal(epoch(again, 0)[0], expected[0])
@@ -291,7 +346,7 @@ def test_a_complete_disk_cache_is_reused_and_a_partial_one_is_not(tmp_path):
     with open(os.path.join(cache_dir, cache_file), "r+b") as f:
         f.truncate(100)
     with pytest.raises(ValueError, match="10 of 10 test image files could not be read"):
-        InputPipeline(examples, image_size=16, training=False, cache="disk", cache_dir=cache_dir)
+        InputPipeline(examples, image_size=16, training=False, cache=cache, cache_dir=cache_dir)
 
 
 def test_the_first_pass_shows_progress_and_the_cache(tmp_path, capsys):
@@ -301,4 +356,5 @@ def test_the_first_pass_shows_progress_and_the_cache(tmp_path, capsys):
     assert "First pass over the 10 train images" in out
     assert "10/10" in out and "img/s" in out
     size = builder.preprocessing.cache_size(16)
-    assert f"Cache (memory) holds 10 train images: {10 * size * size * 3 / 1e6:.1f} MB in RAM" in out
+    assert (f"Cache (memory) holds 10 train images: {10 * size * size * 3 / 1e6:.1f} MB "
+            f"({size * size * 3 / 1e3:.1f} KB per image) in RAM") in out

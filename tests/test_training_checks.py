@@ -52,7 +52,7 @@ def check(given):
     (dict(checkpoint_every=-5), "--checkpoint_every=-5: must be an integer >= 0"),
     (dict(keep_checkpoints=-1), "--keep_checkpoints=-1: must be an integer >= 0"),
     (dict(eval_every_epochs=0), "--eval_every_epochs=0: must be an integer >= 1"),
-    (dict(cache="ram"), "--cache=ram: must be one of auto, memory, disk, none"),
+    (dict(cache="ram"), "--cache=ram: must be one of auto, memory, disk, disk_jpeg, none"),
 ])
 def test_settings_that_cannot_train_are_refused(given, message):
     with pytest.raises(ValueError, match=message):
