@@ -46,8 +46,11 @@ def test_keep_checkpoints_zero_keeps_every_one_and_three_keeps_three(data_dir, t
         find_restart(recent, "1")
 
 
-def test_restart_from_an_older_epoch_with_a_lower_rate(data_dir, tmp_path):
-    run_dir = str(tmp_path / "run")
+def test_restart_from_an_older_epoch_with_a_lower_rate(data_dir, tmp_path, monkeypatch):
+    # A relative run directory, like the default runs/<dataset>-<model>: the checkpoint index
+    # holds paths relative to its own directory, which the restart must read and write alike.
+    monkeypatch.chdir(tmp_path)
+    run_dir = os.path.join("runs", "run")
     train(data_dir, run_dir, keep_checkpoints=0)
     before = history(run_dir)
     assert [r["epoch"] for r in before] == ["1", "2", "3", "4"]
@@ -86,5 +89,7 @@ def test_restart_from_an_older_epoch_with_a_lower_rate(data_dir, tmp_path):
     _, eval_events = scalars(os.path.join(run_dir, "eval"))
     assert [e.step for e in eval_events.Tensors("top1")] == [3, 6, 9, 12]
     assert [r.step for r in list_checkpoints(run_dir)] == [3, 6, 9, 12]
+    with open(os.path.join(run_dir, "checkpoints", "checkpoint")) as f:
+        assert "runs" not in f.read()  # still relative: the run directory can be moved
     # The rate change recorded is the one made at the restart, nothing from the abandoned part.
     assert load_run_config(run_dir).lr_overrides == [[6, 0.001]]

@@ -29,7 +29,9 @@ class Restart:
 
 
 def _checkpoint_dir(run_dir):
-    return os.path.join(run_dir, "checkpoints")
+    # Absolute: TensorFlow joins the index's relative entries to the directory it is given, and
+    # only rewrites paths it writes relative to a relative directory (runs/... is the default).
+    return os.path.abspath(os.path.join(run_dir, "checkpoints"))
 
 
 def _read(path, name):
@@ -42,9 +44,7 @@ def list_checkpoints(run_dir):
     if state is None:
         return []
     found = []
-    for path in state.all_model_checkpoint_paths:
-        if not os.path.isabs(path):
-            path = os.path.join(_checkpoint_dir(run_dir), path)
+    for path in state.all_model_checkpoint_paths:  # absolute: joined to the absolute directory
         if tf.io.gfile.exists(path + ".index"):
             found.append(Restart(path, _read(path, "step"), _read(path, "epoch")))
     return sorted(found, key=lambda r: r.step)
@@ -68,7 +68,8 @@ def find_restart(run_dir, spec):
     have = (f"it keeps epochs {', '.join(map(str, epochs))} "
             f"({', '.join(os.path.basename(r.path) for r in kept)})" if kept
             else "it has no checkpoint")
-    raise ValueError(f"--restart_from={spec}: no such checkpoint in {_checkpoint_dir(run_dir)!r}; "
+    where = os.path.join(run_dir, "checkpoints")
+    raise ValueError(f"--restart_from={spec}: no such checkpoint in {where!r}; "
                      f"{have}. Give an epoch number or a checkpoint name; --keep_checkpoints=0 "
                      f"keeps every epoch's checkpoint for later restarts")
 
@@ -107,16 +108,16 @@ def _keep_only_up_to(run_dir, restart):
                   or [state.last_preserved_timestamp + 1.0] * len(state.all_model_checkpoint_paths))
     paths, stamps = [], []
     for path, stamp in zip(state.all_model_checkpoint_paths, all_stamps):
-        full = path if os.path.isabs(path) else os.path.join(_checkpoint_dir(run_dir), path)
-        if _read(full, "step") <= restart.step:
-            paths.append(path)
+        if _read(path, "step") <= restart.step:
+            paths.append(os.path.basename(path))  # relative, as CheckpointManager writes them
             stamps.append(stamp)
     logger = tf.get_logger()
     level = logger.level
     logger.setLevel("ERROR")  # its deprecation notice; CheckpointManager has no such method
     try:
         tf.compat.v1.train.update_checkpoint_state(
-            _checkpoint_dir(run_dir), restart.path, all_model_checkpoint_paths=paths,
+            _checkpoint_dir(run_dir), os.path.basename(restart.path),
+            all_model_checkpoint_paths=paths,
             all_model_checkpoint_timestamps=stamps,
             last_preserved_timestamp=state.last_preserved_timestamp)
     finally:
