@@ -20,6 +20,7 @@ class Augmentation:
     aspect_ratio: tuple = (3 / 4, 4 / 3)
     flip: bool = True
     color_jitter: bool = True
+    hue: float = 0.2  # largest hue shift, as a fraction of the colour circle
 
 
 def cache_size(image_size):
@@ -107,7 +108,8 @@ def sample_augmentation(batch_size, seed, augmentation=Augmentation()):
         params["flip"] = tf.cast(draw(4, 0.0, 1.0) < 0.5, tf.float32)
     if augmentation.color_jitter:
         params.update(brightness=draw(5, -32 / 255, 32 / 255), saturation=draw(6, 0.5, 1.5),
-                      hue=draw(7, -0.2, 0.2), contrast=draw(8, 0.5, 1.5))
+                      hue=draw(7, -augmentation.hue, augmentation.hue),
+                      contrast=draw(8, 0.5, 1.5))
     return params
 
 

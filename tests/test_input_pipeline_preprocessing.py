@@ -116,3 +116,15 @@ def test_shrinking_for_the_cache_averages_the_pixels_each_output_covers():
     block_means = image.reshape(size, 2, size, 2, 3).mean(axis=(1, 3))
     assert out.dtype == np.uint8 and out.shape == (size, size, 3)
     np.testing.assert_allclose(out, np.round(block_means), atol=1)
+
+
+@pytest.mark.parametrize("hue", [0.0, 0.05, 0.2])
+def test_hue_shifts_stay_within_the_recipes_range(hue):
+    params = preprocessing.sample_augmentation(
+        4096, tf.constant([5, 6]), Augmentation(hue=hue))
+    shifts = params["hue"].numpy()
+    assert np.abs(shifts).max() <= hue + 1e-7
+    if hue:  # uniform over the whole range, both ways
+        assert np.abs(shifts).max() > 0.95 * hue and abs(shifts.mean()) < 0.05 * hue
+    else:
+        assert not shifts.any()

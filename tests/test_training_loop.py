@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import input_pipeline
 from conftest import cpu_devices, scalars, write_image_folder
 from training.checkpoints import Checkpoints
 from training.loop import Trainer, TrainingInterrupted
@@ -32,7 +33,12 @@ def settings(data_dir, run_dir, **extra):
 def two_tower_run(data_dir, tmp_path_factory):
     run_dir = str(tmp_path_factory.mktemp("run") / "two_towers")
     config = resolve_config(settings(data_dir, run_dir))
-    result = Trainer(config, towers=cpu_devices(2), print_fn=lambda *a: None).train()
+    trainer = Trainer(config, towers=cpu_devices(2), print_fn=lambda *a: None)
+    # A folder of 12 training images is a small collection: its recipe's augmentation.
+    folder = input_pipeline.get_dataset("folder")
+    assert trainer.train_data.augmentation == folder.augmentation_for(12)
+    assert trainer.train_data.augmentation.hue == 0.0
+    result = trainer.train()
     return run_dir, result
 
 

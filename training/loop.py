@@ -104,7 +104,8 @@ class Trainer:
                              f"the data now has {self.splits.num_classes}")
         config.num_classes = self.splits.num_classes
 
-        augmentation = input_pipeline.get_dataset(config.dataset).augmentation
+        augmentation = input_pipeline.get_dataset(config.dataset).augmentation_for(
+            len(self.splits.train))
         cache_dir = (config.cache_dir if chief and config.cache_dir
                      else os.path.join(self.write_dir, "cache"))
         common = dict(image_size=config.image_size, cache=config.cache, cache_dir=cache_dir,

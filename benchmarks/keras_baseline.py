@@ -1,0 +1,229 @@
+"""Accuracy and wall time against Keras' own path, on Tiny ImageNet: train.py beside model.fit.
+
+    python benchmarks/keras_baseline.py --data_dir=tiny-imagenet-200 --epochs=3 --seeds=0,1
+
+For each seed, one run of each, one after the other on the same machine:
+  (a) ours:  python train.py --dataset=tiny_imagenet ... (the command is printed);
+  (b) Keras: the same model (`inception.build_model`), trained the way the Keras guides do it:
+      `keras.utils.image_dataset_from_directory(shuffle=True)` on train/, augmentation layers in
+      the tf.data map, `model.fit` with the aux losses weighted 0.3, scored on the same official
+      val/ (with its val_annotations.txt labels) after every epoch.
+Same epochs, batch, SGD (momentum 0.9, Nesterov as in the tiny_imagenet recipe), per-step cosine
+schedule from the same rate, and the same L2 weight decay on conv and dense kernels (added to the
+loss, as training/step.py does). The augmentation is as close to ours as Keras' layers come:
+images loaded at our cache size (input / 0.875), RandomZoom in for an area of 25-100% (ours: a
+random crop of 25-100% of the area, aspect 3/4-4/3, anywhere), RandomCrop to the input size
+(random position), RandomFlip, RandomColorJitter (brightness, contrast, saturation, hue);
+evaluation takes the central crop of the same size, as ours. Each side keeps its own default
+precision (ours: bfloat16 where the CPU has AMX, measured faster; Keras: float32), which is what a
+user of each gets.
+
+Prints held-out top-1 / top-5 after every epoch and the total wall time of every run (process
+start to end, data loading included), and writes them with --json.
+"""
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+AUX_WEIGHT = 0.3
+
+
+def settings(args):
+    """The shared recipe, as train.py flags."""
+    return dict(model=args.model, width_multiplier=args.width_multiplier,
+                image_size=args.image_size, batch_size=args.batch_size, epochs=args.epochs,
+                lr=args.lr, lr_schedule="cosine", warmup_epochs=0, weight_decay=args.weight_decay,
+                nesterov=True, label_smoothing=0.0)
+
+
+def run_ours(args, seed, run_dir):
+    flags = [f"--{k}={v}" for k, v in settings(args).items()]
+    return run_train_py(["--dataset=tiny_imagenet", f"--data_dir={args.data_dir}",
+                         f"--run_dir={run_dir}", f"--seed={seed}", *flags], run_dir)
+
+
+def run_train_py(flags, run_dir):
+    """Runs train.py with `flags`: its per-epoch held-out top-1 / top-5 (from history.csv) and
+    the process's wall time."""
+    command = [sys.executable, os.path.join(ROOT, "train.py"), *flags]
+    print("  " + " ".join(command[1:]), flush=True)
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    with open(os.path.join(run_dir, "history.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    return dict(top1=[float(r["heldout_top1"]) for r in rows],
+                top5=[float(r["heldout_top5"]) for r in rows], seconds=seconds)
+
+
+def val_labels(root, class_names):
+    """Official val/ labels in the alphanumeric order of the files, as Keras wants them."""
+    index = {name: i for i, name in enumerate(class_names)}
+    with open(os.path.join(root, "val", "val_annotations.txt")) as f:
+        by_file = dict(line.split("\t")[:2] for line in f if line.strip())
+    return [index[by_file[name]] for name in sorted(by_file)]
+
+
+def keras_path(args, seed):
+    """(b), in this process: returns per-epoch top-1 / top-5 on val/."""
+    import keras
+    import tensorflow as tf
+    import inception
+    from input_pipeline.preprocessing import cache_size
+    keras.utils.set_random_seed(seed)
+    root, size = args.data_dir, args.image_size
+    load = cache_size(size)
+    train = keras.utils.image_dataset_from_directory(
+        os.path.join(root, "train"), image_size=(load, load), batch_size=args.batch_size,
+        shuffle=True, seed=seed)
+    class_names = train.class_names
+    val = keras.utils.image_dataset_from_directory(
+        os.path.join(root, "val", "images"), labels=val_labels(root, class_names),
+        image_size=(load, load), batch_size=args.batch_size, shuffle=False)
+    augment = keras.Sequential([
+        keras.layers.RandomZoom(height_factor=(-0.5, 0.0), seed=seed),  # area 25-100%
+        keras.layers.RandomCrop(size, size, seed=seed),
+        keras.layers.RandomFlip("horizontal", seed=seed),
+        # Ours: brightness +-32/255, contrast and saturation x0.5-1.5, hue +-0.2 of the circle.
+        # Keras scales saturation by f / (1 - f) and shifts hue by up to half its factor.
+        keras.layers.RandomColorJitter(value_range=(0, 255), brightness_factor=32 / 255,
+                                       contrast_factor=0.5, saturation_factor=(1 / 3, 0.6),
+                                       hue_factor=0.4, seed=seed),
+        keras.layers.Rescaling(1 / 127.5, offset=-1.0)])
+    center = keras.Sequential([keras.layers.CenterCrop(size, size),
+                               keras.layers.Rescaling(1 / 127.5, offset=-1.0)])
+    autotune = tf.data.AUTOTUNE
+
+    net = inception.build_model(args.model, len(class_names), size,
+                                width_multiplier=args.width_multiplier)
+    steps = int(train.cardinality())
+    schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=args.epochs * steps)
+    return fit_and_score(net, train.map(lambda x, y: (augment(x, training=True), y),
+                                        num_parallel_calls=autotune),
+                         val.map(lambda x, y: (center(x), y), num_parallel_calls=autotune),
+                         keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True),
+                         args.epochs, weight_decay=args.weight_decay)
+
+
+def fit_and_score(net, train, val, optimizer, epochs, weight_decay=0.0, aux_weight=AUX_WEIGHT):
+    """`model.fit` of `net` on batched (image, label) datasets: every head a cross-entropy loss
+    (the aux heads weighted `aux_weight`), plus `weight_decay` times the L2 of the conv and dense
+    kernels; per-epoch top-1 / top-5 on `val`."""
+    import keras
+    import tensorflow as tf
+    from training.step import decayed_weights
+    size = net.input_shape[1]
+    heads = sorted(net(tf.zeros([1, size, size, 3]), training=True), key=lambda k: k != "logits")
+
+    class WithHeadsAndDecay(keras.Model):
+        """Every head as an output (the aux heads exist only in training, so evaluation repeats
+        the logits; only the first output's metrics are read) and the L2 term in the loss."""
+
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def call(self, images, training=False):
+            out = self.net(images, training=training)
+            if training and weight_decay:
+                self.add_loss(weight_decay * tf.add_n(
+                    [tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in decayed_weights(self.net)]))
+            if training:
+                return tuple(out[h] for h in heads)
+            return tuple(out["logits"] for _ in heads)
+
+    model = WithHeadsAndDecay()
+    model.compile(optimizer,
+                  loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * len(heads),
+                  loss_weights=[1.0 if h == "logits" else aux_weight for h in heads],
+                  metrics=[["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")]]
+                  + [[] for _ in heads[1:]])
+    autotune = tf.data.AUTOTUNE
+
+    def per_head(dataset):  # one label per head
+        return dataset.map(lambda x, y: (x, (y,) * len(heads))).prefetch(autotune)
+    history = model.fit(per_head(train), validation_data=per_head(val), epochs=epochs, verbose=2)
+    logs = history.history
+    top1 = next(v for k, v in logs.items() if k.startswith("val_") and k.endswith("accuracy"))
+    top5 = next(v for k, v in logs.items() if k.startswith("val_") and k.endswith("top5"))
+    return dict(top1=[float(v) for v in top1], top5=[float(v) for v in top5])
+
+
+def run_keras(args, seed):
+    return run_child(os.path.abspath(__file__), f"--child_seed={seed}",
+                     *[a for a in sys.argv[1:] if not a.startswith(("--json", "--seeds", "--which"))])
+
+
+def run_child(script, *flags):
+    """`script` with `flags` in a fresh process: the JSON it prints last, plus its wall time."""
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, script, *flags], check=True, capture_output=True,
+                         text=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+def side_by_side(seeds, paths):
+    """Runs every path ({name: seed -> result}) for every seed, one after the other, printing
+    each run's per-epoch top-1; the results in run order."""
+    results = []
+    for seed in seeds:
+        for name, run in paths.items():
+            print(f"seed {seed}: {name}", flush=True)
+            if name == "ours":
+                with tempfile.TemporaryDirectory() as scratch:
+                    result = run(seed, os.path.join(scratch, "run"))
+            else:
+                result = run(seed)
+            results.append(dict(which=name, seed=seed, **result))
+            top1 = result["top1"]
+            best = max(range(len(top1)), key=top1.__getitem__)
+            print(f"  top-1 per epoch {' '.join(f'{v:.4f}' for v in top1)}; last {top1[-1]:.2%}, "
+                  f"best {top1[best]:.2%} (epoch {best + 1}); {result['seconds']:.0f} s",
+                  flush=True)
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_dir", required=True, help="tiny-imagenet-200")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--which", default="ours,keras")
+    parser.add_argument("--model", default="googlenet_bn")
+    parser.add_argument("--width_multiplier", type=float, default=0.25)
+    parser.add_argument("--image_size", type=int, default=64)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--weight_decay", type=float, default=2e-4)
+    parser.add_argument("--json")
+    parser.add_argument("--child_seed", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.data_dir = os.path.abspath(os.path.expanduser(args.data_dir))
+    if args.child_seed is not None:
+        print(json.dumps(keras_path(args, args.child_seed)))
+        return
+    paths = {"ours": lambda seed, run_dir: run_ours(args, seed, run_dir),
+             "keras": lambda seed: run_keras(args, seed)}
+    results = side_by_side([int(s) for s in args.seeds.split(",")],
+                           {name: paths[name] for name in args.which.split(",")})
+    print(f"\n{'path':<6} {'seed':>4} | " + " | ".join(
+        f"ep{e + 1} top-1/top-5" for e in range(args.epochs)) + " | wall time")
+    for r in results:
+        cells = " | ".join(f"{a:.2%} / {b:.2%}" for a, b in zip(r["top1"], r["top5"]))
+        print(f"{r['which']:<6} {r['seed']:>4} | {cells} | {r['seconds']:.0f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(settings=settings(args), results=results), f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
