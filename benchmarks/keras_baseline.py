@@ -119,7 +119,7 @@ def fit_and_score(net, train, val, optimizer, epochs, weight_decay=0.0, aux_weig
     import keras
     import tensorflow as tf
     from training.step import decayed_weights
-    size = net.input_shape[1]
+    size = train.element_spec[0].shape[1]
     heads = sorted(net(tf.zeros([1, size, size, 3]), training=True), key=lambda k: k != "logits")
 
     class WithHeadsAndDecay(keras.Model):
