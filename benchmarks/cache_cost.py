@@ -98,7 +98,7 @@ def main():
         raw = d["images"] * r["disk"]["bytes_per_image"]
         jpeg = d["images"] * r["disk_jpeg"]["bytes_per_image"]
         own = d["own_bytes"]
-        table[name] = dict(raw_bytes=raw, jpeg_bytes=jpeg, own_bytes=own, **d)
+        table[name] = dict(d, raw_bytes=raw, jpeg_bytes=jpeg)
         print(f"{name:<14} {d['images']:>10,} {d['image_size']:>5} | {raw / 1e9:16.2f} GB "
               f"{jpeg / 1e9:7.2f} GB | {'%.2f GB' % (own / 1e9) if own else 'varies':>15}")
     if args.json:
