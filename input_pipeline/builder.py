@@ -35,8 +35,8 @@ from input_pipeline.preprocessing import Augmentation
 from input_pipeline.progress import ProgressBar
 from input_pipeline.store import JPEG_QUALITY, DiskStore, JpegDiskStore, MemoryStore
 
-# memory: raw pixels in RAM; disk: raw pixels in a file; disk_jpeg: re-encoded JPEGs in a file (a
-# tenth of the bytes, a decode per read); none: the original files every epoch. auto chooses by
+# memory: raw pixels in RAM; disk: raw pixels in a file; disk_jpeg: re-encoded JPEGs in a file
+# (1.9-5.3x fewer bytes, a decode per read); none: the original files every epoch. auto chooses by
 # cost, see InputPipeline._resolve_cache_mode.
 CACHE_MODES = ("auto", "memory", "disk", "disk_jpeg", "none")
 _DISK_STORES = {"disk": DiskStore, "disk_jpeg": JpegDiskStore}
@@ -47,7 +47,8 @@ _FILL_BATCH = 256  # images handed from tf.data to the store at a time during th
 # The first pass's parallelism, fixed rather than left to tf.data's autotuner: reads wait on the
 # disk, so many are in flight; decoders are two per core, so a decoder waiting on its input never
 # leaves a core idle. With one autotuned map doing both, the pass over 140,000 files ran at 1,700
-# img/s in three runs out of three; with these, 2,600-2,800 (benchmarks/scale.py).
+# img/s in three runs out of three; with these, 2,600-2,800 in isolation, though some full runs of
+# benchmarks/scale.py still land at 1,700 (the README's "Cost as the data grows"; cause open).
 _READS_IN_FLIGHT = 16
 _DECODERS = 2 * (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                  else os.cpu_count() or 1)
@@ -192,7 +193,7 @@ class InputPipeline:
     def _resolve_cache_mode(self, cache, cache_dir):
         """`cache`, or for auto the cheapest that fits: RAM if the decoded images take at most
         half the free memory (fastest); else raw pixels on disk if they are no bigger than the
-        data itself and take at most half the free disk; else JPEGs on disk (a tenth of the
+        data itself and take at most half the free disk; else JPEGs on disk (1.9-5.3x fewer
         bytes, a decode per read; the README's cache table measures both)."""
         if cache != "auto":
             return cache
