@@ -56,6 +56,10 @@ flags.DEFINE_float("aux_weight", 0.3, "Weight of each auxiliary classifier's los
 flags.DEFINE_bool("mixed_precision", None, "bfloat16 compute on CPU, float16 with loss scaling on "
                   "GPU. Default: on for CPUs with AMX bfloat16 units (1.9x faster GoogLeNet "
                   "training, benchmarks/tuning.py), off elsewhere.")
+flags.DEFINE_enum("mixed_precision_dtype", "auto", ["auto", "bfloat16", "float16"],
+                  "The 16-bit type of --mixed_precision: auto = float16 with loss scaling on "
+                  "GPUs, bfloat16 on CPUs. Naming one turns mixed precision on unless "
+                  "--nomixed_precision.")
 flags.DEFINE_bool("jit_compile", False, "Compile each tower's forward and backward pass with XLA.")
 flags.DEFINE_bool("deterministic", False, "Deterministic ops and seeds (slower).")
 flags.DEFINE_integer("seed", 0, "Seed of the split, the shuffling and the augmentation.")

@@ -213,3 +213,38 @@ def test_export_computes_in_float32_after_a_bfloat16_evaluation(trained_run, tmp
     expected = tf.nn.softmax(model(images, training=False)["logits"]).numpy()
     # bfloat16 keeps 8 bits of mantissa: a bfloat16 export would be off by ~1e-2.
     np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+
+
+def test_evaluate_predict_and_export_a_float16_run(tmp_path):
+    import keras
+    data_dir = str(tmp_path / "photos")
+    write_image_folder(data_dir, classes=("ant", "bee", "cat"), per_class=5, size=(40, 52))
+    run_dir = str(tmp_path / "run")
+    config = resolve_config(dict(dataset="folder", data_dir=data_dir, run_dir=run_dir,
+                                 model="minigooglenet", width_multiplier=0.25, batch_size=4,
+                                 epochs=1, mixed_precision_dtype="float16"))
+    Trainer(config, towers=cpu_devices(2), **QUIET).train()
+    export_dir = str(tmp_path / "serving")
+    [report] = run(EvalSettings(run_dir, batch_size=4, export_dir=export_dir), **QUIET)
+    # Scored as trained, in float16 (on a CPU here); the export computes in float32.
+    assert keras.mixed_precision.global_policy().name == "mixed_float16"
+    assert report["count"] == 5 and 0 <= report["top1"] <= 1  # 30% of 15, stratified
+    keras.mixed_precision.set_global_policy("float32")
+    served = tf.saved_model.load(export_dir)
+    model, *_ = restore_model(run_dir)
+    test = input_pipeline.load_dataset("folder", run_dir=run_dir).test
+    encoded = [open(p, "rb").read() for p in test.paths]
+    probabilities = served.signatures["serving_default"](
+        image_bytes=tf.constant(encoded))["probabilities"].numpy()
+    images = np.stack([preprocess_for_eval(decode_image(b), 32) for b in encoded])
+    expected = tf.nn.softmax(model(images, training=False)["logits"]).numpy()
+    # The same as the float32 model to float32 rounding (float16 compute would differ by ~1e-3).
+    assert probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "predict.py"),
+                           f"--checkpoint_dir={run_dir}", test.paths[0]], capture_output=True,
+                          text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    names = ["ant", "bee", "cat"]
+    ranked = ", ".join(f"{names[i]} {expected[0][i]:.3f}" for i in np.argsort(-expected[0]))
+    assert done.stdout.strip() == f"{test.paths[0]}: {ranked}"

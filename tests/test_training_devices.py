@@ -20,17 +20,21 @@ def test_amx_is_read_from_the_cpu_flags(tmp_path):
     assert not devices.cpu_has_amx_bfloat16(str(tmp_path / "missing"))
 
 
-@pytest.mark.parametrize("asked,amx,towers,policy", [
-    (None, True, CPU, "mixed_bfloat16"),     # automatic: on where measured faster
-    (None, False, CPU, "float32"),
-    (None, True, GPUS, "float32"),           # GPUs: only when asked
-    (True, False, CPU, "mixed_bfloat16"),
-    (True, False, GPUS, "mixed_float16"),
-    (False, True, CPU, "float32"),
+@pytest.mark.parametrize("asked,dtype,amx,towers,policy", [
+    (None, "auto", True, CPU, "mixed_bfloat16"),     # automatic: on where measured faster
+    (None, "auto", False, CPU, "float32"),
+    (None, "auto", True, GPUS, "float32"),           # GPUs: only when asked
+    (True, "auto", False, CPU, "mixed_bfloat16"),
+    (True, "auto", False, GPUS, "mixed_float16"),
+    (False, "auto", True, CPU, "float32"),
+    # Naming a dtype asks for mixed precision, on any device, unless it is turned off.
+    (None, "float16", False, CPU, "mixed_float16"),
+    (None, "bfloat16", False, GPUS, "mixed_bfloat16"),
+    (False, "float16", True, GPUS, "float32"),
 ])
-def test_precision_policy(monkeypatch, asked, amx, towers, policy):
+def test_precision_policy(monkeypatch, asked, dtype, amx, towers, policy):
     monkeypatch.setattr(devices, "cpu_has_amx_bfloat16", lambda: amx)
-    assert devices.precision_policy(asked, towers) == policy
+    assert devices.precision_policy(asked, towers, dtype) == policy
 
 
 def test_tower_names_and_batch_split():

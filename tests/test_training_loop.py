@@ -208,3 +208,46 @@ def test_history_across_an_interrupt_a_lost_checkpoint_and_resumes(data_dir, tmp
     # Held out every 2nd epoch and at the end: the other rows leave those cells empty.
     assert [bool(r["heldout_top1"]) for r in rows] == [False, True, True]
     assert not os.path.exists(os.path.join(run_dir, "epoch_progress.json"))
+
+
+def test_float16_run_saves_its_loss_scale_and_resumes_with_it(data_dir, tmp_path):
+    # float16 with loss scaling, the GPU path, on two CPU towers.
+    run_dir = str(tmp_path / "float16")
+    config = resolve_config(settings(data_dir, run_dir, epochs=1,
+                                     mixed_precision_dtype="float16"))
+    trainer = Trainer(config, towers=cpu_devices(2), print_fn=lambda *a: None)
+    assert trainer.precision == "mixed_float16"
+    assert trainer.train()["step"] == 3
+    # A scale the run has come down to after overflows (set here: three steps do not overflow).
+    trainer.optimizer.dynamic_scale.assign(2.0 ** 9)
+    path = trainer.checkpoints.save(3, 1)
+    assert tf.train.load_variable(path, "loss_scale/scale/.ATTRIBUTES/VARIABLE_VALUE") == 512
+    resumed = Trainer(resolve_config({"run_dir": run_dir, "epochs": 2}), towers=cpu_devices(2),
+                      print_fn=lambda *a: None)
+    assert resumed.precision == "mixed_float16"  # from the run's config.json
+    assert float(resumed.optimizer.dynamic_scale.numpy()) == 512
+    assert resumed.train()["step"] == 6
+    train, _ = scalars(os.path.join(run_dir, "train"))
+    # Logged per logging window: Keras' initial 2^15 in epoch 1, the restored scale after it.
+    assert train["loss_scale"] == [2.0 ** 15] * 3 + [512.0] * 3
+    assert all(np.isfinite(train[f"cpu_{t}/main_loss"]).all() for t in (0, 1))
+
+
+def test_a_float16_checkpoint_resumes_in_float32_and_back(data_dir, tmp_path):
+    # The optimizer's state is saved under the same names with and without loss scaling, so a run
+    # trained on GPUs in float16 can go on on a CPU, and the other way round.
+    run_dir = str(tmp_path / "mixed")
+    Trainer(resolve_config(settings(data_dir, run_dir, epochs=1, mixed_precision_dtype="float16")),
+            towers=cpu_devices(2), print_fn=lambda *a: None).train()
+    as_float32 = Trainer(resolve_config({"run_dir": run_dir, "epochs": 2,
+                                         "mixed_precision": False}),
+                         towers=cpu_devices(2), print_fn=lambda *a: None)
+    momentum = [v for v in as_float32.optimizer.variables if "momentum" in v.path]
+    assert as_float32.precision == "float32" and momentum
+    assert any(np.abs(v.numpy()).max() > 0 for v in momentum)  # restored, not fresh zeros
+    assert as_float32.train()["step"] == 6
+    back = Trainer(resolve_config({"run_dir": run_dir, "epochs": 3, "mixed_precision": True,
+                                   "mixed_precision_dtype": "float16"}),
+                   towers=cpu_devices(2), print_fn=lambda *a: None)
+    assert back.restored and float(back.optimizer.dynamic_scale.numpy()) == 2.0 ** 15
+    assert back.train()["step"] == 9

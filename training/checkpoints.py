@@ -5,6 +5,7 @@ index file atomically, so a run killed mid-save still restores the previous chec
 """
 import os
 
+import keras
 import tensorflow as tf
 
 
@@ -22,8 +23,19 @@ class Checkpoints:
                        # run would draw other dropout masks than an uninterrupted one.
                        random_states=random_state_variables(model))
         self.optimizer = optimizer
+        self.loss_scale = None
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            # Saved beside the inner optimizer, not around it: the optimizer's state keeps the
+            # same names with and without float16, so a run can resume or be evaluated in another
+            # precision (float16 on GPUs, bfloat16 or float32 on a CPU).
+            self.loss_scale = tf.train.Checkpoint(scale=optimizer.dynamic_scale,
+                                                  good_steps=optimizer.step_counter)
+            optimizer = optimizer.inner_optimizer
         if optimizer is not None:
             objects["optimizer"] = optimizer
+        self._restorable = tf.train.Checkpoint(**objects)
+        if self.loss_scale is not None:
+            objects["loss_scale"] = self.loss_scale
         self.checkpoint = tf.train.Checkpoint(**objects)
         self.directory = os.path.join(run_dir, "checkpoints")
         # keep=0 keeps every checkpoint (CheckpointManager's None).
@@ -39,10 +51,15 @@ class Checkpoints:
         path = path or self.latest
         if path is None:
             return None
-        status = self.checkpoint.restore(path)
+        status = self._restorable.restore(path)
         status.assert_existing_objects_matched()
-        if self.optimizer is None:
-            status.expect_partial()  # evaluation restores the model without its optimizer
+        if self.optimizer is None or self.loss_scale is None:
+            # Evaluation restores the model without its optimizer; a run in another precision
+            # than a float16 one leaves its loss scale unread.
+            status.expect_partial()
+        if self.loss_scale is not None:
+            # A checkpoint of a run in another precision has none: the scale starts afresh.
+            tf.train.Checkpoint(loss_scale=self.loss_scale).read(path).expect_partial()
         return path
 
     def save(self, step, epoch):

@@ -70,6 +70,8 @@ def check_config(config, given=(), others_from=None):
     in_range("test_fraction", 0, 1, low_open=True, high_open=True)
     in_range("seed", 0, MAX_SEED, integer=True)
     need("cache", c.cache in CACHE_MODES, f"must be one of {', '.join(CACHE_MODES)}")
+    need("mixed_precision_dtype", c.mixed_precision_dtype in devices.MIXED_PRECISION_DTYPES,
+         f"must be one of {', '.join(devices.MIXED_PRECISION_DTYPES)}")
     need("strategy", c.strategy in devices.STRATEGIES,
          f"must be one of {', '.join(devices.STRATEGIES)}")
 

@@ -43,6 +43,7 @@ class TrainConfig:
     aux_weight: float = 0.3
     dropout_rate: Optional[float] = None
     mixed_precision: Optional[bool] = None    # None: on where measured faster (devices.py)
+    mixed_precision_dtype: str = "auto"       # auto (float16 on GPUs, bfloat16 on CPUs) | ...
     jit_compile: bool = False
     deterministic: bool = False
     # Bookkeeping

@@ -55,20 +55,31 @@ def cpu_has_amx_bfloat16(cpuinfo="/proc/cpuinfo"):
     return False
 
 
-def precision_policy(mixed_precision, towers):
-    """The Keras precision policy for `--mixed_precision` (True, False or None = automatic).
+MIXED_PRECISION_DTYPES = ("auto", "bfloat16", "float16")
 
-    Mixed precision keeps float32 weights and computes in bfloat16 on CPUs (float16 with loss
-    scaling on GPUs). Automatic turns it on only where it was measured faster: CPUs with AMX,
-    1.9x for GoogLeNet training at 224 px (README, Performance). CPUs without bfloat16 units
-    emulate it slowly, and GPUs were not measured here, so both stay float32 unless asked.
+
+def precision_policy(mixed_precision, towers, dtype="auto"):
+    """The Keras precision policy for `--mixed_precision` (True, False or None = automatic) and
+    `--mixed_precision_dtype`.
+
+    Mixed precision keeps float32 weights and computes in a 16-bit type: `auto` means float16 with
+    loss scaling on GPUs and bfloat16 on CPUs. Automatic turns it on only where it was measured
+    faster: CPUs with AMX, 1.9x for GoogLeNet training at 224 px (README, Performance). CPUs
+    without bfloat16 units emulate it slowly, and GPUs were not measured here, so both stay
+    float32 unless asked. Naming a dtype asks for it (float16 on CPU towers runs the GPU's
+    loss-scaled path, slowly: that is how the tests prove it without a GPU).
     """
+    if dtype not in MIXED_PRECISION_DTYPES:
+        raise ValueError(f"--mixed_precision_dtype must be one of "
+                         f"{', '.join(MIXED_PRECISION_DTYPES)}, got {dtype!r}")
     on_gpu = any("GPU" in d.upper() for d in towers)
     if mixed_precision is None:
-        mixed_precision = not on_gpu and cpu_has_amx_bfloat16()
+        mixed_precision = dtype != "auto" or (not on_gpu and cpu_has_amx_bfloat16())
     if not mixed_precision:
         return "float32"
-    return "mixed_float16" if on_gpu else "mixed_bfloat16"
+    if dtype == "auto":
+        dtype = "float16" if on_gpu else "bfloat16"
+    return f"mixed_{dtype}"
 
 
 def tower_name(device):

@@ -164,7 +164,8 @@ def run(settings, print_fn=print):
     towers = devices.configure_towers(settings.num_gpus, settings.towers_on_cpu)
     # The precision training used here, so evaluate.py reproduces the scores train.py printed.
     keras.mixed_precision.set_global_policy(
-        devices.precision_policy(config.mixed_precision, towers))
+        devices.precision_policy(config.mixed_precision, towers,
+                                 config.mixed_precision_dtype))
     strategy = devices.make_strategy(towers)
     if settings.watch:
         return watch(settings, strategy, print_fn)

@@ -86,7 +86,8 @@ class Trainer:
             tf.config.experimental.enable_op_determinism()
         self.per_tower_batch = devices.check_batch_size(config.batch_size,
                                                         self.strategy.num_replicas_in_sync)
-        self.precision = devices.precision_policy(config.mixed_precision, self.towers)
+        self.precision = devices.precision_policy(config.mixed_precision, self.towers,
+                                                  config.mixed_precision_dtype)
         keras.mixed_precision.set_global_policy(self.precision)
         # Only the chief writes into the run directory; other workers write to a scratch
         # directory that is removed when they finish.

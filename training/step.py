@@ -68,8 +68,26 @@ def tower_gradients(model, optimizer, images, labels, config):
     return tape.gradient(scaled, model.trainable_variables), total, metrics
 
 
+def skip_on_every_tower_if_one_overflowed(grads):
+    """Float16 loss scaling across towers: the update must be skipped everywhere when any tower's
+    gradients overflowed. Keras 3's LossScaleOptimizer decides from the first tower's gradients
+    alone (it assumes they were already summed; here the sum happens later, in apply_gradients),
+    so an overflow on another tower would be summed into the weights as inf / NaN
+    (tests/test_training_step.py shows it). The towers agree first: if any overflowed, each one's
+    first gradient becomes NaN, so every tower skips the update and the scale is halved."""
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])
+    overflowed = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
+    first = next(i for i, g in enumerate(grads) if g is not None)
+    poison = tf.where(overflowed > 0.0, float("nan"), 0.0)
+    return [g + tf.cast(poison, g.dtype) if i == first else g for i, g in enumerate(grads)]
+
+
 def replica_step(model, optimizer, images, labels, config, gradients_fn=tower_gradients):
     grads, total, metrics = gradients_fn(model, optimizer, images, labels, config)
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        metrics["loss_scale"] = tf.identity(optimizer.dynamic_scale)  # the scale of this step
+        grads = skip_on_every_tower_if_one_overflowed(grads)
     optimizer.apply_gradients(zip(grads, model.trainable_variables))  # sums across towers
     metrics["total_loss"] = total * tf.distribute.get_replica_context().num_replicas_in_sync
     return metrics

@@ -27,6 +27,8 @@ class Summaries:
             tf.summary.scalar("train_top1", np.mean(tower_means["accuracy"]))
             tf.summary.scalar("learning_rate", learning_rate)
             tf.summary.scalar("images_per_second", images_per_second)
+            if "loss_scale" in tower_means:  # float16's dynamic loss scale, alike on every tower
+                tf.summary.scalar("loss_scale", np.min(tower_means["loss_scale"]))
         self.train.flush()
 
     def write_eval(self, step, metrics):
