@@ -60,6 +60,12 @@ flags.DEFINE_enum("mixed_precision_dtype", "auto", ["auto", "bfloat16", "float16
                   "The 16-bit type of --mixed_precision: auto = float16 with loss scaling on "
                   "GPUs, bfloat16 on CPUs. Naming one turns mixed precision on unless "
                   "--nomixed_precision.")
+flags.DEFINE_enum("augment_on", "auto", ["auto", "host", "device"],
+                  "Where training batches are cropped, flipped and colour-jittered: host (the "
+                  "input pipeline hands the towers float32 crops) or device (uint8 cached "
+                  "images and the sampled parameters go to each tower, which augments them: a "
+                  "third of the bytes and no host cores). Same result either way. auto = device "
+                  "on GPUs, host on CPU towers.")
 flags.DEFINE_bool("jit_compile", False, "Compile each tower's forward and backward pass with XLA.")
 flags.DEFINE_bool("deterministic", False, "Deterministic ops and seeds (slower).")
 flags.DEFINE_integer("seed", 0, "Seed of the split, the shuffling and the augmentation.")

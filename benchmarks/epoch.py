@@ -1,4 +1,4 @@
-"""End to end: is a training epoch input-bound or compute-bound? One run, three timings.
+"""End to end: is a training epoch input-bound or compute-bound, and where should it augment?
 
     python benchmarks/epoch.py                          # googlenet, 2000 256-px JPEGs, 64 px
     python benchmarks/epoch.py --model=minigooglenet --image_size=32 --json=epoch.json
@@ -7,7 +7,9 @@ On a generated JPEG folder, with the real pipeline (training/input_pipeline) and
 step, times one cached epoch three ways: the pipeline alone, the training step alone on one batch
 held in memory (pure compute), and the two together as train.py runs them. The input stall is the
 share of the end-to-end epoch not explained by compute: near 0 means compute-bound (the model is
-the bottleneck, as it should be); large means the GPU or CPU waits for input.
+the bottleneck, as it should be); large means the GPU or CPU waits for input. Then the
+end-to-end epoch with the augmentation on the towers (--augment_on=device) and on the host once
+more: the ratio is what --augment_on=auto's choice for these towers rests on.
 """
 import argparse
 import json
@@ -64,16 +66,22 @@ def main():
     with strategy.scope():
         model = inception.build_model(args.model, args.classes, args.image_size)
         optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
-    step = make_train_step(model, optimizer, strategy, StepConfig(args.batch_size, args.classes),
-                           jit_compile=args.jit_compile)
+    step_config = StepConfig(args.batch_size, args.classes)
+    steps_by_place = {
+        "host": make_train_step(model, optimizer, strategy, step_config,
+                                jit_compile=args.jit_compile),
+        "device": make_train_step(model, optimizer, strategy, step_config,
+                                  jit_compile=args.jit_compile, augment=pipeline.augment)}
+    step = steps_by_place["host"]
 
-    def distributed(epoch):
+    def distributed(epoch, augment_on="host"):
         return iter(strategy.distribute_datasets_from_function(
-            lambda ctx: pipeline.dataset(args.batch_size, epoch=epoch)))
+            lambda ctx: pipeline.dataset(args.batch_size, epoch=epoch, augment_on=augment_on)))
 
-    # Warm up (trace the step, start the runtime's thread pools) on epoch 0.
+    # Warm up (trace the steps, start the runtime's thread pools) on epoch 0.
     first = next(distributed(0))
     step(*first)["total_loss"].numpy()
+    steps_by_place["device"](*next(distributed(0, "device")))["total_loss"].numpy()
 
     def timed(run):
         start = time.perf_counter()
@@ -89,12 +97,16 @@ def main():
             result = step(*first)
         result["total_loss"].numpy()
 
-    def end_to_end():
-        for batch in distributed(2):
-            result = step(*batch)
+    def end_to_end(augment_on="host"):
+        for batch in distributed(2, augment_on):
+            result = steps_by_place[augment_on](*batch)
         result["total_loss"].numpy()
 
     pipeline_s, compute_s, e2e_s = timed(pipeline_only), timed(compute_only), timed(end_to_end)
+    # The same epoch with each tower augmenting its own batch (--augment_on=device); then host
+    # once more, so a drift in the machine's speed shows as a difference between the two.
+    device_s = timed(lambda: end_to_end("device"))
+    host_again_s = timed(end_to_end)
     stall = max(0.0, 1.0 - compute_s / e2e_s)
     results = dict(model=args.model, precision=precision, image_size=args.image_size,
                    batch_size=args.batch_size,
@@ -103,14 +115,21 @@ def main():
                    pipeline_img_per_s=images_per_epoch / pipeline_s,
                    compute_img_per_s=images_per_epoch / compute_s,
                    end_to_end_img_per_s=images_per_epoch / e2e_s, input_stall=stall,
+                   end_to_end_host_again_img_per_s=images_per_epoch / host_again_s,
+                   end_to_end_augment_on_device_img_per_s=images_per_epoch / device_s,
+                   augment_on_device_over_host=(e2e_s + host_again_s) / (2 * device_s),
                    bound="input" if stall > 0.1 else "compute")
     print(f"{args.model}, {precision}, {args.image_size} px, batch {args.batch_size}, {steps} steps per epoch "
           f"({len(paths)} {args.source_size}-px JPEGs; cache filled once in {fill_seconds:.1f} s)")
     print(f"{'one cached epoch':<36}{'seconds':>10}{'img/s':>10}")
     for name, seconds in [("input pipeline alone", pipeline_s), ("training step alone", compute_s),
-                          ("end to end (as train.py runs)", e2e_s)]:
+                          ("end to end (as train.py runs)", e2e_s),
+                          ("end to end, augmented on the towers", device_s),
+                          ("end to end, on the host again", host_again_s)]:
         print(f"{name:<36}{seconds:>10.2f}{images_per_epoch / seconds:>10.1f}")
     print(f"input stall: {100 * stall:.1f}% of the epoch -> {results['bound']}-bound")
+    print(f"augmenting on the towers: {results['augment_on_device_over_host']:.2f}x the speed of "
+          f"augmenting on the host (mean of the two host epochs)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

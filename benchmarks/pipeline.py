@@ -8,7 +8,9 @@
 Prints, and optionally writes as JSON: a single-threaded PIL decode+resize loop (the baseline),
 epoch 1 (read + decode + fill the cache), epochs 2+ (from the cache, with augmentation), the
 resident memory the in-memory cache costs against the decoded bytes, and how many times faster
-than a GoogLeNet training step consumes images the cached pipeline delivers them.
+than a GoogLeNet training step consumes images the cached pipeline delivers them. For epochs 2+
+also the images per second of host CPU time (one core's rate) and the bytes per image handed to
+the device, with the augmentation on the host and left to the device (--augment_on).
 """
 import argparse
 import json
@@ -65,6 +67,30 @@ def googlenet_step_rate(image_size, batch_size, steps=5):
     return batch_size / seconds, keras.mixed_precision.global_policy().name
 
 
+def cached_epochs(pipeline, args, augment_on):
+    """Epochs 2.. as training reads them, augmented on the host or left to the device: (img/s,
+    images per second of host CPU time, bytes per image handed to the device). One dataset spans
+    the epochs, timed from its first batch (its one-time set-up is not per epoch).
+
+    Images per CPU-second is the rate one host core sustains, whatever the cores here: the
+    number that says how many cores a GPU consuming N img/s needs."""
+    import tensorflow as tf
+    batches = iter(pipeline.dataset(args.batch_size, epoch=1, num_epochs=args.epochs,
+                                    augment_on=augment_on))
+    images, _ = next(batches)  # float32 crops, or uint8 squares and their parameters
+    nbytes = sum(t.numpy().nbytes for t in tf.nest.flatten(images)) / args.batch_size
+    start, cpu_start, seen = time.perf_counter(), cpu_seconds(), 0
+    for _, batch_labels in batches:
+        seen += len(batch_labels)
+    return seen / (time.perf_counter() - start), seen / (cpu_seconds() - cpu_start), nbytes
+
+
+def cpu_seconds():
+    """User + system CPU time of this process, all its threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num_images", type=int, default=4000)
@@ -114,14 +140,8 @@ def main():
         pil_rate, epoch1_rate = max(pil_rates), max(epoch1_rates)
         decoded_bytes = len(paths) * cache_size * cache_size * 3
 
-        # Epochs 2.. as training reads them: one dataset spanning the epochs, timed from its
-        # first batch (its one-time set-up is not per epoch); shuffle refills are included.
-        batches = iter(pipeline.dataset(args.batch_size, epoch=1, num_epochs=args.epochs))
-        next(batches)
-        start, seen = time.perf_counter(), 0
-        for _, batch_labels in batches:
-            seen += len(batch_labels)
-        cached_rate = seen / (time.perf_counter() - start)
+        cached_rate, host_per_core, host_bytes = cached_epochs(pipeline, args, "host")
+        _, device_per_core, device_bytes = cached_epochs(pipeline, args, "device")
         step_rate, precision = googlenet_step_rate(args.image_size, args.batch_size)
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -131,6 +151,10 @@ def main():
         "cache_size": cache_size, "cpu_count": os.cpu_count(),
         "pil_loop_img_per_s": pil_rate, "epoch1_img_per_s": epoch1_rate,
         "epoch2plus_img_per_s": cached_rate, "googlenet_train_step_img_per_s": step_rate,
+        "epoch2plus_img_per_cpu_second_host_augment": host_per_core,
+        "epoch2plus_img_per_cpu_second_device_augment": device_per_core,
+        "bytes_per_image_to_device_host_augment": host_bytes,
+        "bytes_per_image_to_device_device_augment": device_bytes,
         "googlenet_train_step_precision": precision,
         "epoch2_over_epoch1": cached_rate / epoch1_rate, "epoch1_over_pil": epoch1_rate / pil_rate,
         "pipeline_over_googlenet_step": cached_rate / step_rate,
@@ -143,6 +167,10 @@ def main():
             ("epoch 1: read+decode+cache (img/s)", epoch1_rate, ""),
             ("epoch 2+: cached, augmented (img/s)", cached_rate, ""),
             (f"GoogLeNet train step, {precision} (img/s)", step_rate, ""),
+            ("epoch 2+ per host core, augment on host", host_per_core, ""),
+            ("epoch 2+ per host core, on device", device_per_core, ""),
+            ("bytes/image to device, augment on host", host_bytes, ""),
+            ("bytes/image to device, on device", device_bytes, ""),
             ("epoch 2+ / epoch 1", cached_rate / epoch1_rate, ">= 5"),
             ("epoch 1 / PIL loop", epoch1_rate / pil_rate, ">= 1.5"),
             ("pipeline / GoogLeNet step", cached_rate / step_rate, ">= 10"),

@@ -303,9 +303,14 @@ class InputPipeline:
         return images, tf.gather(self._record_labels, records)
 
     def dataset(self, batch_size, *, epoch=0, num_epochs=1, take_batches=None, skip_batches=0,
-                drop_remainder=None):
+                drop_remainder=None, augment_on="host"):
         """Epochs `epoch` .. `epoch + num_epochs - 1` of (float32 images [B, S, S, 3] in [-1, 1],
         int32 labels [B]), each batched on its own; `num_epochs=None` goes on for ever.
+
+        `augment_on="device"` (training only) leaves the augmentation to the device that trains:
+        the images are then {"images": uint8 cache-size squares [B, C, C, 3], and the batch's
+        sampled parameters}, a third of the bytes of the float32 crops at any size, and
+        `self.augment` on the device turns them into exactly the batch the host would give.
 
         A training epoch visits every readable image once, in a uniform random permutation drawn
         from (seed, shard, epoch) alone, so a resumed run sees the epochs an uninterrupted one
@@ -313,6 +318,9 @@ class InputPipeline:
         means one iterator, instead of a new one (and its set-up pause) per epoch. `take_batches`
         cuts each epoch; `skip_batches` skips the start of the first (a run resumed mid-epoch).
         """
+        if augment_on not in ("host", "device"):
+            raise ValueError(f"augment_on must be host or device, got {augment_on!r}")
+        on_device = self.training and augment_on == "device"
         last = 2 ** 62 if num_epochs is None else epoch + num_epochs
         training, image_size, augmentation = self.training, self.image_size, self.augmentation
         drop_remainder = self.training if drop_remainder is None else drop_remainder
@@ -346,11 +354,20 @@ class InputPipeline:
                 params = preprocessing.sample_augmentation(
                     tf.shape(images)[0], tf.random.experimental.stateless_fold_in(augment_key, i),
                     augmentation)
+                if on_device:
+                    return dict(images=images, **params), labels
                 return (preprocessing.apply_augmentation(images, params, image_size,
                                                          augmentation), labels)
             return ds.map(inputs, num_parallel_calls=AUTOTUNE)
 
         return tf.data.Dataset.range(epoch, last).flat_map(one_epoch).prefetch(AUTOTUNE)
+
+    def augment(self, inputs):
+        """A batch of `dataset(augment_on="device")` -> the float32 training batch, wherever it
+        runs (the training step calls it on each tower)."""
+        params = {name: value for name, value in inputs.items() if name != "images"}
+        return preprocessing.apply_augmentation(inputs["images"], params, self.image_size,
+                                                self.augmentation)
 
     def steps_per_epoch(self, batch_size):
         return (self.num_examples // batch_size if self.training

@@ -358,3 +358,29 @@ def test_the_first_pass_shows_progress_and_the_cache(tmp_path, capsys):
     size = builder.preprocessing.cache_size(16)
     assert (f"Cache (memory) holds 10 train images: {10 * size * size * 3 / 1e6:.1f} MB "
             f"({size * size * 3 / 1e3:.1f} KB per image) in RAM") in out
+
+
+@pytest.mark.parametrize("cache", ["memory", "none"])
+def test_augmenting_on_the_device_gives_the_host_batch(tmp_path, cache):
+    examples = unique_label_examples(str(tmp_path / "data"))
+    pipeline = InputPipeline(examples, image_size=32, training=True, cache=cache, seed=5)
+    on_host = list(pipeline.dataset(4, epoch=1))
+    on_device = list(pipeline.dataset(4, epoch=1, augment_on="device"))
+    assert len(on_host) == len(on_device) == 3
+    side = builder.preprocessing.cache_size(32)
+    for (host_images, host_labels), (inputs, labels) in zip(on_host, on_device):
+        # Handed over: the cached uint8 squares (37 px for 32) and each image's parameters...
+        assert inputs["images"].dtype == tf.uint8 and inputs["images"].shape == (4, side, side, 3)
+        assert inputs["box"].shape == (4, 4) and inputs["hue"].shape == (4,)
+        np.testing.assert_array_equal(labels, host_labels)
+        # ... 3 bytes per pixel at the cache size instead of 12 per pixel of the input.
+        assert inputs["images"].numpy().nbytes < host_images.numpy().nbytes / 2.5
+        # The same crops, flips and colours, wherever they are applied.
+        np.testing.assert_allclose(pipeline.augment(inputs), host_images, atol=1e-5)
+    # Evaluation is unchanged: there is nothing to augment.
+    held_out = InputPipeline(examples, image_size=32, training=False, cache=cache)
+    a, b = (np.concatenate([x for x, _ in held_out.dataset(4, augment_on=where)])
+            for where in ("host", "device"))
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="augment_on must be host or device, got 'gpu'"):
+        pipeline.dataset(4, augment_on="gpu")

@@ -53,6 +53,7 @@ def check(given):
     (dict(keep_checkpoints=-1), "--keep_checkpoints=-1: must be an integer >= 0"),
     (dict(eval_every_epochs=0), "--eval_every_epochs=0: must be an integer >= 1"),
     (dict(cache="ram"), "--cache=ram: must be one of auto, memory, disk, disk_jpeg, none"),
+    (dict(augment_on="gpu"), "--augment_on=gpu: must be one of auto, host, device"),
     (dict(mixed_precision_dtype="half"),
      "--mixed_precision_dtype=half: must be one of auto, bfloat16, float16"),
 ])

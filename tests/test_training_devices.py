@@ -42,3 +42,22 @@ def test_tower_names_and_batch_split():
     assert devices.check_batch_size(32, 2) == 16
     with pytest.raises(ValueError, match="32"):
         devices.check_batch_size(32, 3)
+
+
+def test_the_start_line_names_each_gpu(monkeypatch):
+    # On this machine TensorFlow reports no GPU: nothing to name, and no error.
+    assert devices.gpu_details(0) == (None, None)
+    details = {0: ("NVIDIA A100-SXM4-40GB", 39_495_729_152), 1: ("NVIDIA L4", None),
+               2: (None, None)}
+    monkeypatch.setattr(devices, "gpu_details", details.__getitem__)
+    names = [devices.describe_tower(f"/job:localhost/replica:0/task:0/device:GPU:{i}")
+             for i in range(3)]
+    assert names == ["gpu_0 (NVIDIA A100-SXM4-40GB, 36.8 GiB)", "gpu_1 (NVIDIA L4)", "gpu_2"]
+    assert devices.describe_tower("/job:localhost/replica:0/task:0/device:CPU:0") == "cpu_0"
+
+
+@pytest.mark.parametrize("choice,towers,where", [
+    ("auto", GPUS, "device"), ("auto", CPU, "host"), ("host", GPUS, "host"),
+    ("device", CPU, "device")])
+def test_where_batches_are_augmented(choice, towers, where):
+    assert devices.augment_on(choice, towers) == where

@@ -72,6 +72,8 @@ def check_config(config, given=(), others_from=None):
     need("cache", c.cache in CACHE_MODES, f"must be one of {', '.join(CACHE_MODES)}")
     need("mixed_precision_dtype", c.mixed_precision_dtype in devices.MIXED_PRECISION_DTYPES,
          f"must be one of {', '.join(devices.MIXED_PRECISION_DTYPES)}")
+    need("augment_on", c.augment_on in devices.AUGMENT_ON,
+         f"must be one of {', '.join(devices.AUGMENT_ON)}")
     need("strategy", c.strategy in devices.STRATEGIES,
          f"must be one of {', '.join(devices.STRATEGIES)}")
 

@@ -45,6 +45,7 @@ class TrainConfig:
     mixed_precision: Optional[bool] = None    # None: on where measured faster (devices.py)
     mixed_precision_dtype: str = "auto"       # auto (float16 on GPUs, bfloat16 on CPUs) | ...
     jit_compile: bool = False
+    augment_on: str = "auto"                  # auto | host | device (devices.augment_on)
     deterministic: bool = False
     # Bookkeeping
     log_every: int = 20

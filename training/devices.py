@@ -82,10 +82,53 @@ def precision_policy(mixed_precision, towers, dtype="auto"):
     return f"mixed_{dtype}"
 
 
+AUGMENT_ON = ("auto", "host", "device")
+
+
+def augment_on(choice, towers):
+    """Where training batches are augmented, for `--augment_on` (auto, host or device).
+
+    auto: on the towers when they are GPUs, where the host would otherwise need many cores to
+    keep up (README, Performance); on the host for CPU towers, measured faster there
+    (benchmarks/epoch.py), since the host's pipeline overlaps the step instead of adding to it.
+    """
+    if choice not in AUGMENT_ON:
+        raise ValueError(f"--augment_on must be one of {', '.join(AUGMENT_ON)}, got {choice!r}")
+    if choice == "auto":
+        return "device" if any("GPU" in d.upper() for d in towers) else "host"
+    return choice
+
+
 def tower_name(device):
     """'/job:localhost/replica:0/task:0/device:GPU:1' -> 'gpu_1', the TensorBoard tag prefix."""
     spec = tf.DeviceSpec.from_string(device)
     return f"{spec.device_type.lower()}_{spec.device_index}"
+
+
+def gpu_details(index):
+    """(model name, memory in bytes) of GPU `index`, each None when TensorFlow does not say."""
+    name = memory = None
+    try:
+        gpu = tf.config.list_physical_devices("GPU")[index]
+        name = tf.config.experimental.get_device_details(gpu).get("device_name")
+        from tensorflow.python.client import device_lib  # the one place TF reports GPU memory
+        for local in device_lib.list_local_devices():
+            if local.device_type == "GPU" and local.name.endswith(f":{index}"):
+                memory = local.memory_limit or None
+    except (IndexError, ValueError, RuntimeError, ImportError, AttributeError):
+        pass
+    return name, memory
+
+
+def describe_tower(device):
+    """'gpu_0 (NVIDIA A100-SXM4-40GB, 38.4 GiB)' for a GPU tower; 'cpu_0' for a CPU one."""
+    label = tower_name(device)
+    spec = tf.DeviceSpec.from_string(device)
+    if spec.device_type != "GPU":
+        return label
+    name, memory = gpu_details(spec.device_index)
+    details = [d for d in (name, memory and f"{memory / 2 ** 30:.1f} GiB") if d]
+    return f"{label} ({', '.join(details)})" if details else label
 
 
 def make_strategy(devices):

@@ -148,8 +148,10 @@ class Trainer:
                 else tf.train.latest_checkpoint(os.path.join(config.run_dir, "checkpoints")))
         step_config = StepConfig(config.batch_size, config.num_classes, config.aux_weight,
                                  config.label_smoothing, config.weight_decay)
-        self.train_step = make_train_step(self.model, self.optimizer, self.strategy, step_config,
-                                          jit_compile=config.jit_compile)
+        self.augment_on = devices.augment_on(config.augment_on, self.towers)
+        self.train_step = make_train_step(
+            self.model, self.optimizer, self.strategy, step_config, jit_compile=config.jit_compile,
+            augment=self.train_data.augment if self.augment_on == "device" else None)
         # Held-out evaluation runs on the chief alone, outside the all-reduce, with one worker's
         # towers (all of them when there is one worker).
         self.eval_strategy = (tf.distribute.get_strategy() if self.worker.multi_worker
@@ -168,7 +170,8 @@ class Trainer:
         def dataset_fn(ctx):
             return self.train_data.dataset(
                 self.per_tower_batch, epoch=epoch, num_epochs=self.config.epochs - epoch,
-                take_batches=steps * towers, skip_batches=(start_step - epoch * steps) * towers)
+                take_batches=steps * towers, skip_batches=(start_step - epoch * steps) * towers,
+                augment_on=self.augment_on)
         return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
 
     def _flush(self, pending, first_step, seconds, progress):
@@ -204,6 +207,8 @@ class Trainer:
     def train(self):
         try:
             return self._train()
+        except tf.errors.ResourceExhaustedError as error:
+            raise ValueError(self._out_of_memory_message(error)) from None
         finally:
             if not self.worker.is_chief:
                 shutil.rmtree(self.write_dir, ignore_errors=True)
@@ -223,8 +228,9 @@ class Trainer:
                    f"train / {held_out} {self.splits.test_name} images (readable; "
                    f"{self.splits.layout}), {config.num_classes} classes, {len(self.towers)} "
                    f"tower(s) "
-                   f"[{', '.join(devices.tower_name(d) for d in self.towers)}], global batch "
-                   f"{config.batch_size}, {self.steps_per_epoch} steps/epoch, {self.precision}. "
+                   f"[{', '.join(devices.describe_tower(d) for d in self.towers)}], global "
+                   f"batch {config.batch_size}, {self.steps_per_epoch} steps/epoch, "
+                   f"{self.precision}, augmented on the {self.augment_on}. "
                    f"Run dir: {config.run_dir}")
         last_eval = None
         wrote_inputs = step > 0
@@ -254,6 +260,8 @@ class Trainer:
                     images, labels = next(batches)
                     if not wrote_inputs:
                         local = self.strategy.experimental_local_results(images)[0]
+                        if self.augment_on == "device":
+                            local = self.train_data.augment(local)
                         self.summaries.write_model_and_inputs(step, self.model, local,
                                                               config.image_size)
                         wrote_inputs = True
@@ -283,6 +291,19 @@ class Trainer:
         with open(os.path.join(config.run_dir, DONE_FILE), "w") as f:
             json.dump({"step": step, "checkpoint": self.checkpoints.latest}, f)
         return dict(step=step, **last_eval)
+
+    def _out_of_memory_message(self, error):
+        """What to do when a tower's batch does not fit in its device's memory: a smaller global
+        batch (still a multiple of the towers), instead of TensorFlow's traceback."""
+        config, towers = self.config, len(self.towers)
+        smaller = max(towers, config.batch_size // 2 // towers * towers)
+        hint = "" if self.precision != "float32" else (
+            ", or --mixed_precision (16-bit activations take half the memory)")
+        return (f"out of memory with {self.per_tower_batch} images of {config.image_size} px per "
+                f"tower (--batch_size={config.batch_size} over {towers} tower(s), "
+                f"--model={config.model}): {error.message.splitlines()[0][:200]}. Try "
+                f"--batch_size={smaller}{hint}; --lr is the rate for the global batch, so scale "
+                f"it with the batch")
 
     def _save_mid_epoch(self, step):
         path = self.checkpoints.save(step, step // self.steps_per_epoch)

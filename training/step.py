@@ -83,7 +83,10 @@ def skip_on_every_tower_if_one_overflowed(grads):
     return [g + tf.cast(poison, g.dtype) if i == first else g for i, g in enumerate(grads)]
 
 
-def replica_step(model, optimizer, images, labels, config, gradients_fn=tower_gradients):
+def replica_step(model, optimizer, images, labels, config, gradients_fn=tower_gradients,
+                 augment=None):
+    if augment is not None:  # the batch's augmentation, on this tower's device
+        images = augment(images)
     grads, total, metrics = gradients_fn(model, optimizer, images, labels, config)
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         metrics["loss_scale"] = tf.identity(optimizer.dynamic_scale)  # the scale of this step
@@ -93,18 +96,20 @@ def replica_step(model, optimizer, images, labels, config, gradients_fn=tower_gr
     return metrics
 
 
-def make_train_step(model, optimizer, strategy, config, jit_compile=False):
+def make_train_step(model, optimizer, strategy, config, jit_compile=False, augment=None):
     """A tf.function taking one distributed batch; returns {metric: [value per tower]}.
 
     With `jit_compile`, XLA compiles each tower's forward and backward pass; the cross-tower
     gradient sum and the update stay outside it (they are not XLA-compilable under MirroredStrategy).
+    `augment`, when the pipeline leaves the augmentation to the towers, turns each tower's batch
+    into model inputs on that tower (InputPipeline.augment).
     """
     gradients_fn = tf.function(tower_gradients, jit_compile=True) if jit_compile else tower_gradients
 
     @tf.function
     def train_step(images, labels):
-        per_replica = strategy.run(replica_step,
-                                   args=(model, optimizer, images, labels, config, gradients_fn))
+        per_replica = strategy.run(replica_step, args=(model, optimizer, images, labels, config,
+                                                       gradients_fn, augment))
         return {name: tf.stack(strategy.experimental_local_results(value))
                 for name, value in per_replica.items()}
     return train_step
