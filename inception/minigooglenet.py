@@ -1,5 +1,5 @@
 """MiniGoogLeNet, the small CIFAR-10 inception network of Zhang et al. 2017 ("Understanding deep
-learning requires rethinking generalization"), as REFERENCE.md describes it.
+learning requires rethinking generalization"), as docs/reference.md describes it.
 
 conv module = conv -> BN -> ReLU; inception module = concat(conv 1x1 K1, conv 3x3 K3);
 downsample module = concat(conv 3x3/2 valid K, maxpool 3x3/2 valid).

@@ -28,7 +28,7 @@ MODELS = {
         functools.partial(build_googlenet, batch_norm=True, lrn=False, name="googlenet_bn"),
         224, 32, ("aux1", "aux2"), "the same widths with batch norm after every conv, no LRN"),
     "googlenet_64": ModelSpec(
-        # Batch norm as in the Tiny ImageNet recipe REFERENCE.md cites (DeeperGoogLeNet).
+        # Batch norm as in the Tiny ImageNet recipe docs/reference.md cites (DeeperGoogLeNet).
         functools.partial(build_googlenet, small_input=True, batch_norm=True, lrn=False,
                           name="googlenet_64"),
         64, 16, ("aux1", "aux2"), "for 64x64 inputs: a 5x5/1 first conv, batch norm"),

@@ -14,7 +14,8 @@ EVAL_CROP_FRACTION = 0.875
 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
-    """Training augmentation (TF-slim's inception preprocessing, with REFERENCE.md's ranges)."""
+    """Training augmentation: TF-slim's inception preprocessing, with the ranges in
+    docs/reference.md ("Preprocessing")."""
     min_area: float = 0.08
     max_area: float = 1.0
     aspect_ratio: tuple = (3 / 4, 4 / 3)

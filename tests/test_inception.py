@@ -83,7 +83,7 @@ def test_variants_differ_where_they_should():
 def test_minigooglenet_structure():
     model = inception.build_model("minigooglenet", 10)
     endpoints = model.endpoints(images(1, 32))
-    # Channels are K1 + K3 (inception) or K + input channels (downsample), per REFERENCE.md.
+    # Channels are K1 + K3 (inception) or K + input channels (downsample), per docs/reference.md.
     expected = {"stem": (32, 96), "1a": (32, 64), "1b": (32, 80), "down1": (15, 160),
                 "2a": (15, 160), "2b": (15, 160), "2c": (15, 160), "2d": (15, 144),
                 "down2": (7, 240), "3a": (7, 336), "3b": (7, 336)}

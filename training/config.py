@@ -2,7 +2,7 @@
 
 Settings left as None take the dataset's defaults (`DATASET_DEFAULTS`), recipes that train well:
 the paper / MindSpore recipe for ImageNet-sized data, the Tiny ImageNet and CIFAR-10 recipes of
-REFERENCE.md, and a quick one for the digits.
+docs/reference.md, and a quick one for the digits.
 """
 import dataclasses
 from typing import Optional
@@ -80,7 +80,7 @@ DATASET_DEFAULTS = {
     "tiny_imagenet": dict(model="googlenet_64", epochs=70, batch_size=64, lr=0.01, nesterov=True,
                           lr_schedule="polynomial", warmup_epochs=0, weight_decay=2e-4,
                           label_smoothing=0.0),
-    # MindSpore's recipe (REFERENCE.md): lr 0.1 for batch 256, x0.3 at 70/140/210/280.
+    # MindSpore's recipe (docs/reference.md): lr 0.1 for batch 256, x0.3 at 70/140/210/280.
     "imagenet": dict(model="googlenet_bn", epochs=300, batch_size=256, lr=0.1,
                      lr_schedule="exponential_step", lr_decay_epochs=(70, 140, 210, 280),
                      lr_gamma=0.3, warmup_epochs=1, weight_decay=1e-4, label_smoothing=0.1),
