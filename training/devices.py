@@ -88,9 +88,9 @@ AUGMENT_ON = ("auto", "host", "device")
 def augment_on(choice, towers):
     """Where training batches are augmented, for `--augment_on` (auto, host or device).
 
-    auto: on the towers when they are GPUs, where the host would otherwise need many cores to
-    keep up (README, Performance); on the host for CPU towers, measured faster there
-    (benchmarks/epoch.py), since the host's pipeline overlaps the step instead of adding to it.
+    auto: on the towers when they are GPUs, where the host would otherwise need a core per ~800
+    img/s at 224 px (README, Performance); on the host for CPU towers, where the two paths were
+    measured at the same speed (benchmarks/epoch.py), so the CPU default run stays as it was.
     """
     if choice not in AUGMENT_ON:
         raise ValueError(f"--augment_on must be one of {', '.join(AUGMENT_ON)}, got {choice!r}")
