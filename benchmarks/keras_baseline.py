@@ -104,6 +104,17 @@ def keras_path(args, seed):
                                keras.layers.Rescaling(1 / 127.5, offset=-1.0)])
     autotune = tf.data.AUTOTUNE
 
+    if args.keras_augmentation == "ours":
+        # The control: Keras' path with our augmentation (input_pipeline/preprocessing.py, the
+        # tiny_imagenet recipe's), so only the training loop and input path differ.
+        from input_pipeline import get_dataset
+        from input_pipeline.preprocessing import apply_augmentation, sample_augmentation
+        ours = get_dataset("tiny_imagenet").augmentation
+
+        def augment(images, training=True):
+            key = tf.random.uniform([2], maxval=2 ** 31 - 1, dtype=tf.int64)  # new every batch
+            params = sample_augmentation(tf.shape(images)[0], key, ours)
+            return apply_augmentation(images, params, size, ours)
     net = inception.build_model(args.model, len(class_names), size,
                                 width_multiplier=args.width_multiplier)
     steps = int(train.cardinality())
@@ -208,6 +219,9 @@ def main():
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--weight_decay", type=float, default=2e-4)
     parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
+    parser.add_argument("--keras_augmentation", default="keras", choices=["keras", "ours"],
+                        help="the Keras path's augmentation: its own layers (default), or ours "
+                             "applied in its tf.data map (a control that isolates the loop)")
     parser.add_argument("--json")
     parser.add_argument("--child_seed", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

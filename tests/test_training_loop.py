@@ -257,11 +257,15 @@ def test_augmenting_on_the_towers_trains_the_same_model(data_dir, tmp_path):
     # The same seed: the same batches, crops, dropout and weights whether the host's pipeline or
     # each tower augments (what GPUs do by default), up to float32 rounding (in bfloat16 the
     # rounding of the few ops that differ grows to 5e-4 of the loss in six steps).
+    # (Seeded by hand: --deterministic would also switch on op determinism for the whole test
+    # process, which XLA's CPU gradients do not support.)
+    import keras
     runs = {}
     for where in ("host", "device"):
         run_dir = str(tmp_path / where)
+        keras.utils.set_random_seed(0)  # the same initial weights and dropout masks
         trainer = Trainer(resolve_config(settings(data_dir, run_dir, augment_on=where,
-                                                  deterministic=True, mixed_precision=False)),
+                                                  mixed_precision=False)),
                           towers=cpu_devices(2), print_fn=lambda *a: None)
         assert trainer.augment_on == where
         trainer.train()
@@ -272,8 +276,9 @@ def test_augmenting_on_the_towers_trains_the_same_model(data_dir, tmp_path):
                                    host_logs[f"{tower}/main_loss"], rtol=1e-5)
     for a, b in zip(host_model.weights, device_model.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-3, atol=1e-5)
+    keras.utils.set_random_seed(0)
     moved = Trainer(resolve_config(settings(data_dir, str(tmp_path / "fresh"), augment_on="host",
-                                            deterministic=True, mixed_precision=False)),
+                                            mixed_precision=False)),
                     towers=cpu_devices(2), print_fn=lambda *a: None).model
     # Both trained: the weights left their (seeded, shared) initial values.
     assert max(np.abs(a.numpy() - b.numpy()).max()
