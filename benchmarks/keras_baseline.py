@@ -19,6 +19,9 @@ precision, `--precision` (default float32, Keras' default; mixed_bfloat16 is wha
 on CPUs with AMX), so the comparison is of the input path and the training loop, not of number
 formats.
 
+`--keras_augmentation=ours` gives the Keras path our augmentation instead of its layers (a control:
+then only the training loop and the input path differ).
+
 Prints held-out top-1 / top-5 after every epoch and the total wall time of every run (process
 start to end, data loading included), and writes them with --json.
 """
