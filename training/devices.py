@@ -1,5 +1,6 @@
 """Towers: which devices train, and the tf.distribute strategy that runs one tower per device."""
 import dataclasses
+import functools
 import json
 import os
 
@@ -58,6 +59,11 @@ def cpu_has_amx_bfloat16(cpuinfo="/proc/cpuinfo"):
 MIXED_PRECISION_DTYPES = ("auto", "bfloat16", "float16")
 
 
+def on_gpus(towers):
+    """True when the towers are GPUs: what the automatic precision and augmentation turn on."""
+    return any("GPU" in d.upper() for d in towers)
+
+
 def precision_policy(mixed_precision, towers, dtype="auto"):
     """The Keras precision policy for `--mixed_precision` (True, False or None = automatic) and
     `--mixed_precision_dtype`.
@@ -72,7 +78,7 @@ def precision_policy(mixed_precision, towers, dtype="auto"):
     if dtype not in MIXED_PRECISION_DTYPES:
         raise ValueError(f"--mixed_precision_dtype must be one of "
                          f"{', '.join(MIXED_PRECISION_DTYPES)}, got {dtype!r}")
-    on_gpu = any("GPU" in d.upper() for d in towers)
+    on_gpu = on_gpus(towers)
     if mixed_precision is None:
         mixed_precision = dtype != "auto" or (not on_gpu and cpu_has_amx_bfloat16())
     if not mixed_precision:
@@ -95,7 +101,7 @@ def augment_on(choice, towers):
     if choice not in AUGMENT_ON:
         raise ValueError(f"--augment_on must be one of {', '.join(AUGMENT_ON)}, got {choice!r}")
     if choice == "auto":
-        return "device" if any("GPU" in d.upper() for d in towers) else "host"
+        return "device" if on_gpus(towers) else "host"
     return choice
 
 
@@ -105,19 +111,27 @@ def tower_name(device):
     return f"{spec.device_type.lower()}_{spec.device_index}"
 
 
+@functools.lru_cache(maxsize=1)
+def _gpu_memory():
+    """{GPU index: memory in bytes} as TensorFlow reports it (device_lib is the one place it
+    does); read once, not once per tower."""
+    try:
+        from tensorflow.python.client import device_lib
+        return {int(d.name.rsplit(":", 1)[1]): d.memory_limit
+                for d in device_lib.list_local_devices() if d.device_type == "GPU"}
+    except (ImportError, AttributeError, ValueError, RuntimeError):
+        return {}
+
+
 def gpu_details(index):
     """(model name, memory in bytes) of GPU `index`, each None when TensorFlow does not say."""
-    name = memory = None
+    name = None
     try:
         gpu = tf.config.list_physical_devices("GPU")[index]
         name = tf.config.experimental.get_device_details(gpu).get("device_name")
-        from tensorflow.python.client import device_lib  # the one place TF reports GPU memory
-        for local in device_lib.list_local_devices():
-            if local.device_type == "GPU" and local.name.endswith(f":{index}"):
-                memory = local.memory_limit or None
-    except (IndexError, ValueError, RuntimeError, ImportError, AttributeError):
+    except (IndexError, ValueError, RuntimeError):
         pass
-    return name, memory
+    return name, _gpu_memory().get(index) or None
 
 
 def describe_tower(device):
