@@ -6,42 +6,24 @@
     python evaluate.py --checkpoint_dir=runs/... --watch             # beside a running train.py
     python evaluate.py --checkpoint_dir=runs/... --export_dir=serving/model
 """
-import os
-import sys
+from training import entry  # first: it quiets TensorFlow before TensorFlow loads
 
-# Before TensorFlow loads: its C++ info and warning lines (device probing, grappler cost notes)
-# would bury the progress lines; errors still show. TF_CPP_MIN_LOG_LEVEL=0 brings them back.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# isort: split
 
 from absl import app
-from absl import flags as absl_flags
 
-import flags  # noqa: F401  (declares the flags)
-from input_pipeline.memory import limit_malloc_arenas
+import flags
 from training.evaluate_run import EvalSettings, run
-
-FLAGS = absl_flags.FLAGS
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not FLAGS.checkpoint_dir:
+    settings = EvalSettings(**flags.given_settings(EvalSettings))
+    if not settings.run_dir:
         raise app.UsageError("--checkpoint_dir (a run directory written by train.py) is required")
-    settings = EvalSettings(
-        run_dir=FLAGS.checkpoint_dir, checkpoint=FLAGS.checkpoint, crops=int(FLAGS.crops),
-        batch_size=FLAGS.batch_size or 64, num_gpus=FLAGS.num_gpus,
-        towers_on_cpu=FLAGS.towers_on_cpu,
-        dataset=FLAGS.dataset if FLAGS["dataset"].present else None, data_dir=FLAGS.data_dir,
-        eval_split=FLAGS.eval_split,
-        export_dir=FLAGS.export_dir, watch=FLAGS.watch, watch_timeout=FLAGS.watch_timeout)
-    try:
-        run(settings)
-    except ValueError as error:
-        print(f"Error: {error}", file=sys.stderr)
-        sys.exit(1)
+    run(settings)
 
 
 if __name__ == "__main__":
-    limit_malloc_arenas()
-    app.run(main)
+    entry.run(main)

@@ -2,12 +2,11 @@
 
     python predict.py --checkpoint_dir=runs/digits-minigooglenet photo1.jpg photo2.png
 """
-import os
-import sys
+from training import entry  # first: it quiets TensorFlow before TensorFlow loads
 
-# Before TensorFlow loads: its C++ info and warning lines (device probing, grappler cost notes)
-# would bury the progress lines; errors still show. TF_CPP_MIN_LOG_LEVEL=0 brings them back.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# isort: split
+
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -25,11 +24,7 @@ def main(argv):
     paths = argv[1:]
     if not FLAGS.checkpoint_dir or not paths:
         raise app.UsageError("usage: predict.py --checkpoint_dir=RUN_DIR IMAGE [IMAGE ...]")
-    try:
-        model, config, class_names, _, _ = restore_model(FLAGS.checkpoint_dir, FLAGS.checkpoint)
-    except ValueError as error:
-        print(f"Error: {error}", file=sys.stderr)
-        sys.exit(1)
+    model, config, class_names, _, _ = restore_model(FLAGS.checkpoint_dir, FLAGS.checkpoint)
     k = min(FLAGS.top_k, len(class_names))
     failures = 0
     for path in paths:
@@ -48,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main)

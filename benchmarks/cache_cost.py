@@ -85,7 +85,8 @@ def main():
           f"{'jpeg img/s':>10} | {'raw/jpeg bytes':>14} {'jpeg/raw speed':>14} | PSNR")
     for size, r in results.items():
         raw, jpeg = r["disk"], r["disk_jpeg"]
-        print(f"{size:>5} | {raw['bytes_per_image'] / 1e3:10.1f} {raw['images_per_second']:10,.0f} | "
+        print(f"{size:>5} | {raw['bytes_per_image'] / 1e3:10.1f} "
+              f"{raw['images_per_second']:10,.0f} | "
               f"{jpeg['bytes_per_image'] / 1e3:11.1f} {jpeg['images_per_second']:10,.0f} | "
               f"{raw['bytes_per_image'] / jpeg['bytes_per_image']:13.1f}x "
               f"{jpeg['images_per_second'] / raw['images_per_second']:13.2f}x | "

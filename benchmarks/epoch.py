@@ -39,7 +39,7 @@ def main():
     from input_pipeline.memory import limit_malloc_arenas
     limit_malloc_arenas()  # as train.py does
     import keras
-    import tensorflow as tf
+
     import inception
     import input_pipeline
     from input_pipeline.examples import Examples
@@ -56,7 +56,7 @@ def main():
         fill_seconds = time.perf_counter() - start
     finally:
         shutil.rmtree(root, ignore_errors=True)  # from here on only the cache is read
-    steps = pipeline.steps_per_epoch(args.batch_size)
+    steps = pipeline.num_examples // args.batch_size  # whole batches, as training takes
     images_per_epoch = steps * args.batch_size
 
     towers = devices.configure_towers()
@@ -119,7 +119,8 @@ def main():
                    end_to_end_augment_on_device_img_per_s=images_per_epoch / device_s,
                    augment_on_device_over_host=(e2e_s + host_again_s) / (2 * device_s),
                    bound="input" if stall > 0.1 else "compute")
-    print(f"{args.model}, {precision}, {args.image_size} px, batch {args.batch_size}, {steps} steps per epoch "
+    print(f"{args.model}, {precision}, {args.image_size} px, batch {args.batch_size}, "
+          f"{steps} steps per epoch "
           f"({len(paths)} {args.source_size}-px JPEGs; cache filled once in {fill_seconds:.1f} s)")
     print(f"{'one cached epoch':<36}{'seconds':>10}{'img/s':>10}")
     for name, seconds in [("input pipeline alone", pipeline_s), ("training step alone", compute_s),

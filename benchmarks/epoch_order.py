@@ -24,6 +24,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 
 import numpy as np
+
 from harness import timed  # noqa: F401  (benchmarks/harness.py puts the project on the path)
 
 
@@ -45,7 +46,8 @@ def main():
     parser.add_argument("--data_dir", required=True)
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--cache", default="memory", choices=["memory", "disk", "disk_jpeg", "none"])
+    parser.add_argument("--cache", default="memory",
+                        choices=["memory", "disk", "disk_jpeg", "none"])
     parser.add_argument("--test_fraction", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--time_epoch", action="store_true",

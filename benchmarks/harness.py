@@ -30,6 +30,7 @@ def train_and_infer(model_name, classes, image_size, batch_size, *, warmup, step
     Keras precision policy."""
     import keras
     import tensorflow as tf
+
     import inception
     from training import devices
     from training.step import StepConfig, make_train_step

@@ -80,6 +80,7 @@ def keras_path(args, seed):
     """(b), in this process: returns per-epoch top-1 / top-5 on val/."""
     import keras
     import tensorflow as tf
+
     import inception
     from input_pipeline.preprocessing import cache_size
     keras.utils.set_random_seed(seed)
@@ -110,9 +111,9 @@ def keras_path(args, seed):
     if args.keras_augmentation == "ours":
         # The control: Keras' path with our augmentation (input_pipeline/preprocessing.py, the
         # tiny_imagenet recipe's), so only the training loop and input path differ.
-        from input_pipeline import get_dataset
         from input_pipeline.preprocessing import apply_augmentation, sample_augmentation
-        ours = get_dataset("tiny_imagenet").augmentation
+        from training.recipes import get_recipe
+        ours = get_recipe("tiny_imagenet").augmentation
 
         def augment(images, training=True):
             key = tf.random.uniform([2], maxval=2 ** 31 - 1, dtype=tf.int64)  # new every batch
@@ -135,6 +136,7 @@ def fit_and_score(net, train, val, optimizer, epochs, weight_decay=0.0, aux_weig
     kernels; per-epoch top-1 / top-5 on `val`."""
     import keras
     import tensorflow as tf
+
     from training.step import decayed_weights
     size = train.element_spec[0].shape[1]
     heads = sorted(net(tf.zeros([1, size, size, 3]), training=True), key=lambda k: k != "logits")
@@ -160,7 +162,8 @@ def fit_and_score(net, train, val, optimizer, epochs, weight_decay=0.0, aux_weig
     model.compile(optimizer,
                   loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * len(heads),
                   loss_weights=[1.0 if h == "logits" else aux_weight for h in heads],
-                  metrics=[["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")]]
+                  metrics=[["accuracy",
+                            keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")]]
                   + [[] for _ in heads[1:]])
     autotune = tf.data.AUTOTUNE
 
@@ -174,8 +177,9 @@ def fit_and_score(net, train, val, optimizer, epochs, weight_decay=0.0, aux_weig
 
 
 def run_keras(args, seed):
+    own = ("--json", "--seeds", "--which")  # the parent's flags, not the child's
     return run_child(os.path.abspath(__file__), f"--child_seed={seed}",
-                     *[a for a in sys.argv[1:] if not a.startswith(("--json", "--seeds", "--which"))])
+                     *[a for a in sys.argv[1:] if not a.startswith(own)])
 
 
 def run_child(script, *flags):

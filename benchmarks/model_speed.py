@@ -1,7 +1,7 @@
 """Training and inference speed of one model, side by side in one run (never run by the tests).
 
     python benchmarks/model_speed.py                                  # googlenet, batch 32, 224 px
-    python benchmarks/model_speed.py --model=googlenet_bn --batch_size=16 --image_size=128 --json=s.json
+    python benchmarks/model_speed.py --model=googlenet_bn --batch_size=16 --image_size=128
 
 Times (a) our hand-written training step (training/step.py), (b) the same Keras model trained with
 `model.fit`, (c) forward passes (inference), and (d) torchvision's GoogLeNet when PyTorch is
@@ -17,6 +17,7 @@ import os
 import time
 
 import numpy as np
+
 from harness import child_result, timed, train_and_infer  # benchmarks/harness.py
 
 
@@ -34,7 +35,7 @@ def forward_flops(model, image_size):
 def keras_fit(args, classes):
     """The same model through model.fit: a functional wrapper mapping outputs to the same loss."""
     import keras
-    import tensorflow as tf
+
     import inception
     model = inception.build_model(args.model, classes, args.image_size)
     inputs = keras.Input((args.image_size, args.image_size, 3))
@@ -42,8 +43,8 @@ def keras_fit(args, classes):
     names = sorted(outputs)
     wrapped = keras.Model(inputs, [outputs[n] for n in names])
     weights = [1.0 if n == "logits" else 0.3 for n in names]
-    wrapped.compile(keras.optimizers.SGD(0.01, momentum=0.9),
-                    loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * len(names),
+    cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    wrapped.compile(keras.optimizers.SGD(0.01, momentum=0.9), loss=[cross_entropy] * len(names),
                     loss_weights=weights, jit_compile=args.jit_compile)
     n = args.batch_size * (args.warmup + args.steps)
     images = np.random.uniform(-1, 1, (n, args.image_size, args.image_size, 3)).astype("float32")

@@ -1,4 +1,4 @@
-"""Input-pipeline speed, measured against a plain PIL loop and a GoogLeNet training step, in one run.
+"""Input-pipeline speed, against a plain PIL loop and a GoogLeNet training step, in one run.
 
     python benchmarks/pipeline.py                  # 4000 generated 400 px JPEGs, 64 px input
     python benchmarks/pipeline.py --source_size=256  # small files: decoding is cheap
@@ -21,8 +21,9 @@ import tempfile
 import time
 
 import numpy as np
-from harness import train_and_infer  # benchmarks/harness.py
 from PIL import Image
+
+from harness import train_and_infer  # benchmarks/harness.py
 
 
 def rss_bytes():
@@ -59,6 +60,7 @@ def googlenet_step_rate(image_size, batch_size, steps=5):
     """img/s of a GoogLeNet training step in the precision train.py would pick here (bfloat16 on
     AMX CPUs): the step training really runs."""
     import keras
+
     from training import devices
     keras.mixed_precision.set_global_policy(
         devices.precision_policy(None, devices.configure_towers()[:1]))

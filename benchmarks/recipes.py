@@ -3,8 +3,8 @@
     python benchmarks/recipes.py                      # the three recipes below
     python benchmarks/recipes.py --recipes=cifar10 --steps=5
 
-Each published result this project follows is a dataset recipe of training/config.py
-(DATASET_DEFAULTS, read from there): MiniGoogLeNet on CIFAR-10 (about 90%), GoogLeNet on Tiny
+Each published result this project follows is a dataset recipe of training/recipes.py (read
+from there): MiniGoogLeNet on CIFAR-10 (about 90%), GoogLeNet on Tiny
 ImageNet at 64 px (57.34% top-1 / 81.25% top-5 after 70 epochs), GoogLeNet-BN on ImageNet with
 MindSpore's recipe (71.86% / 90.70% after 300 epochs). For each, the recipe's model, input size,
 global batch and class count, our training step (training/step.py) timed on one device in the
@@ -31,6 +31,7 @@ def main():
     parser.add_argument("--json")
     args = parser.parse_args()
     import keras
+
     from training import devices
     from training.config import TrainConfig, with_defaults
     keras.mixed_precision.set_global_policy(

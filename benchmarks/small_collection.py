@@ -61,6 +61,7 @@ def keras_tutorial(root, seed, epochs):
     """(b), in this process: per-epoch top-1 / top-5 on val/."""
     import keras
     import tensorflow as tf
+
     import inception
     keras.utils.set_random_seed(seed)
     size = SETTINGS["image_size"]

@@ -20,6 +20,7 @@ def measure(args, towers):
     """In this process: img/s of the real training step (training/step.py) with `towers` towers."""
     import keras
     import tensorflow as tf
+
     import inception
     from training import devices
     from training.step import StepConfig, make_train_step

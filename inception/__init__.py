@@ -4,11 +4,18 @@
     model(images, training=True)   # {'logits', 'aux1', 'aux2'}
     model(images)                  # {'logits'}
 """
-from inception.layers import InceptionModule, InceptionWidths
 from inception.googlenet import GOOGLENET_TABLE
+from inception.layers import InceptionModule, InceptionWidths
 from inception.model import InceptionModel
-from inception.registry import (MODELS, ModelSpec, build_model, default_image_size,
-                                get_model_spec, min_image_size, model_names)
+from inception.registry import (
+                                MODELS,
+                                ModelSpec,
+                                build_model,
+                                default_image_size,
+                                get_model_spec,
+                                min_image_size,
+                                model_names,
+)
 
 __all__ = ["GOOGLENET_TABLE", "InceptionModel", "InceptionModule", "InceptionWidths", "MODELS",
            "ModelSpec", "build_model", "default_image_size", "get_model_spec", "min_image_size",

@@ -5,9 +5,14 @@ is built from one of its rows by `InceptionModule`.
 """
 import keras
 
-from inception.layers import (ConvBlock, InceptionModule, InceptionWidths,
-                              LocalResponseNormalization, classifier, scale_width)
-from inception.model import InceptionModel
+from inception.layers import (
+    ConvBlock,
+    InceptionModule,
+    InceptionWidths,
+    LocalResponseNormalization,
+    scale_width,
+)
+from inception.model import assemble
 
 # Table 1: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj. None marks the paper's
 # max-pool 3x3/2 between stages.
@@ -57,7 +62,8 @@ def aux_head(input_shape, num_classes, *, batch_norm, multiplier, dropout_rate=0
     """
     inputs = keras.Input(input_shape)
     if min(input_shape[0], input_shape[1]) >= 5:
-        x = keras.layers.AveragePooling2D(5, strides=3, padding="valid", name="avgpool_5x5_s3")(inputs)
+        x = keras.layers.AveragePooling2D(5, strides=3, padding="valid",
+                                          name="avgpool_5x5_s3")(inputs)
     else:
         x = keras.layers.GlobalAveragePooling2D(keepdims=True, name="avgpool_global")(inputs)
     x = ConvBlock(scale_width(128, multiplier), 1, batch_norm=batch_norm, name="conv_1x1")(x)
@@ -82,13 +88,11 @@ def build_googlenet(num_classes, image_size, *, small_input=False, batch_norm=Fa
         x = InceptionModule(widths.scaled(width_multiplier), batch_norm=batch_norm,
                             name="inception_" + module)(x)
         endpoints[module] = x
-    classifier(x, num_classes, dropout_rate, endpoints)
-    trunk = keras.Model(images, endpoints, name=name + "_trunk")
 
-    heads = {}
-    if aux_logits:
-        for aux, source in AUX_SOURCES.items():
-            heads[aux] = (source, aux_head(endpoints[source].shape[1:], num_classes,
-                                           batch_norm=batch_norm, multiplier=width_multiplier,
-                                           dropout_rate=aux_dropout_rate, name=f"{aux}_{source}"))
-    return InceptionModel(trunk, heads, name=name)
+    def make_aux_head(input_shape, aux):
+        return aux_head(input_shape, num_classes, batch_norm=batch_norm,
+                        multiplier=width_multiplier, dropout_rate=aux_dropout_rate,
+                        name=f"{aux}_{AUX_SOURCES[aux]}")
+    return assemble(images, x, endpoints, num_classes=num_classes, dropout_rate=dropout_rate,
+                    name=name, aux_sources=AUX_SOURCES if aux_logits else None,
+                    make_aux_head=make_aux_head)

@@ -5,8 +5,8 @@ followed by batch norm; the auxiliary classifier reads `mixed7` (slim's Mixed_6e
 """
 import keras
 
-from inception.layers import ConvBlock, classifier, scale_width
-from inception.model import InceptionModel
+from inception.layers import ConvBlock, scale_width
+from inception.model import assemble
 
 AUX_SOURCES = {"aux": "mixed7"}
 
@@ -108,11 +108,9 @@ def build_inception_v3(num_classes, image_size, *, width_multiplier=1.0, dropout
     x = endpoints["mixed8"] = b.reduce_17_to_8(x, name="mixed8")
     for i in (9, 10):
         x = endpoints[f"mixed{i}"] = b.block_8x8(x, name=f"mixed{i}")
-    classifier(x, num_classes, dropout_rate, endpoints)
-    trunk = keras.Model(images, endpoints, name=name + "_trunk")
-    heads = {}
-    if aux_logits:
-        for aux, source in AUX_SOURCES.items():
-            heads[aux] = (source, aux_head(endpoints[source].shape[1:], num_classes,
-                                           multiplier=width_multiplier, name=aux))
-    return InceptionModel(trunk, heads, name=name)
+
+    def make_aux_head(input_shape, aux):
+        return aux_head(input_shape, num_classes, multiplier=width_multiplier, name=aux)
+    return assemble(images, x, endpoints, num_classes=num_classes, dropout_rate=dropout_rate,
+                    name=name, aux_sources=AUX_SOURCES if aux_logits else None,
+                    make_aux_head=make_aux_head)

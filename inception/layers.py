@@ -78,7 +78,8 @@ class LocalResponseNormalization(keras.layers.Layer):
 
 
 class InceptionModule(keras.layers.Layer):
-    """The inception module of Figure 2(b): 1x1, 1x1->3x3, 1x1->5x5 and maxpool->1x1, concatenated."""
+    """The inception module of Figure 2(b): 1x1, 1x1->3x3, 1x1->5x5 and maxpool->1x1,
+    concatenated."""
 
     def __init__(self, widths: InceptionWidths, batch_norm=False, **kwargs):
         super().__init__(**kwargs)

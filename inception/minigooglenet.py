@@ -6,8 +6,8 @@ downsample module = concat(conv 3x3/2 valid K, maxpool 3x3/2 valid).
 """
 import keras
 
-from inception.layers import ConvBlock, classifier, scale_width
-from inception.model import InceptionModel
+from inception.layers import ConvBlock, scale_width
+from inception.model import assemble
 
 # (endpoint name, module kind, widths): ("inception", K1, K3) or ("downsample", K).
 MINIGOOGLENET_TABLE = (
@@ -48,5 +48,5 @@ def build_minigooglenet(num_classes, image_size, *, width_multiplier=1.0, dropou
         x = (_inception if kind == "inception" else _downsample)(x, *widths, name=module)
         endpoints[module] = x
     # The paper's 7x7 average pool is the global pool at 32 px; global keeps other sizes working.
-    classifier(x, num_classes, dropout_rate, endpoints)
-    return InceptionModel(keras.Model(images, endpoints, name=name + "_trunk"), name=name)
+    return assemble(images, x, endpoints, num_classes=num_classes, dropout_rate=dropout_rate,
+                    name=name)

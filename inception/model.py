@@ -6,6 +6,8 @@ the model in inference mode never runs them, so they cost nothing when evaluatin
 """
 import keras
 
+from inception.layers import classifier
+
 
 class InceptionModel(keras.Model):
     """Returns {'logits', <aux names>...} when training, {'logits'} otherwise (all float32)."""
@@ -39,3 +41,15 @@ class InceptionModel(keras.Model):
     def endpoints(self, images, training=False):
         """Every named intermediate output of the trunk, e.g. '3a'..'5b' for GoogLeNet."""
         return self.trunk(images, training=training)
+
+
+def assemble(images, x, endpoints, *, num_classes, dropout_rate, name, aux_sources=None,
+             make_aux_head=None):
+    """The ending every model of the family shares: the classifier on the last feature map `x`,
+    a trunk model giving every endpoint, and the auxiliary heads, one per {aux name: endpoint} of
+    `aux_sources`, each made by `make_aux_head(input_shape, aux_name)`."""
+    classifier(x, num_classes, dropout_rate, endpoints)
+    trunk = keras.Model(images, endpoints, name=name + "_trunk")
+    heads = {aux: (source, make_aux_head(endpoints[source].shape[1:], aux))
+             for aux, source in (aux_sources or {}).items()}
+    return InceptionModel(trunk, heads, name=name)

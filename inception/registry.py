@@ -1,11 +1,12 @@
 """The model registry: one entry per network of the family, and `build_model` to make one."""
 import dataclasses
 import functools
-from typing import Callable
+from typing import Callable, Optional
 
 from inception.googlenet import build_googlenet
 from inception.inception_v3 import build_inception_v3
 from inception.minigooglenet import build_minigooglenet
+from inception.model import InceptionModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +60,8 @@ def min_image_size(name):
     return get_model_spec(name).min_image_size
 
 
-def build_model(name, num_classes, image_size=None, **options):
+def build_model(name: str, num_classes: int, image_size: Optional[int] = None,
+                **options) -> InceptionModel:
     """Builds model `name` for `num_classes` classes and square `image_size` inputs.
 
     Inputs are float32 NHWC images scaled to [-1, 1]. `model(x, training=True)` returns

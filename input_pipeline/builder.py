@@ -24,20 +24,22 @@ import random
 import shutil
 import tempfile
 import time
+from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from input_pipeline import preprocessing
+from input_pipeline.examples import Examples
 from input_pipeline.memory import release_free_memory
 from input_pipeline.preprocessing import Augmentation
 from input_pipeline.progress import ProgressBar
 from input_pipeline.store import JPEG_QUALITY, DiskStore, JpegDiskStore, MemoryStore
 
 # memory: raw pixels in RAM; disk: raw pixels in a file; disk_jpeg: re-encoded JPEGs in a file
-# (1.9-5.3x fewer bytes, a decode per read); none: the original files every epoch. auto chooses by
-# cost, see InputPipeline._resolve_cache_mode.
+# (a fraction of the bytes, a decode per read); none: the original files every epoch. auto chooses
+# by cost, see InputPipeline._resolve_cache_mode.
 CACHE_MODES = ("auto", "memory", "disk", "disk_jpeg", "none")
 _DISK_STORES = {"disk": DiskStore, "disk_jpeg": JpegDiskStore}
 _SOURCE_SAMPLE = 1000  # files whose sizes estimate the data's bytes on disk
@@ -46,9 +48,8 @@ AUTOTUNE = tf.data.AUTOTUNE
 _FILL_BATCH = 256  # images handed from tf.data to the store at a time during the first pass
 # The first pass's parallelism, fixed rather than left to tf.data's autotuner: reads wait on the
 # disk, so many are in flight; decoders are two per core, so a decoder waiting on its input never
-# leaves a core idle. With one autotuned map doing both, the pass over 140,000 files ran at 1,700
-# img/s in three runs out of three; with these, 2,600-2,800 in isolation, though some full runs of
-# benchmarks/scale.py still land at 1,700 (the README's "Cost as the data grows"; cause open).
+# leaves a core idle. This was measured faster than one autotuned map doing both (the README's
+# "Cost as the data grows", benchmarks/scale.py).
 _READS_IN_FLIGHT = 16
 _DECODERS = 2 * (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                  else os.cpu_count() or 1)
@@ -72,9 +73,12 @@ class InputPipeline:
     `progress=True` prints a progress bar for the first pass and a line about the cache.
     """
 
-    def __init__(self, examples, *, image_size, training, cache="auto", cache_dir=None, seed=None,
-                 shard=None, augmentation=Augmentation(), report_dir=None, subset=None,
-                 max_skipped_fraction=0.5, progress=False):
+    def __init__(self, examples: Examples, *, image_size: int, training: bool,
+                 cache: str = "auto", cache_dir: Optional[str] = None, seed: Optional[int] = None,
+                 shard: Optional[Tuple[int, int]] = None,
+                 augmentation: Augmentation = Augmentation(),
+                 report_dir: Optional[str] = None, subset: Optional[str] = None,
+                 max_skipped_fraction: float = 0.5, progress: bool = False):
         if cache not in CACHE_MODES:
             raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
         shard_index = 0
@@ -193,8 +197,8 @@ class InputPipeline:
     def _resolve_cache_mode(self, cache, cache_dir):
         """`cache`, or for auto the cheapest that fits: RAM if the decoded images take at most
         half the free memory (fastest); else raw pixels on disk if they are no bigger than the
-        data itself and take at most half the free disk; else JPEGs on disk (1.9-5.3x fewer
-        bytes, a decode per read; the README's cache table measures both)."""
+        data itself and take at most half the free disk; else JPEGs on disk (fewer bytes, a
+        decode per read; the README's cache table measures both)."""
         if cache != "auto":
             return cache
         size = preprocessing.cache_size(self.image_size)
@@ -302,8 +306,9 @@ class InputPipeline:
         images.set_shape([None, size, size, 3])
         return images, tf.gather(self._record_labels, records)
 
-    def dataset(self, batch_size, *, epoch=0, num_epochs=1, take_batches=None, skip_batches=0,
-                drop_remainder=None, augment_on="host"):
+    def dataset(self, batch_size: int, *, epoch: int = 0, num_epochs: Optional[int] = 1,
+                take_batches: Optional[int] = None, skip_batches: int = 0,
+                drop_remainder: Optional[bool] = None, augment_on: str = "host") -> tf.data.Dataset:
         """Epochs `epoch` .. `epoch + num_epochs - 1` of (float32 images [B, S, S, 3] in [-1, 1],
         int32 labels [B]), each batched on its own; `num_epochs=None` goes on for ever.
 
@@ -362,16 +367,12 @@ class InputPipeline:
 
         return tf.data.Dataset.range(epoch, last).flat_map(one_epoch).prefetch(AUTOTUNE)
 
-    def augment(self, inputs):
+    def augment(self, inputs: dict) -> tf.Tensor:
         """A batch of `dataset(augment_on="device")` -> the float32 training batch, wherever it
         runs (the training step calls it on each tower)."""
         params = {name: value for name, value in inputs.items() if name != "images"}
         return preprocessing.apply_augmentation(inputs["images"], params, self.image_size,
                                                 self.augmentation)
-
-    def steps_per_epoch(self, batch_size):
-        return (self.num_examples // batch_size if self.training
-                else -(-self.num_examples // batch_size))
 
 
 def write_skipped_list(report_dir, subset, paths):
@@ -417,12 +418,3 @@ def free_disk_bytes(directory):
 def _size(nbytes):
     return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB"
 
-
-def build_dataset(examples, *, image_size, batch_size, training, cache="auto", cache_dir=None,
-                  seed=None, shard=None, drop_remainder=None, report_dir=None,
-                  augmentation=Augmentation(), epoch=0):
-    """One epoch of `examples` as a tf.data.Dataset; see `InputPipeline` to reuse the cache."""
-    pipeline = InputPipeline(examples, image_size=image_size, training=training, cache=cache,
-                             cache_dir=cache_dir, seed=seed, shard=shard,
-                             augmentation=augmentation, report_dir=report_dir)
-    return pipeline.dataset(batch_size, epoch=epoch, drop_remainder=drop_remainder)

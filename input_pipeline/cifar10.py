@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 
 from input_pipeline.examples import Examples, RawDataset
-from input_pipeline.folder import missing_dir_error
+from input_pipeline.folder import dataset_root
 
 LAYOUT = """  DATA_DIR/  (or DATA_DIR/cifar-10-batches-py/)
     data_batch_1 ... data_batch_5, test_batch, batches.meta   (python pickles)"""
@@ -38,11 +38,7 @@ def _read_batches(root, names, num_classes):
 
 
 def load(data_dir):
-    if not data_dir or not os.path.isdir(data_dir):
-        raise missing_dir_error(data_dir, "cifar10", LAYOUT)
-    root = os.path.abspath(os.path.expanduser(data_dir))
-    if os.path.isdir(os.path.join(root, "cifar-10-batches-py")):
-        root = os.path.join(root, "cifar-10-batches-py")
+    root = dataset_root(data_dir, "cifar10", LAYOUT, "cifar-10-batches-py")
     meta = _unpickle(os.path.join(root, "batches.meta"))
     class_names = [n.decode() for n in meta[b"label_names"]]
     train = _read_batches(root, [f"data_batch_{i}" for i in range(1, 6)], len(class_names))

@@ -11,8 +11,12 @@ half: 5 and 72 crops.
 """
 import tensorflow as tf
 
-from input_pipeline.preprocessing import (EVAL_CROP_FRACTION, resize_for_cache,
-                                          scale_to_unit_range)
+from input_pipeline.preprocessing import (
+    EVAL_CROP_FRACTION,
+    decode_image,
+    resize_for_cache,
+    scale_to_unit_range,
+)
 
 CROP_COUNTS = (1, 10, 144)
 PAPER_SCALES = (256, 288, 320, 352)
@@ -85,3 +89,17 @@ def crops_fn(count, mirror=True):
 
 def crops_per_image(count, mirror=True):
     return count if mirror or count == 1 else count // 2
+
+
+def multi_crop_dataset(examples, image_size, crops, batch_size, mirror=True):
+    """(crops [B, C, S, S, 3], labels [B]) straight from the files (or arrays); unreadable files
+    are dropped with their labels. Without `mirror` the mirrored half of the crops is left out."""
+    make_crops = crops_fn(crops, mirror)
+    if examples.images is not None:
+        ds = tf.data.Dataset.from_tensor_slices((examples.images, examples.labels))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((examples.paths, examples.labels)).map(
+            lambda path, label: (decode_image(tf.io.read_file(path)), label))
+    ds = ds.map(lambda image, label: (make_crops(image, image_size), label),
+                num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -16,47 +16,24 @@ from sklearn.model_selection import train_test_split
 
 from input_pipeline import cifar10, digits, folder, imagenet, mini_imagenet, tiny_imagenet
 from input_pipeline.examples import DatasetSplits, Examples
-from input_pipeline.preprocessing import Augmentation
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
+    """A dataset layout: how to read it. How it trains (its augmentation and settings) is its
+    recipe, training/recipes.py."""
     load: Callable  # data_dir -> RawDataset
-    augmentation: Augmentation
     description: str
-    # Collections of fewer than `small_below` training images train with `small_augmentation`.
-    small_augmentation: Optional[Augmentation] = None
-    small_below: int = 0
-
-    def augmentation_for(self, num_train_images):
-        if self.small_augmentation is not None and num_train_images < self.small_below:
-            return self.small_augmentation
-        return self.augmentation
-
-
-# A few thousand photos seen twenty times: Inception's 8%-area crops and hue shifts of up to a
-# fifth of the colour circle (a red flower turned yellow) cost a small collection more than they
-# add, and held-out accuracy drops (measured in the README, "Small photo collections"). Large
-# collections keep them: seen over many epochs, they are what the paper's accuracy rests on.
-SMALL_COLLECTION = 100_000
-SMALL_COLLECTION_AUGMENTATION = Augmentation(min_area=0.25, hue=0.0)
 
 
 DATASETS = {
-    # Mirrored digits are other symbols and small ones are unreadable: gentle crops, no flips.
-    "digits": DatasetSpec(digits.load, Augmentation(min_area=0.6, flip=False, color_jitter=False),
-                          "scikit-learn's handwritten digits as JPEGs (no download)"),
-    "folder": DatasetSpec(folder.load, Augmentation(), "any root/<class>/*.jpg tree",
-                          small_augmentation=SMALL_COLLECTION_AUGMENTATION,
-                          small_below=SMALL_COLLECTION),
-    "mini_imagenet": DatasetSpec(mini_imagenet.load, Augmentation(),
+    "digits": DatasetSpec(digits.load, "scikit-learn's handwritten digits as JPEGs (no download)"),
+    "folder": DatasetSpec(folder.load, "any root/<class>/*.jpg tree"),
+    "mini_imagenet": DatasetSpec(mini_imagenet.load,
                                  "mini-ImageNet, all 100 classes merged and re-split"),
-    "tiny_imagenet": DatasetSpec(tiny_imagenet.load, Augmentation(min_area=0.25),
-                                 "Tiny ImageNet, val/ as the test split"),
-    # 32-px images lose their object in an 8% crop; 35% keeps it (flip and jitter as usual).
-    "cifar10": DatasetSpec(cifar10.load, Augmentation(min_area=0.35),
-                           "CIFAR-10 python pickles, the official split"),
-    "imagenet": DatasetSpec(imagenet.load, Augmentation(), "ILSVRC 2012 train/ and val/"),
+    "tiny_imagenet": DatasetSpec(tiny_imagenet.load, "Tiny ImageNet, val/ as the test split"),
+    "cifar10": DatasetSpec(cifar10.load, "CIFAR-10 python pickles, the official split"),
+    "imagenet": DatasetSpec(imagenet.load, "ILSVRC 2012 train/ and val/"),
 }
 
 
@@ -134,7 +111,8 @@ def _splits(name, data_dir, meta, class_names, train, held_out):
                          layout=_layout(meta))
 
 
-def load_dataset(name, data_dir=None, *, run_dir=None, test_fraction=0.3, seed=0, write=True):
+def load_dataset(name: str, data_dir: Optional[str] = None, *, run_dir: Optional[str] = None,
+                 test_fraction: float = 0.3, seed: int = 0, write: bool = True) -> DatasetSplits:
     """The run's `DatasetSplits`: made (and saved under run_dir/data/) once, reloaded afterwards.
 
     `write=False` reads a saved split but never writes one (multi-worker training: only the
@@ -177,7 +155,8 @@ def load_dataset(name, data_dir=None, *, run_dir=None, test_fraction=0.3, seed=0
                 known = [line.rstrip("\n") for line in f]
             if known != list(raw.class_names):
                 raise ValueError(f"The classes in {data_dir!r} differ from those run {run_dir!r} "
-                                 f"was trained on ({len(known)} classes in {saved}/class_names.txt)")
+                                 f"was trained on ({len(known)} classes in "
+                                 f"{saved}/class_names.txt)")
         else:
             _write_split(saved, meta, raw.class_names,
                          {"train": train, **held_out} if save_paths else None)

@@ -17,7 +17,8 @@ IMAGE_SIZE = 32
 
 
 def write_digits_jpegs(target):
-    """Writes the digits as JPEGs under target/<digit>/; atomic, so a killed run leaves no half tree."""
+    """Writes the digits as JPEGs under target/<digit>/; atomic, so a killed run leaves no half
+    tree."""
     from sklearn.datasets import load_digits  # the only dataset reader that needs scikit-learn data
     digits = load_digits()
     parent = os.path.dirname(os.path.abspath(target))

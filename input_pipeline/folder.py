@@ -32,6 +32,17 @@ def missing_dir_error(data_dir, dataset, layout):
                       f"the {dataset} dataset expects this layout:\n{layout}")
 
 
+def dataset_root(data_dir, dataset, layout, archive_folder=None):
+    """`data_dir` as an absolute path, checked to be a directory; its `archive_folder` when that is
+    inside (a dataset's archive unpacks into its own folder, e.g. tiny-imagenet-200/)."""
+    root = os.path.abspath(os.path.expanduser(data_dir)) if data_dir else data_dir
+    if not root or not os.path.isdir(root):
+        raise missing_dir_error(data_dir, dataset, layout)
+    if archive_folder and os.path.isdir(os.path.join(root, archive_folder)):
+        root = os.path.join(root, archive_folder)
+    return root
+
+
 def _subfolders(root):
     return sorted(d for d in os.listdir(root)
                   if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
@@ -42,7 +53,8 @@ def list_class_folders(root, dataset="folder", layout=LAYOUT):
         raise missing_dir_error(root, dataset, layout)
     classes = _subfolders(root)
     if not classes:
-        raise ValueError(f"{root!r} holds no class folders; the {dataset} dataset expects:\n{layout}")
+        raise ValueError(f"{root!r} holds no class folders; the {dataset} dataset "
+                         f"expects:\n{layout}")
     return classes
 
 
@@ -59,7 +71,7 @@ def read_class_folders(root, class_names, subdir="", dataset="folder"):
     """Paths and labels of every image under root/<class>/<subdir>/."""
     paths, labels = [], []
     for label, name in enumerate(class_names):
-        files = list_images(os.path.join(root, name, subdir) if subdir else os.path.join(root, name))
+        files = list_images(os.path.join(root, name, *([subdir] if subdir else [])))
         paths += files
         labels += [label] * len(files)
     return paths, labels
@@ -128,9 +140,7 @@ def _read_classes(root):
 
 
 def load(data_dir):
-    root = os.path.abspath(os.path.expanduser(data_dir)) if data_dir else data_dir
-    if not root or not os.path.isdir(root):
-        raise missing_dir_error(data_dir, "folder", LAYOUT)
+    root = dataset_root(data_dir, "folder", LAYOUT)
     folders = split_folders(root)
     if folders is None:
         return RawDataset(*_read_classes(root))

@@ -1,4 +1,4 @@
-"""ImageNet (ILSVRC 2012): `train/<wnid>/*.JPEG`; `val/` per-class folders or flat with a labels file.
+"""ImageNet (ILSVRC 2012): `train/<wnid>/*.JPEG`; `val/` per-class folders, or flat with labels.
 
 A flat `val/` needs a labels file mapping each image to its wnid, one per line as
 `<file> <wnid>` (spaces, tabs or a comma), e.g. `val/val_labels.txt`, or Kaggle's
@@ -44,7 +44,8 @@ def _flat_val(root, index):
     paths, labels = [], []
     for line_number, name, wnid in _read_label_file(label_file):
         if wnid not in index:
-            raise ValueError(f"{label_file}, line {line_number}: class {wnid!r} has no train/ folder")
+            raise ValueError(f"{label_file}, line {line_number}: class {wnid!r} has no train/ "
+                             f"folder")
         if not is_image_file(name):
             name += ".JPEG"
         path = os.path.join(val_dir, name)

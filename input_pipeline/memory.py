@@ -10,8 +10,9 @@ def limit_malloc_arenas(arenas=2):
 
     tf.data decodes on many threads; with glibc's default of 8 arenas per core, the freed decode
     buffers and the long-lived cached images interleave in every arena and the cache's resident
-    memory grows to about 6x its decoded bytes (measured by benchmarks/pipeline.py: 391 MB for
-    66 MB of images). With 2 arenas it is 1.3x. Call it before TensorFlow starts its threads.
+    memory grows to several times its decoded bytes; with 2 arenas it stays close to them (the
+    README's "What each cache costs"; benchmarks/pipeline.py measures it). Call it before
+    TensorFlow starts its threads.
     Returns True when the limit was applied.
     """
     if "MALLOC_ARENA_MAX" in os.environ:

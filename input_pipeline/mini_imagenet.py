@@ -9,10 +9,11 @@ import os
 import numpy as np
 
 from input_pipeline.examples import Examples, RawDataset
-from input_pipeline.folder import list_images, missing_dir_error
+from input_pipeline.folder import dataset_root, list_images
 
 SPLITS = ("train", "val", "test")
-LAYOUT = """  DATA_DIR/images/*.jpg  with  DATA_DIR/train.csv, val.csv, test.csv  (header: filename,label)
+LAYOUT = """  DATA_DIR/images/*.jpg  with  DATA_DIR/train.csv, val.csv, test.csv
+    (header: filename,label)
 or
   DATA_DIR/train|val|test/<wnid>/*.jpg"""
 
@@ -32,7 +33,8 @@ def _read_csvs(root):
                 if not row:
                     continue
                 if len(row) < 2 or not row[1].strip():
-                    raise ValueError(f"{csv_path}, line {line}: expected 'filename,label', got {row}")
+                    raise ValueError(f"{csv_path}, line {line}: expected 'filename,label', "
+                                     f"got {row}")
                 path = os.path.join(root, "images", row[0].strip())
                 if not os.path.exists(path):
                     raise ValueError(f"{csv_path}, line {line}: image {path!r} does not exist")
@@ -54,9 +56,7 @@ def _read_split_folders(root):
 
 
 def load(data_dir):
-    if not data_dir or not os.path.isdir(data_dir):
-        raise missing_dir_error(data_dir, "mini_imagenet", LAYOUT)
-    root = os.path.abspath(os.path.expanduser(data_dir))
+    root = dataset_root(data_dir, "mini_imagenet", LAYOUT)
     if os.path.isdir(os.path.join(root, "images")):
         rows = _read_csvs(root)
     else:

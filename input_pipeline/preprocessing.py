@@ -150,8 +150,3 @@ def apply_augmentation(images, params, image_size, augmentation=Augmentation()):
     pixels = tf.clip_by_value(tf.matmul(pixels, weights, transpose_b=True) + bias, -1.0, 1.0)
     return tf.reshape(pixels, [batch, image_size, image_size, 3])
 
-
-def augment_for_train(cached, image_size, seed, augmentation=Augmentation()):
-    """One cached image -> its training input (the batch path, for a batch of one)."""
-    params = sample_augmentation(1, seed, augmentation)
-    return apply_augmentation(cached[None], params, image_size, augmentation)[0]

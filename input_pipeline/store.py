@@ -14,10 +14,10 @@ there is no allocator overhead and no growth. Disk: the same bytes in a file, re
 operating system's page cache keeps the file in RAM when there is room. Random reads need fast
 random access (an SSD or RAM); on a spinning disk put `--cache_dir` on an SSD.
 Compact disk (`JpegDiskStore`): each cached square re-encoded as a JPEG at quality
-`JPEG_QUALITY` without chroma subsampling, 1.9x (32-px input) to 5.3x (224-px input) fewer bytes
-than raw pixels on real photos (raw pixels at 224-px input are 196 KB per image, so ImageNet's raw
-cache would be 250 GB against its own 140 GB of JPEGs); reading it costs a JPEG decode of the small
-square per image and epoch (benchmarks/cache_cost.py measures both).
+`JPEG_QUALITY` without chroma subsampling: a fraction of the bytes of raw pixels (at 224-px input
+raw pixels would make ImageNet's cache larger than its own JPEGs); reading it costs a JPEG decode
+of the small square per image and epoch. benchmarks/cache_cost.py measures both; the README's
+"What each cache costs" has the figures.
 
 A disk store is written under a temporary name and renamed when complete, then its index (which
 example each record holds) is written last: a run killed while filling it leaves nothing that a

@@ -5,7 +5,7 @@ import numpy as np
 from absl import logging
 
 from input_pipeline.examples import Examples, RawDataset
-from input_pipeline.folder import list_class_folders, missing_dir_error, read_class_folders
+from input_pipeline.folder import dataset_root, list_class_folders, read_class_folders
 
 LAYOUT = """  DATA_DIR/  (or DATA_DIR/tiny-imagenet-200/)
     wnids.txt
@@ -14,11 +14,7 @@ LAYOUT = """  DATA_DIR/  (or DATA_DIR/tiny-imagenet-200/)
 
 
 def load(data_dir):
-    if not data_dir or not os.path.isdir(data_dir):
-        raise missing_dir_error(data_dir, "tiny_imagenet", LAYOUT)
-    root = os.path.abspath(os.path.expanduser(data_dir))
-    if os.path.isdir(os.path.join(root, "tiny-imagenet-200")):
-        root = os.path.join(root, "tiny-imagenet-200")
+    root = dataset_root(data_dir, "tiny_imagenet", LAYOUT, "tiny-imagenet-200")
     wnids_path = os.path.join(root, "wnids.txt")
     annotations = os.path.join(root, "val", "val_annotations.txt")
     for required in (wnids_path, os.path.join(root, "train"), annotations):
@@ -50,7 +46,8 @@ def load(data_dir):
                                  f"folder in {os.path.join(root, 'train')}")
             path = os.path.join(root, "val", "images", fields[0])
             if not os.path.exists(path):
-                raise ValueError(f"{annotations}, line {line_number}: image {path!r} does not exist")
+                raise ValueError(f"{annotations}, line {line_number}: image {path!r} does not "
+                                 f"exist")
             test_paths.append(path)
             test_labels.append(index[fields[1]])
     return RawDataset(class_names,

@@ -13,7 +13,7 @@ import input_pipeline
 from conftest import cpu_devices, write_image, write_image_folder
 from input_pipeline.crops import paper_144_crops, ten_crops
 from input_pipeline.preprocessing import decode_image, preprocess_for_eval
-from training import devices
+from training import devices, recipes
 from training.evaluate_run import EvalSettings, evaluate_checkpoint, run, watch
 from training.loop import Trainer
 from training.run_dir import resolve_config, restore_model
@@ -79,10 +79,10 @@ def test_ten_crops_only_average(trained_run):
 
 def test_a_model_trained_without_flips_is_not_scored_on_mirrored_crops(trained_run, monkeypatch):
     run_dir, _ = trained_run
-    folder = input_pipeline.get_dataset("folder")
+    folder = recipes.get_recipe("folder")
     no_flips = dataclasses.replace(folder, augmentation=dataclasses.replace(
         folder.augmentation, flip=False))   # as the digits are trained
-    monkeypatch.setattr(input_pipeline, "get_dataset", lambda name: no_flips)
+    monkeypatch.setattr(recipes, "get_recipe", lambda name: no_flips)
     lines = []
     ten = evaluate_checkpoint(EvalSettings(run_dir, crops=10, batch_size=4), one_tower(),
                               print_fn=lines.append)

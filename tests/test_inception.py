@@ -67,7 +67,8 @@ def test_variants_differ_where_they_should():
     plain = inception.build_model("googlenet", 10, 64, width_multiplier=0.25)
     bn = inception.build_model("googlenet_bn", 10, 64, width_multiplier=0.25)
     small = inception.build_model("googlenet_64", 10, 64, width_multiplier=0.25)
-    layer_types = lambda m: {type(l).__name__ for l in m.trunk._flatten_layers()}
+    def layer_types(model):
+        return {type(layer).__name__ for layer in model.trunk._flatten_layers()}
     assert "LocalResponseNormalization" in layer_types(plain)
     assert "BatchNormalization" not in layer_types(plain)
     assert "LocalResponseNormalization" not in layer_types(bn)
@@ -128,7 +129,8 @@ def _one_sgd_step(model, x, y):
     grads = tape.gradient(loss, model.trainable_variables)
     assert all(g is not None for g in grads), "a variable got no gradient"
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
-    changed = sum(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
+    changed = sum(not np.array_equal(b, v.numpy())
+                  for b, v in zip(before, model.trainable_variables))
     return float(loss), changed
 
 

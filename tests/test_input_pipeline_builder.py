@@ -10,7 +10,7 @@ from scipy.stats import chisquare
 
 from conftest import cpu_devices, write_image, write_image_folder
 from input_pipeline import builder
-from input_pipeline.builder import InputPipeline, build_dataset
+from input_pipeline.builder import InputPipeline
 from input_pipeline.examples import Examples
 from input_pipeline.preprocessing import Augmentation
 
@@ -115,9 +115,9 @@ def test_eval_pipeline_keeps_order_and_remainder(tmp_path):
     pipeline = InputPipeline(examples, image_size=32, training=False)
     images, labels = epoch(pipeline, 0, batch_size=4)
     np.testing.assert_array_equal(labels, examples.labels)
-    assert images.shape == (10, 32, 32, 3) and pipeline.steps_per_epoch(4) == 3
+    assert images.shape == (10, 32, 32, 3)
     train = InputPipeline(examples, image_size=32, training=True)
-    assert len(epoch(train, 0, batch_size=4)[1]) == 8 and train.steps_per_epoch(4) == 2
+    assert len(epoch(train, 0, batch_size=4)[1]) == 8  # two whole batches of 4
 
 
 def test_bad_files_are_skipped_and_reported(tmp_path):
@@ -148,7 +148,8 @@ def test_the_skip_list_names_the_bad_files_of_every_subset(tmp_path):
     (tmp_path / "d" / "empty.jpg").write_bytes(b"")
     whole = open(good[0], "rb").read()
     (tmp_path / "d" / "truncated.jpg").write_bytes(whole[: len(whole) // 3])
-    train = Examples(np.zeros(5), paths=np.array(good[:4] + [str(tmp_path / "d" / "truncated.jpg")]))
+    truncated = str(tmp_path / "d" / "truncated.jpg")
+    train = Examples(np.zeros(5), paths=np.array(good[:4] + [truncated]))
     test = Examples(np.zeros(5), paths=np.array(good[4:] + [str(tmp_path / "d" / "empty.jpg")]))
     report = str(tmp_path / "run")
     train_data = InputPipeline(train, image_size=16, training=True, report_dir=report)
@@ -180,7 +181,7 @@ def test_array_examples_and_shards(tmp_path):
               for i in range(2)]
     assert set(shards[0]).isdisjoint(shards[1])
     assert sorted(np.concatenate(shards)) == list(range(10))
-    dataset = build_dataset(examples, image_size=32, batch_size=5, training=True, seed=1)
+    dataset = InputPipeline(examples, image_size=32, training=True, seed=1).dataset(5)
     assert [tuple(x.shape) for x, _ in dataset] == [(5, 32, 32, 3)] * 2
 
 
@@ -248,7 +249,8 @@ def test_the_jpeg_disk_cache_is_compact_and_close_to_the_raw_one(tmp_path):
 
 def test_bad_arguments(tmp_path):
     examples = folder_examples(str(tmp_path / "data"), per_class=2)
-    with pytest.raises(ValueError, match="cache must be one of auto, memory, disk, disk_jpeg, none"):
+    with pytest.raises(ValueError,
+                       match="cache must be one of auto, memory, disk, disk_jpeg, none"):
         InputPipeline(examples, image_size=32, training=False, cache="ram")
     with pytest.raises(ValueError, match="shard index 2"):
         InputPipeline(examples, image_size=32, training=False, shard=(2, 2))

@@ -1,4 +1,4 @@
-"""Tests for the dataset readers and the run's saved split (input_pipeline/datasets.py and readers)."""
+"""Tests for the dataset readers and the run's saved split (input_pipeline/datasets.py)."""
 import json
 import os
 import pickle
@@ -254,15 +254,3 @@ def test_imagenet_val_folders_or_flat_with_labels(tmp_path):
     (flat / "LOC_val_solution.csv").write_text("ILSVRC2012_val_00000000,n77 1 2 3 4\n")
     with pytest.raises(ValueError, match="line 1: class 'n77' has no train/ folder"):
         input_pipeline.load_dataset("imagenet", str(flat))
-
-
-def test_small_folder_collections_train_with_gentler_crops_and_no_hue_shift():
-    folder = input_pipeline.get_dataset("folder")
-    small = folder.augmentation_for(5_000)
-    large = folder.augmentation_for(500_000)
-    assert (small.min_area, small.hue) == (0.25, 0.0) and small.flip and small.color_jitter
-    # Large collections keep Inception's augmentation (TF-slim: 8-100% area, hue +-0.2).
-    assert (large.min_area, large.hue) == (0.08, 0.2)
-    # Datasets with their own recipe are the same at every size.
-    tiny = input_pipeline.get_dataset("tiny_imagenet")
-    assert tiny.augmentation_for(10) == tiny.augmentation_for(10 ** 6) == tiny.augmentation

@@ -1,8 +1,7 @@
-"""Tests for input_pipeline/preprocessing.py: decoding every format to RGB, eval crop, augmentation."""
+"""Tests for input_pipeline/preprocessing.py: decoding to RGB, the eval crop, augmentation."""
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from conftest import write_image
 from input_pipeline import preprocessing
@@ -46,11 +45,18 @@ def test_eval_is_the_central_87_5_percent():
     np.testing.assert_allclose(out, expected, atol=1e-4)
 
 
+def augment_one(cached, image_size, seed, augmentation=Augmentation()):
+    """One cached image through the batch augmentation, as a batch of one."""
+    params = preprocessing.sample_augmentation(1, seed, augmentation)
+    return preprocessing.apply_augmentation(tf.convert_to_tensor(cached)[None], params,
+                                            image_size, augmentation)[0]
+
+
 def test_augmentation_range_determinism_and_variety():
     cached = tf.constant(np.random.default_rng(1).integers(0, 256, (37, 37, 3), dtype=np.uint8))
-    a = preprocessing.augment_for_train(cached, 32, tf.constant([1, 2])).numpy()
-    b = preprocessing.augment_for_train(cached, 32, tf.constant([1, 2])).numpy()
-    c = preprocessing.augment_for_train(cached, 32, tf.constant([3, 4])).numpy()
+    a = augment_one(cached, 32, tf.constant([1, 2])).numpy()
+    b = augment_one(cached, 32, tf.constant([1, 2])).numpy()
+    c = augment_one(cached, 32, tf.constant([3, 4])).numpy()
     assert a.shape == (32, 32, 3) and a.min() >= -1 and a.max() <= 1
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).mean() > 0.01
@@ -59,7 +65,7 @@ def test_augmentation_range_determinism_and_variety():
 def test_augmentation_without_crop_flip_or_jitter_is_a_plain_resize():
     cached = np.random.default_rng(2).integers(0, 256, (37, 37, 3), dtype=np.uint8)
     identity = Augmentation(min_area=1.0, aspect_ratio=(1.0, 1.0), flip=False, color_jitter=False)
-    out = preprocessing.augment_for_train(tf.constant(cached), 37, tf.constant([5, 6]), identity)
+    out = augment_one(tf.constant(cached), 37, tf.constant([5, 6]), identity)
     np.testing.assert_allclose(out.numpy(), cached / 127.5 - 1, atol=1e-5)
 
 
@@ -68,7 +74,7 @@ def test_flip_happens_about_half_the_time():
     flip_only = Augmentation(min_area=1.0, aspect_ratio=(1.0, 1.0), color_jitter=False)
     flipped = 0
     for i in range(40):
-        out = preprocessing.augment_for_train(cached, 8, tf.constant([i, 0]), flip_only).numpy()
+        out = augment_one(cached, 8, tf.constant([i, 0]), flip_only).numpy()
         flipped += bool(out[0, 0, 0] > out[0, -1, 0])
     assert 8 <= flipped <= 32
 

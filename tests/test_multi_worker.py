@@ -34,7 +34,7 @@ WORKER = textwrap.dedent("""
                                      for w in model.aux_heads[k].weights]
     np.savez(out, *[v.numpy() for v in ordered])
     print("RESULT", trainer.worker.index, trainer.worker.is_chief, result["step"],
-          trainer.write_dir, os.path.exists(trainer.write_dir))
+          trainer.role.write_dir, os.path.exists(trainer.role.write_dir))
 """)
 
 

@@ -4,7 +4,7 @@ import pytest
 from training import devices
 
 CPU = ["/job:localhost/replica:0/task:0/device:CPU:0"]
-GPUS = ["/job:localhost/replica:0/task:0/device:GPU:0", "/job:localhost/replica:0/task:0/device:GPU:1"]
+GPUS = [f"/job:localhost/replica:0/task:0/device:GPU:{i}" for i in range(2)]
 
 
 def cpuinfo(tmp_path, flags):

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import input_pipeline
 from conftest import cpu_devices, scalars, write_image_folder
 from training.checkpoints import Checkpoints
 from training.loop import Trainer, TrainingInterrupted
+from training.recipes import get_recipe
 from training.run_dir import load_run_config, resolve_config, restore_model
 
 
@@ -35,8 +35,7 @@ def two_tower_run(data_dir, tmp_path_factory):
     config = resolve_config(settings(data_dir, run_dir))
     trainer = Trainer(config, towers=cpu_devices(2), print_fn=lambda *a: None)
     # A folder of 12 training images is a small collection: its recipe's augmentation.
-    folder = input_pipeline.get_dataset("folder")
-    assert trainer.train_data.augmentation == folder.augmentation_for(12)
+    assert trainer.train_data.augmentation == get_recipe("folder").augmentation_for(12)
     assert trainer.train_data.augmentation.hue == 0.0
     result = trainer.train()
     return run_dir, result

@@ -1,4 +1,4 @@
-"""Tests for training/optimization.py: schedules in epochs, warm-up, a --lr taking over on resume."""
+"""Tests for training/optimization.py: schedules in epochs, warm-up, a --lr taken over on resume."""
 import math
 
 import pytest

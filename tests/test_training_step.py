@@ -7,8 +7,7 @@ import tensorflow as tf
 import inception
 from conftest import cpu_devices
 from training import devices
-from training.step import (StepConfig, make_eval_step, make_train_step, replica_step,
-                           tower_losses)
+from training.step import StepConfig, make_eval_step, make_train_step, replica_step, tower_losses
 
 NUM_CLASSES = 5
 
@@ -187,8 +186,10 @@ def test_jit_and_bfloat16_steps_are_finite():
         step = make_train_step(model, optimizer, strategy,
                                StepConfig(global_batch_size=8, num_classes=NUM_CLASSES),
                                jit_compile=True)
-        per = lambda t: strategy.experimental_distribute_values_from_function(
-            lambda ctx: t[ctx.replica_id_in_sync_group * 4:(ctx.replica_id_in_sync_group + 1) * 4])
+        def per(t):
+            return strategy.experimental_distribute_values_from_function(
+                lambda ctx: t[ctx.replica_id_in_sync_group * 4:
+                              (ctx.replica_id_in_sync_group + 1) * 4])
         result = step(per(images), per(labels))
     finally:
         keras.mixed_precision.set_global_policy("float32")

@@ -1,1 +1,1 @@
-"""The training library behind train.py: towers, the step, schedules, checkpoints, summaries, loop."""
+"""The library behind the entry points: towers, step, schedules, checkpoints, summaries, loop."""

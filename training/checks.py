@@ -4,12 +4,11 @@ A setting that cannot train (a zero batch, a negative rate, no epochs, an image 
 network's total stride) is refused with one line naming the flag, the value and what is valid,
 instead of a traceback minutes later or a run directory that then refuses the corrected command.
 """
+import dataclasses
 import math
 
 import inception
-from input_pipeline import CACHE_MODES
-from training import devices, optimization
-from training.config import DATASET_DEFAULTS
+from training.config import TrainConfig
 
 # The largest width multiplier accepted: 4x GoogLeNet is ~16x its parameters and compute, beyond
 # what a machine of this project's users trains; a larger value is almost surely a typo.
@@ -58,10 +57,11 @@ def check_config(config, given=(), others_from=None):
         bounds = " and ".join(t for t in (low_text, high_text) if t)
         need(name, ok, f"must be {'an integer' if integer else 'a number'} {bounds}")
 
-    need("dataset", c.dataset in DATASET_DEFAULTS,
-         f"must be one of {', '.join(sorted(DATASET_DEFAULTS))}")
-    need("model", c.model in inception.model_names(),
-         f"must be one of {', '.join(inception.model_names())}")
+    for field in dataclasses.fields(TrainConfig):  # names, against their registries
+        choices = field.metadata.get("choices")
+        if choices is not None:
+            need(field.name, getattr(c, field.name) in choices(),
+                 f"must be one of {', '.join(choices())}")
     smallest = inception.min_image_size(c.model)
     need("image_size", isinstance(c.image_size, int) and c.image_size >= smallest,
          f"--model={c.model} needs images of at least {smallest} pixels (its total stride; default "
@@ -69,13 +69,6 @@ def check_config(config, given=(), others_from=None):
     in_range("width_multiplier", 0, MAX_WIDTH_MULTIPLIER, low_open=True)
     in_range("test_fraction", 0, 1, low_open=True, high_open=True)
     in_range("seed", 0, MAX_SEED, integer=True)
-    need("cache", c.cache in CACHE_MODES, f"must be one of {', '.join(CACHE_MODES)}")
-    need("mixed_precision_dtype", c.mixed_precision_dtype in devices.MIXED_PRECISION_DTYPES,
-         f"must be one of {', '.join(devices.MIXED_PRECISION_DTYPES)}")
-    need("augment_on", c.augment_on in devices.AUGMENT_ON,
-         f"must be one of {', '.join(devices.AUGMENT_ON)}")
-    need("strategy", c.strategy in devices.STRATEGIES,
-         f"must be one of {', '.join(devices.STRATEGIES)}")
 
     if c.num_gpus is not None:
         in_range("num_gpus", 1, None, integer=True)
@@ -85,8 +78,6 @@ def check_config(config, given=(), others_from=None):
 
     in_range("epochs", 1, None, integer=True)
     in_range("lr", 0, None, low_open=True)
-    need("lr_schedule", c.lr_schedule in optimization.SCHEDULES,
-         f"must be one of {', '.join(optimization.SCHEDULES)}")
     decays = tuple(c.lr_decay_epochs or ())
     if "lr_decay_epochs" in given and decays and c.lr_schedule != "exponential_step":
         need("lr_decay_epochs", False, f"decay epochs are used only by "

@@ -1,60 +1,116 @@
 """`TrainConfig`: every setting of a run, saved as the run directory's config.json.
 
-Settings left as None take the dataset's defaults (`DATASET_DEFAULTS`), recipes that train well:
-the paper / MindSpore recipe for ImageNet-sized data, the Tiny ImageNet and CIFAR-10 recipes of
-docs/reference.md, and a quick one for the digits.
+Each field is declared once, here, with its help text and (for names) the registry its valid
+values come from; flags.py turns the fields into the command-line flags and training/checks.py
+checks them. Settings left as None take the dataset's recipe (training/recipes.py).
 """
 import dataclasses
-from typing import Optional
+from typing import Callable, Optional
+
+import inception
+import input_pipeline
+from training import devices, optimization, recipes
 
 # Settings that define what a run is; a run directory refuses a command that changes them.
 IDENTITY_KEYS = ("dataset", "data_dir", "model", "image_size", "width_multiplier", "test_fraction",
                  "seed")
 
 
+def setting(default, help: str, choices: Optional[Callable[[], tuple]] = None, flag: str = None):
+    """A settings field with its flag's help text. `choices` returns the valid values from their
+    registry (the flag is then an enum); `flag` names the flag when it differs from the field."""
+    return dataclasses.field(default=default,
+                             metadata=dict(help=help, choices=choices, flag=flag))
+
+
+def _recipe_names():
+    return tuple(sorted(recipes.RECIPES))
+
+
+RECIPE = "Default: the dataset's recipe."
+
+
 @dataclasses.dataclass
 class TrainConfig:
-    dataset: str = "digits"
-    data_dir: Optional[str] = None
-    run_dir: Optional[str] = None
-    model: Optional[str] = None
-    image_size: Optional[int] = None
-    width_multiplier: Optional[float] = None
-    test_fraction: float = 0.3
-    seed: int = 0
-    cache: str = "auto"
-    cache_dir: Optional[str] = None
-    # Towers and batch
-    num_gpus: Optional[int] = None
-    strategy: str = "auto"                    # auto | mirrored | multi_worker (from TF_CONFIG)
-    towers_on_cpu: bool = False
-    batch_size: Optional[int] = None          # global: split evenly across the towers
-    # Optimisation (schedules are in epochs, so they do not depend on the number of towers)
-    epochs: Optional[int] = None
-    lr: Optional[float] = None                # for the global batch
-    lr_schedule: Optional[str] = None         # exponential_step | polynomial | cosine | constant
-    lr_decay_epochs: Optional[tuple] = None   # exponential_step: multiply by lr_gamma at these
-    lr_gamma: Optional[float] = None
-    warmup_epochs: Optional[float] = None
-    momentum: float = 0.9
-    nesterov: Optional[bool] = None
-    weight_decay: Optional[float] = None
-    label_smoothing: Optional[float] = None
-    aux_weight: float = 0.3
-    dropout_rate: Optional[float] = None
-    mixed_precision: Optional[bool] = None    # None: on where measured faster (devices.py)
-    mixed_precision_dtype: str = "auto"       # auto (float16 on GPUs, bfloat16 on CPUs) | ...
-    jit_compile: bool = False
-    augment_on: str = "auto"                  # auto | host | device (devices.augment_on)
-    deterministic: bool = False
-    # Bookkeeping
-    log_every: int = 20
-    checkpoint_every: int = 0                 # steps; 0 = only at the end of every epoch
-    keep_checkpoints: int = 3
-    eval_every_epochs: int = 1
-    # Set by the loop: a --lr given on resume, as [[step, lr], ...] (see optimization.py).
+    # -- Data --------------------------------------------------------------------------------
+    dataset: str = setting("digits", "Dataset layout to read (input_pipeline/); digits needs no "
+                           "download.", _recipe_names)
+    data_dir: Optional[str] = setting(
+        None, "Where the dataset is. digits: where to write its JPEGs (default "
+        "~/.cache/googlenet-tf/digits). folder: class folders, or train/ beside val/ and/or "
+        "test/ holding class folders.")
+    test_fraction: float = setting(0.3, "Held-out fraction for datasets without a test split "
+                                   "(stratified per class, saved in the run directory).")
+    seed: int = setting(0, "Seed of the split, the shuffling and the augmentation.")
+    cache: str = setting(
+        "auto", "Where decoded images are cached: memory; disk (raw pixels in a file); "
+        "disk_jpeg (re-encoded JPEGs in a file: a fraction of the bytes, a decode per read); "
+        "none. auto = memory if they fit in half the free RAM, else disk if raw pixels take no "
+        "more than the data itself, else disk_jpeg.", lambda: input_pipeline.CACHE_MODES)
+    cache_dir: Optional[str] = setting(None, "Directory for the disk cache (default "
+                                       "<run_dir>/cache).")
+    # -- Model -------------------------------------------------------------------------------
+    model: Optional[str] = setting(None, f"Network (inception/). {RECIPE}",
+                                   inception.model_names)
+    image_size: Optional[int] = setting(None, "Input size in pixels. Default: the recipe's, else "
+                                        "the model's.")
+    width_multiplier: Optional[float] = setting(None, "Scales every layer's channels (e.g. 0.25).")
+    dropout_rate: Optional[float] = setting(None, "Dropout before the classifier (default: the "
+                                            "model's).")
+    # -- Towers and batch --------------------------------------------------------------------
+    num_gpus: Optional[int] = setting(None, "Number of towers, one per GPU. Default: every "
+                                      "visible GPU, or one CPU tower without GPUs.")
+    strategy: str = setting("auto", "auto: several machines (MultiWorkerMirroredStrategy) when "
+                            "TF_CONFIG describes a cluster, else one machine's towers "
+                            "(MirroredStrategy).", lambda: devices.STRATEGIES)
+    towers_on_cpu: bool = setting(False, "Run the --num_gpus towers on logical CPU devices.")
+    batch_size: Optional[int] = setting(None, "GLOBAL batch size, split evenly across the "
+                                        f"towers. {RECIPE}")
+    # -- Optimisation (schedules are in epochs, so they do not depend on the number of towers)
+    epochs: Optional[int] = setting(None, "Epochs to train in all (raise it to train a run "
+                                    "longer).")
+    lr: Optional[float] = setting(None, "Learning rate for the global batch. Given on resume, it "
+                                  "takes over from the current step.")
+    lr_schedule: Optional[str] = setting(None, "Learning-rate schedule, in epochs.",
+                                         lambda: optimization.SCHEDULES)
+    lr_decay_epochs: Optional[tuple] = setting(
+        None, "exponential_step: epochs at which the rate is multiplied by --lr_gamma, e.g. "
+        "70,140,210,280.")
+    lr_gamma: Optional[float] = setting(None, "exponential_step: the factor at each decay epoch.")
+    warmup_epochs: Optional[float] = setting(None, "Linear learning-rate warm-up, in epochs.")
+    momentum: float = setting(0.9, "SGD momentum.")
+    nesterov: Optional[bool] = setting(None, "Nesterov momentum.")
+    weight_decay: Optional[float] = setting(None, "L2 weight decay on conv and dense kernels.")
+    label_smoothing: Optional[float] = setting(None, "Label smoothing of the cross-entropy.")
+    aux_weight: float = setting(0.3, "Weight of each auxiliary classifier's loss.")
+    mixed_precision: Optional[bool] = setting(
+        None, "16-bit compute: bfloat16 on CPUs, float16 with loss scaling on GPUs. Default: on "
+        "for CPUs with AMX bfloat16 units, where it was measured faster (the README's "
+        "Performance section); off elsewhere.")
+    mixed_precision_dtype: str = setting(
+        "auto", "The 16-bit type of --mixed_precision: auto = float16 with loss scaling on GPUs, "
+        "bfloat16 on CPUs. Naming one turns mixed precision on unless --nomixed_precision.",
+        lambda: devices.MIXED_PRECISION_DTYPES)
+    jit_compile: bool = setting(False, "Compile each tower's forward and backward pass with XLA.")
+    augment_on: str = setting(
+        "auto", "Where training batches are cropped, flipped and colour-jittered: host (the input "
+        "pipeline hands the towers float32 crops) or device (uint8 cached images and the sampled "
+        "parameters go to each tower, which augments them: a third of the bytes and no host "
+        "cores). Same result either way. auto = device on GPUs, host on CPU towers.",
+        lambda: devices.AUGMENT_ON)
+    deterministic: bool = setting(False, "Deterministic ops and seeds (slower).")
+    # -- Run directory, logging, checkpoints -------------------------------------------------
+    run_dir: Optional[str] = setting(None, "Run directory (default runs/<dataset>-<model>). "
+                                     "Re-running a command resumes the run in it.")
+    log_every: int = setting(20, "Steps between TensorBoard / progress-bar updates.")
+    checkpoint_every: int = setting(0, "Steps between checkpoints (besides every epoch).")
+    keep_checkpoints: int = setting(3, "How many recent checkpoints to keep; 0 keeps every one "
+                                    "(to --restart_from any epoch later).")
+    eval_every_epochs: int = setting(1, "Epochs between held-out evaluations.")
+    # -- Set by the run, not by flags --------------------------------------------------------
+    # A --lr given on resume, as [[step, lr], ...] (see optimization.py).
     lr_overrides: list = dataclasses.field(default_factory=list)
-    num_classes: Optional[int] = None         # set from the dataset when the run starts
+    num_classes: Optional[int] = None  # from the dataset, when the run starts
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -71,39 +127,13 @@ class TrainConfig:
         return cls(**values)
 
 
-DATASET_DEFAULTS = {
-    "digits": dict(model="minigooglenet", width_multiplier=0.25, epochs=15, batch_size=32, lr=0.05,
-                   lr_schedule="cosine", warmup_epochs=1, weight_decay=5e-4, label_smoothing=0.0),
-    "cifar10": dict(model="minigooglenet", epochs=70, batch_size=64, lr=5e-3,
-                    lr_schedule="polynomial", warmup_epochs=0, weight_decay=5e-4,
-                    label_smoothing=0.0),
-    "tiny_imagenet": dict(model="googlenet_64", epochs=70, batch_size=64, lr=0.01, nesterov=True,
-                          lr_schedule="polynomial", warmup_epochs=0, weight_decay=2e-4,
-                          label_smoothing=0.0),
-    # MindSpore's recipe (docs/reference.md): lr 0.1 for batch 256, x0.3 at 70/140/210/280.
-    "imagenet": dict(model="googlenet_bn", epochs=300, batch_size=256, lr=0.1,
-                     lr_schedule="exponential_step", lr_decay_epochs=(70, 140, 210, 280),
-                     lr_gamma=0.3, warmup_epochs=1, weight_decay=1e-4, label_smoothing=0.1),
-    "mini_imagenet": dict(model="googlenet_bn", image_size=96, epochs=90, batch_size=64, lr=0.05,
-                          lr_schedule="cosine", warmup_epochs=2, weight_decay=1e-4,
-                          label_smoothing=0.1),
-    "folder": dict(model="googlenet_bn", epochs=60, batch_size=32, lr=0.02, lr_schedule="cosine",
-                   warmup_epochs=2, weight_decay=1e-4, label_smoothing=0.1),
-}
-COMMON_DEFAULTS = dict(width_multiplier=1.0, nesterov=False, lr_gamma=0.1, lr_decay_epochs=(), warmup_epochs=0, weight_decay=1e-4,
-                       label_smoothing=0.0)
+def with_defaults(config: TrainConfig) -> TrainConfig:
+    """A copy of `config` with every None setting filled from its dataset's recipe.
 
-
-def with_defaults(config):
-    """A copy of `config` with every None setting filled from its dataset's defaults.
-
-    The image size, when neither given nor in the dataset's defaults, is the model's own default.
+    The image size, when neither given nor in the recipe, is the model's own default.
     """
-    import inception  # only for the model's default input size
-    if config.dataset not in DATASET_DEFAULTS:
-        raise ValueError(f"Unknown dataset {config.dataset!r}; valid names: "
-                         f"{', '.join(sorted(DATASET_DEFAULTS))}")
-    defaults = {**COMMON_DEFAULTS, **DATASET_DEFAULTS[config.dataset]}
+    recipe = recipes.get_recipe(config.dataset)
+    defaults = {**recipes.FALLBACK, **recipe.settings}
     values = config.to_dict()
     for key, value in defaults.items():
         if values.get(key) is None:
@@ -114,3 +144,12 @@ def with_defaults(config):
     if filled.run_dir is None:
         filled.run_dir = f"runs/{filled.dataset}-{filled.model}"
     return filled
+
+
+def build_model_from_config(config: TrainConfig, num_classes: Optional[int] = None):
+    """The run's model (inception.build_model) from its settings."""
+    options = dict(width_multiplier=config.width_multiplier)
+    if config.dropout_rate is not None:
+        options["dropout_rate"] = config.dropout_rate
+    return inception.build_model(config.model, num_classes or config.num_classes,
+                                 config.image_size, **options)

@@ -70,7 +70,7 @@ def precision_policy(mixed_precision, towers, dtype="auto"):
 
     Mixed precision keeps float32 weights and computes in a 16-bit type: `auto` means float16 with
     loss scaling on GPUs and bfloat16 on CPUs. Automatic turns it on only where it was measured
-    faster: CPUs with AMX, 1.9x for GoogLeNet training at 224 px (README, Performance). CPUs
+    faster: CPUs with AMX, for GoogLeNet training at 224 px (README, Performance). CPUs
     without bfloat16 units emulate it slowly, and GPUs were not measured here, so both stay
     float32 unless asked. Naming a dtype asks for it (float16 on CPU towers runs the GPU's
     loss-scaled path, slowly: that is how the tests prove it without a GPU).
@@ -94,9 +94,10 @@ AUGMENT_ON = ("auto", "host", "device")
 def augment_on(choice, towers):
     """Where training batches are augmented, for `--augment_on` (auto, host or device).
 
-    auto: on the towers when they are GPUs, where the host would otherwise need a core per ~800
-    img/s at 224 px (README, Performance); on the host for CPU towers, where the two paths were
-    measured at the same speed (benchmarks/epoch.py), so the CPU default run stays as it was.
+    auto: on the towers when they are GPUs, which would otherwise need several host cores each to
+    keep up (README, "The input pipeline at GPU rates"); on the host for CPU towers, where the two
+    paths were measured at the same speed (benchmarks/epoch.py), so the CPU default run stays as
+    it was.
     """
     if choice not in AUGMENT_ON:
         raise ValueError(f"--augment_on must be one of {', '.join(AUGMENT_ON)}, got {choice!r}")

@@ -10,29 +10,37 @@ import numpy as np
 import tensorflow as tf
 
 import input_pipeline
-from input_pipeline.crops import crops_per_image
+from input_pipeline.crops import CROP_COUNTS, crops_per_image
 from input_pipeline.examples import held_out_split
-from training import devices, evaluation
+from training import devices, evaluation, recipes
+from training.config import setting
 from training.export import export_saved_model
-from training.loop import DONE_FILE
-from training.run_dir import load_run_config, read_class_names, restore_model
-
+from training.run_dir import DONE_FILE, load_run_config, read_class_names, restore_model
 
 
 @dataclasses.dataclass
 class EvalSettings:
-    run_dir: str
-    checkpoint: Optional[str] = None
-    crops: int = 1
-    batch_size: int = 64           # images per step, split across the towers
+    """What evaluate.py scores. The fields without help text share train.py's flags of the same
+    name (batch_size, num_gpus, towers_on_cpu, dataset, data_dir)."""
+    run_dir: str = setting(None, "The run directory to evaluate or predict with.",
+                           flag="checkpoint_dir")
+    checkpoint: Optional[str] = setting(None, "A specific checkpoint (default: the latest).")
+    crops: int = setting(1, "Evaluation crops per image: centre, 10 (corners + centre, "
+                         "mirrored) or the paper's 144; softmax averaged over them.",
+                         lambda: CROP_COUNTS)
+    batch_size: int = 64  # images per step, split across the towers
     num_gpus: Optional[int] = None
     towers_on_cpu: bool = False
     dataset: Optional[str] = None  # evaluate on other data with the same classes
-    eval_split: Optional[str] = None  # which held-out split (default: the one training scored)
+    eval_split: Optional[str] = setting(
+        None, "Which held-out split to score: for a pre-split folder with both val/ and test/, "
+        "val (the default, scored during training) or test.")
     data_dir: Optional[str] = None
-    export_dir: Optional[str] = None
-    watch: bool = False
-    watch_timeout: float = 3600.0
+    export_dir: Optional[str] = setting(None, "Write a SavedModel for serving (JPEG/PNG bytes "
+                                        "in, class probabilities and names out) to this "
+                                        "directory.")
+    watch: bool = setting(False, "Evaluate each new checkpoint as training writes it.")
+    watch_timeout: float = setting(3600.0, "--watch: seconds to wait for a new checkpoint.")
 
 
 def examples_to_score(settings, config, class_names):
@@ -92,7 +100,8 @@ def write_report(run_dir, report, class_names, step, crops, path):
     writer.flush()
 
 
-def evaluate_checkpoint(settings, strategy, checkpoint=None, print_fn=print):
+def evaluate_checkpoint(settings: EvalSettings, strategy: tf.distribute.Strategy,
+                        checkpoint: Optional[str] = None, print_fn=print) -> dict:
     model, config, class_names, path, step = restore_model(
         settings.run_dir, checkpoint or settings.checkpoint, strategy=strategy)
     examples = examples_to_score(settings, config, class_names)
@@ -105,7 +114,7 @@ def evaluate_checkpoint(settings, strategy, checkpoint=None, print_fn=print):
         seen[0] += n
         bar.update(seen[0])
     # A model trained without flips is not scored on mirrored crops.
-    mirror = input_pipeline.get_dataset(config.dataset).augmentation.flip
+    mirror = recipes.get_recipe(config.dataset).augmentation.flip
     probs, labels = evaluation.predict_crops(model, strategy, examples, config.image_size,
                                              settings.crops, per_tower, progress, mirror)
     report = evaluation.full_report(probs, labels, class_names)
@@ -128,7 +137,8 @@ def evaluate_checkpoint(settings, strategy, checkpoint=None, print_fn=print):
     return report
 
 
-def watch(settings, strategy, print_fn=print, poll_seconds=2.0):
+def watch(settings: EvalSettings, strategy: tf.distribute.Strategy, print_fn=print,
+          poll_seconds: float = 2.0):
     """Evaluates each new checkpoint as it appears, until training writes its final one or no new
     checkpoint comes for `watch_timeout` seconds. Returns the reports."""
     directory = os.path.join(settings.run_dir, "checkpoints")
@@ -156,7 +166,7 @@ def _final_checkpoint(run_dir):
         return json.load(f)["checkpoint"]
 
 
-def run(settings, print_fn=print):
+def run(settings: EvalSettings, print_fn=print):
     if not os.path.isdir(settings.run_dir or ""):
         raise ValueError(f"--checkpoint_dir={settings.run_dir!r} is not a directory")
     config = load_run_config(settings.run_dir)  # a clear error before any work if not a run

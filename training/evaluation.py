@@ -1,11 +1,17 @@
 """Evaluating a model on a pipeline across towers: probabilities, then top-k accuracy and loss."""
+from typing import List, Tuple
+
+import keras
 import numpy as np
 import tensorflow as tf
 
+from input_pipeline import Examples, InputPipeline
+from input_pipeline.crops import multi_crop_dataset
 from training.step import make_eval_step
 
 
-def predict(model, strategy, pipeline, per_tower_batch, eval_step=None, progress=None):
+def predict(model: keras.Model, strategy: tf.distribute.Strategy, pipeline: InputPipeline,
+            per_tower_batch: int, eval_step=None, progress=None) -> Tuple[np.ndarray, np.ndarray]:
     """Softmax probabilities [N, classes] and labels [N] over one pass of `pipeline`."""
     dataset = strategy.distribute_datasets_from_function(
         lambda ctx: pipeline.dataset(per_tower_batch, drop_remainder=False))
@@ -30,38 +36,23 @@ def top_k_accuracy(probs, labels, k):
     return float(np.mean(np.any(top == labels[:, None], axis=1)))
 
 
-def scores(probs, labels):
+def scores(probs: np.ndarray, labels: np.ndarray) -> dict:
     """top1, top5 and mean cross-entropy loss of `probs` against `labels`."""
     true_class = probs[np.arange(len(labels)), labels]
     return dict(top1=top_k_accuracy(probs, labels, 1), top5=top_k_accuracy(probs, labels, 5),
                 loss=float(np.mean(-np.log(np.maximum(true_class, 1e-12)))), count=len(labels))
 
 
-def multi_crop_dataset(examples, image_size, crops, batch_size, mirror=True):
-    """(crops [B, C, S, S, 3], labels [B]) straight from the files (or arrays); unreadable files
-    are dropped with their labels. Without `mirror` the mirrored half of the crops is left out."""
-    from input_pipeline.crops import crops_fn
-    from input_pipeline.preprocessing import decode_image
-    make_crops = crops_fn(crops, mirror)
-    if examples.images is not None:
-        ds = tf.data.Dataset.from_tensor_slices((examples.images, examples.labels))
-    else:
-        ds = tf.data.Dataset.from_tensor_slices((examples.paths, examples.labels)).map(
-            lambda path, label: (decode_image(tf.io.read_file(path)), label))
-    ds = ds.map(lambda image, label: (make_crops(image, image_size), label),
-                num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def predict_crops(model, strategy, examples, image_size, crops, per_tower_batch, progress=None,
-                  mirror=True):
+def predict_crops(model: keras.Model, strategy: tf.distribute.Strategy, examples: Examples,
+                  image_size: int, crops: int, per_tower_batch: int, progress=None,
+                  mirror: bool = True) -> Tuple[np.ndarray, np.ndarray]:
     """Softmax averaged over `crops` crops per image: probabilities [N, classes], labels [N]."""
     dataset = strategy.distribute_datasets_from_function(
         lambda ctx: multi_crop_dataset(examples, image_size, crops, per_tower_batch, mirror))
     return _collect(dataset, make_eval_step(model, strategy), progress)
 
 
-def full_report(probs, labels, class_names):
+def full_report(probs: np.ndarray, labels: np.ndarray, class_names: List[str]) -> dict:
     """scores() plus scikit-learn's per-class precision / recall / F1 and the confusion matrix."""
     from sklearn.metrics import classification_report, confusion_matrix
     predictions = probs.argmax(1)

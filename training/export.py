@@ -1,8 +1,10 @@
-"""Export for serving: a SavedModel taking encoded image bytes, with evaluation preprocessing inside."""
+"""Export for serving: a SavedModel taking encoded image bytes, evaluation preprocessing inside."""
 import os
 import shutil
 import tempfile
+from typing import List
 
+import keras
 import tensorflow as tf
 
 from input_pipeline.preprocessing import decode_image, preprocess_for_eval
@@ -27,7 +29,8 @@ class ServingModule(tf.Module):
                 "class_names": tf.gather(self.class_names, top)}
 
 
-def export_saved_model(model, class_names, image_size, export_dir):
+def export_saved_model(model: keras.Model, class_names: List[str], image_size: int,
+                       export_dir: str):
     """Writes the SavedModel to `export_dir` (which must not hold anything yet), atomically."""
     export_dir = os.path.abspath(export_dir)
     if os.path.exists(export_dir) and os.listdir(export_dir):

@@ -1,33 +1,30 @@
 """The training loop: epochs of distributed steps, logging, evaluation, checkpoints, clean stops.
 
+`Trainer(config)` builds the run in steps (towers, data, model and optimiser, step functions,
+logs); `train()` then runs epochs, each an `_Epoch` that carries its own sums and progress bar.
+What the chief does and other workers do not is in training/roles.py.
+
 The host reads the step results only every `log_every` steps (and before every checkpoint), so the
 devices are never held up by a per-step sync; a non-finite loss is still traced to its exact step,
 and no checkpoint is ever written from non-finite weights.
 """
 import datetime
-import json
 import os
-import shutil
 import signal
-import tempfile
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 import input_pipeline
 from input_pipeline.progress import ProgressBar
-from training import devices, evaluation, optimization
+from training import devices, evaluation, optimization, recipes
 from training.checkpoints import Checkpoints
-from training.history import EpochMeter, History
-from training.restart import set_aside_after
-from training.run_dir import build_model_from_config, save_run_config
+from training.config import TrainConfig, build_model_from_config
+from training.roles import Role
 from training.step import StepConfig, make_eval_step, make_train_step
 from training.summaries import Summaries
-
-DONE_FILE = "training_done.json"  # read by evaluate.py --watch
 
 
 class TrainingInterrupted(Exception):
@@ -65,13 +62,49 @@ class _StopOnSignal:
             signal.signal(sig, handler)
 
 
+class _Epoch:
+    """One epoch as it runs: its number, first step, metric sums (`meter`) and progress bar."""
+
+    def __init__(self, index, steps_per_epoch, step, meter, show_progress):
+        self.index = index
+        self.start_step = index * steps_per_epoch
+        self.end_step = self.start_step + steps_per_epoch
+        self.meter = meter
+        # The bar counts this epoch's steps, from where it starts (0, or the resumed step).
+        self.progress = ProgressBar(steps_per_epoch, enabled=show_progress)
+        self.progress.update(step - self.start_step)
+        self.started = time.perf_counter()
+
+    @property
+    def seconds(self):
+        return time.perf_counter() - self.started
+
+
 class Trainer:
     """One run: `Trainer(config).train()`; `config` is a resolved `TrainConfig`."""
 
-    def __init__(self, config, towers=None, print_fn=print, restart=None):
+    def __init__(self, config: TrainConfig, towers=None, print_fn=print, restart=None):
         """`restart`: an older checkpoint of the run to continue from (restart.find_restart)."""
         self.config = config
         self.print = print_fn
+        self._build_towers(towers)
+        self.role = Role(self.worker, config)
+        # Saved first, so the directory is never ours without it; saved again below with what
+        # the data decides (the class count, a --lr that changes nothing dropped).
+        self.role.save_config(config)
+        self._build_data()
+        optimization.drop_unchanged_override(config, self.steps_per_epoch)
+        self.role.save_config(config)
+        # Last, once every setting and the data have been accepted.
+        self.set_aside = self.role.set_aside(restart)
+        self._build_model_and_optimizer(restart)
+        self._build_steps()
+        self.summaries = Summaries(self.role.write_dir, self.towers)
+
+    # -- build steps ---------------------------------------------------------------------------
+    def _build_towers(self, towers):
+        """The worker, its towers and strategy, the per-tower batch and the precision."""
+        config = self.config
         self.worker = devices.worker_from_tf_config(config.strategy)
         if self.worker.multi_worker:
             # Created first: it configures the collective ops TensorFlow sets up at start-up.
@@ -89,28 +122,22 @@ class Trainer:
         self.precision = devices.precision_policy(config.mixed_precision, self.towers,
                                                   config.mixed_precision_dtype)
         keras.mixed_precision.set_global_policy(self.precision)
-        # Only the chief writes into the run directory; other workers write to a scratch
-        # directory that is removed when they finish.
-        chief = self.worker.is_chief
-        self.write_dir = config.run_dir if chief else tempfile.mkdtemp(prefix="googlenet-worker-")
-        if chief:
-            save_run_config(config)  # first, so the directory is never ours without it
 
+    def _build_data(self):
+        """The split, the class count, both pipelines (first pass included), steps per epoch."""
+        config, role = self.config, self.role
         self.splits = input_pipeline.load_dataset(config.dataset, config.data_dir,
                                                   run_dir=config.run_dir,
                                                   test_fraction=config.test_fraction,
-                                                  seed=config.seed, write=chief)
+                                                  seed=config.seed, write=role.is_chief)
         if config.num_classes not in (None, self.splits.num_classes):
             raise ValueError(f"{config.run_dir!r} was trained on {config.num_classes} classes; "
                              f"the data now has {self.splits.num_classes}")
         config.num_classes = self.splits.num_classes
-
-        augmentation = input_pipeline.get_dataset(config.dataset).augmentation_for(
+        augmentation = recipes.get_recipe(config.dataset).augmentation_for(
             len(self.splits.train))
-        cache_dir = (config.cache_dir if chief and config.cache_dir
-                     else os.path.join(self.write_dir, "cache"))
-        common = dict(image_size=config.image_size, cache=config.cache, cache_dir=cache_dir,
-                      report_dir=config.run_dir if chief else None,
+        common = dict(image_size=config.image_size, cache=config.cache,
+                      cache_dir=role.cache_dir(config), report_dir=role.report_dir,
                       progress=self.print is print)
         # Each worker reads its own shard, so no two read the same examples in an epoch.
         shard = (self.worker.count, self.worker.index) if self.worker.multi_worker else None
@@ -119,7 +146,7 @@ class Trainer:
             shard=shard, subset="train", **common)
         self.test_data = (input_pipeline.InputPipeline(self.splits.test, training=False,
                                                        subset=self.splits.test_name, **common)
-                          if chief else None)
+                          if role.evaluates else None)
         # Workers meet in every all-reduce, so they must agree on the steps per epoch: computed
         # alike everywhere from the split, not from what each one could decode.
         examples = (len(self.splits.train) // self.worker.count if self.worker.multi_worker
@@ -129,23 +156,24 @@ class Trainer:
             raise ValueError(f"--batch_size={config.batch_size} is larger than the {examples} "
                              f"training images of a worker")
 
-        optimization.drop_unchanged_override(config, self.steps_per_epoch)
-        if chief:
-            save_run_config(config)
-        self.set_aside = None
-        if restart is not None and chief:
-            # Last, once every setting and the data have been accepted.
-            self.set_aside = set_aside_after(config.run_dir, restart)
+    def _build_model_and_optimizer(self, restart):
+        """Model, optimiser and checkpoints in the strategy's scope, restored when resuming."""
+        config = self.config
         with self.strategy.scope():
             self.model = build_model_from_config(config)
-            self.optimizer, self.schedule = optimization.build_optimizer(config, self.steps_per_epoch)
+            self.optimizer, self.schedule = optimization.build_optimizer(config,
+                                                                         self.steps_per_epoch)
             self.optimizer.build(self.model.trainable_variables)
-            self.checkpoints = Checkpoints(self.write_dir, self.model, self.optimizer,
+            self.checkpoints = Checkpoints(self.role.write_dir, self.model, self.optimizer,
                                            keep=config.keep_checkpoints)
             # Every worker restores the chief's checkpoint (a shared file system on clusters).
             self.restored = self.checkpoints.restore(
                 restart.path if restart is not None
                 else tf.train.latest_checkpoint(os.path.join(config.run_dir, "checkpoints")))
+
+    def _build_steps(self):
+        """The distributed training and evaluation steps."""
+        config = self.config
         step_config = StepConfig(config.batch_size, config.num_classes, config.aux_weight,
                                  config.label_smoothing, config.weight_decay)
         self.augment_on = devices.augment_on(config.augment_on, self.towers)
@@ -157,10 +185,73 @@ class Trainer:
         self.eval_strategy = (tf.distribute.get_strategy() if self.worker.multi_worker
                               else self.strategy)
         self.eval_step = make_eval_step(self.model, self.eval_strategy)
-        self.summaries = Summaries(self.write_dir, self.towers)
-        self.history = History(config.run_dir)
 
-    # -- helpers -------------------------------------------------------------------------------
+    # -- the loop ------------------------------------------------------------------------------
+    def train(self):
+        try:
+            return self._train()
+        except tf.errors.ResourceExhaustedError as error:
+            raise ValueError(self._out_of_memory_message(error)) from None
+        finally:
+            self.role.close()
+
+    def _train(self):
+        config, steps_per_epoch = self.config, self.steps_per_epoch
+        step = int(self.checkpoints.step.numpy())
+        total_steps = config.epochs * steps_per_epoch
+        self._announce(step)
+        self.role.start(epochs_done=step // steps_per_epoch)
+        last_eval = epoch = None
+        wrote_inputs = step > 0
+        batches = self._run_dataset(step) if step < total_steps else None
+        with _StopOnSignal() as stop:
+            while step < total_steps and not stop.received:
+                epoch = self._start_epoch(step)
+                pending, first_step, window_start = [], step, time.perf_counter()
+                while step < epoch.end_step and not stop.received:
+                    images, labels = next(batches)
+                    if not wrote_inputs:
+                        self._write_model_and_inputs(step, images)
+                        wrote_inputs = True
+                    pending.append(self.train_step(images, labels))
+                    step += 1
+                    due_checkpoint = config.checkpoint_every and step % config.checkpoint_every == 0
+                    if (step - epoch.start_step) % config.log_every == 0 or due_checkpoint:
+                        self._flush(epoch, pending, first_step, time.perf_counter() - window_start)
+                        pending, first_step, window_start = [], step, time.perf_counter()
+                        if due_checkpoint and step % steps_per_epoch:
+                            self._save_mid_epoch(epoch, step)
+                self._flush(epoch, pending, first_step, time.perf_counter() - window_start)
+                if not stop.received:
+                    last_eval = self._end_epoch(epoch, step)
+            if stop.received:
+                path = self._save_mid_epoch(epoch, step)
+                raise TrainingInterrupted(
+                    f"Stopped at step {step} of {total_steps}; checkpoint saved to {path}. "
+                    f"Run the same command again to resume (without --lr, unless that rate should "
+                    f"take over from here).", stop.received)
+        if last_eval is None and self.role.evaluates:
+            last_eval = self.evaluate()
+        return self.role.finish(step, self.checkpoints.latest, last_eval)
+
+    # -- the loop's parts ----------------------------------------------------------------------
+    def _announce(self, step):
+        config = self.config
+        if self.restored:
+            self.print(f"Resumed from {self.restored} at step {step} "
+                       f"(epoch {step // self.steps_per_epoch + 1}).")
+        if self.set_aside:
+            self.print(f"The later checkpoints, history and logs were moved to {self.set_aside}.")
+        held_out = (self.test_data.num_examples if self.test_data is not None
+                    else len(self.splits.test))
+        towers = ", ".join(devices.describe_tower(d) for d in self.towers)
+        self.print(f"Training {config.model} on {config.dataset}: {self.train_data.num_examples} "
+                   f"train / {held_out} {self.splits.test_name} images (readable; "
+                   f"{self.splits.layout}), {config.num_classes} classes, {len(self.towers)} "
+                   f"tower(s) [{towers}], global batch {config.batch_size}, "
+                   f"{self.steps_per_epoch} steps/epoch, {self.precision}, augmented on the "
+                   f"{self.augment_on}. Run dir: {config.run_dir}")
+
     def _run_dataset(self, start_step):
         """Every remaining epoch as one distributed dataset: one global step takes one batch per
         tower, and a run resumed mid-epoch skips the steps it has done."""
@@ -174,10 +265,22 @@ class Trainer:
                 augment_on=self.augment_on)
         return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
 
-    def _flush(self, pending, first_step, seconds, progress):
+    def _start_epoch(self, step):
+        index = step // self.steps_per_epoch
+        meter = self.role.epoch_meter(step, index * self.steps_per_epoch)
+        return _Epoch(index, self.steps_per_epoch, step, meter, self.print is print)
+
+    def _write_model_and_inputs(self, step, images):
+        """The graph and the first batch, as the model sees it, to TensorBoard."""
+        local = self.strategy.experimental_local_results(images)[0]
+        if self.augment_on == "device":
+            local = self.train_data.augment(local)
+        self.summaries.write_model_and_inputs(step, self.model, local, self.config.image_size)
+
+    def _flush(self, epoch, pending, first_step, seconds):
         """Reads the pending step results (one host sync), checks them, logs them."""
         if not pending:
-            return None
+            return
         stacked = {k: np.stack([p[k].numpy() for p in pending]) for k in pending[0]}
         totals = stacked["total_loss"].mean(axis=1)
         bad = np.flatnonzero(~np.isfinite(totals))
@@ -189,108 +292,55 @@ class Trainer:
         step = first_step + len(pending)
         means = {k: v.mean(axis=0) for k, v in stacked.items()}
         images_per_second = len(pending) * self.config.batch_size / max(seconds, 1e-9)
-        lr = float(self.schedule(step - 1))
-        self.summaries.write_train(step, means, lr, images_per_second)
-        progress.update(step - self.epoch_start_step, loss=float(np.mean(means["total_loss"])),
-                        top1=float(np.mean(means["accuracy"])),
-                        **{"img/s": round(images_per_second)})
-        self.meter.add(len(pending), seconds, float(np.mean(means["total_loss"])),
-                       float(np.mean(means["cross_entropy"])), float(np.mean(means["accuracy"])))
-        return means
+        self.summaries.write_train(step, means, float(self.schedule(step - 1)), images_per_second)
+        loss, top1 = float(np.mean(means["total_loss"])), float(np.mean(means["accuracy"]))
+        epoch.progress.update(step - epoch.start_step, loss=loss, top1=top1,
+                              **{"img/s": round(images_per_second)})
+        epoch.meter.add(len(pending), seconds, loss, float(np.mean(means["cross_entropy"])), top1)
 
     def evaluate(self):
         probs, labels = evaluation.predict(self.model, self.eval_strategy, self.test_data,
                                            self.per_tower_batch, self.eval_step)
         return evaluation.scores(probs, labels)
 
-    # -- the loop ------------------------------------------------------------------------------
-    def train(self):
-        try:
-            return self._train()
-        except tf.errors.ResourceExhaustedError as error:
-            raise ValueError(self._out_of_memory_message(error)) from None
-        finally:
-            if not self.worker.is_chief:
-                shutil.rmtree(self.write_dir, ignore_errors=True)
+    def _save_mid_epoch(self, epoch, step):
+        path = self.checkpoints.save(step, step // self.steps_per_epoch)
+        if epoch is not None and step % self.steps_per_epoch:
+            self.role.save_meter(epoch.meter, step)
+        return path
 
-    def _train(self):
-        config = self.config
-        step = int(self.checkpoints.step.numpy())
-        total_steps = config.epochs * self.steps_per_epoch
-        if self.restored:
-            self.print(f"Resumed from {self.restored} at step {step} "
-                       f"(epoch {step // self.steps_per_epoch + 1}).")
-        if self.set_aside:
-            self.print(f"The later checkpoints, history and logs were moved to {self.set_aside}.")
-        held_out = (self.test_data.num_examples if self.test_data is not None
-                    else len(self.splits.test))
-        self.print(f"Training {config.model} on {config.dataset}: {self.train_data.num_examples} "
-                   f"train / {held_out} {self.splits.test_name} images (readable; "
-                   f"{self.splits.layout}), {config.num_classes} classes, {len(self.towers)} "
-                   f"tower(s) "
-                   f"[{', '.join(devices.describe_tower(d) for d in self.towers)}], global "
-                   f"batch {config.batch_size}, {self.steps_per_epoch} steps/epoch, "
-                   f"{self.precision}, augmented on the {self.augment_on}. "
-                   f"Run dir: {config.run_dir}")
-        last_eval = None
-        wrote_inputs = step > 0
-        if self.worker.is_chief:
-            if os.path.exists(os.path.join(config.run_dir, DONE_FILE)):
-                os.remove(os.path.join(config.run_dir, DONE_FILE))
-            # Epochs after the checkpoint are trained again: their rows go.
-            self.history.keep_epochs_up_to(step // self.steps_per_epoch)
-        batches = self._run_dataset(step) if step < total_steps else None
-        with _StopOnSignal() as stop:
-            while step < total_steps and not stop.received:
-                epoch = step // self.steps_per_epoch
-                self.epoch_start_step = epoch * self.steps_per_epoch
-                # A resumed epoch continues the sums saved with its checkpoint.
-                self.meter = (EpochMeter.resume(config.run_dir, step)
-                              if step > self.epoch_start_step and self.worker.is_chief
-                              else EpochMeter())
-                # Each epoch's bar counts that epoch's steps, from where it starts (0, or the
-                # resumed step).
-                progress = ProgressBar(self.steps_per_epoch, enabled=self.print is print)
-                progress.update(step - self.epoch_start_step)
-                started = window_start = time.perf_counter()
-                pending, first_step = [], step
-                for _ in range(self.epoch_start_step + self.steps_per_epoch - step):
-                    if stop.received:
-                        break
-                    images, labels = next(batches)
-                    if not wrote_inputs:
-                        local = self.strategy.experimental_local_results(images)[0]
-                        if self.augment_on == "device":
-                            local = self.train_data.augment(local)
-                        self.summaries.write_model_and_inputs(step, self.model, local,
-                                                              config.image_size)
-                        wrote_inputs = True
-                    pending.append(self.train_step(images, labels))
-                    step += 1
-                    due_checkpoint = config.checkpoint_every and step % config.checkpoint_every == 0
-                    if (step - self.epoch_start_step) % config.log_every == 0 or due_checkpoint:
-                        self._flush(pending, first_step, time.perf_counter() - window_start,
-                                    progress)
-                        pending, first_step, window_start = [], step, time.perf_counter()
-                        if due_checkpoint and step % self.steps_per_epoch:
-                            self._save_mid_epoch(step)
-                self._flush(pending, first_step, time.perf_counter() - window_start, progress)
-                if not stop.received:
-                    last_eval = self._end_epoch(epoch, step, time.perf_counter() - started)
-            if stop.received:
-                path = self._save_mid_epoch(step)
-                raise TrainingInterrupted(
-                    f"Stopped at step {step} of {total_steps}; checkpoint saved to {path}. "
-                    f"Run the same command again to resume (without --lr, unless that rate should "
-                    f"take over from here).", stop.received)
-        if not self.worker.is_chief:  # the chief evaluates and writes the run directory
-            return dict(step=step, worker=self.worker.index)
-        if last_eval is None:
-            last_eval = self.evaluate()
-        # Tells `evaluate.py --watch` which checkpoint is the last one.
-        with open(os.path.join(config.run_dir, DONE_FILE), "w") as f:
-            json.dump({"step": step, "checkpoint": self.checkpoints.latest}, f)
-        return dict(step=step, **last_eval)
+    def _end_epoch(self, epoch, step):
+        """Evaluates (when due), logs the epoch, appends its history row, then saves its
+        checkpoint: a crash in between leaves a row that the resumed run drops and rewrites."""
+        config, meter = self.config, epoch.meter
+        train_seconds = epoch.seconds
+        done = epoch.index + 1
+        result = None
+        eval_started = time.perf_counter()
+        if self.role.evaluates and (done % config.eval_every_epochs == 0 or done == config.epochs):
+            result = self.evaluate()
+            self.summaries.write_eval(step, result)
+        eval_seconds = time.perf_counter() - eval_started
+        loss, top1 = meter.mean("total_loss"), meter.mean("top1")
+        self.summaries.write_epoch(done, meter.mean("cross_entropy"), top1, result)
+        self.role.record_epoch(
+            epoch=done, step=step, train_loss=loss,
+            train_cross_entropy=meter.mean("cross_entropy"), train_top1=top1,
+            heldout_loss=result and result["loss"], heldout_top1=result and result["top1"],
+            heldout_top5=result and result["top5"], lr=float(self.schedule(step - 1)),
+            images_per_second=round(meter.sums["steps"] * config.batch_size
+                                    / max(meter.train_seconds, 1e-9), 1),
+            epoch_seconds=round(meter.train_seconds + eval_seconds, 2),
+            wall_time=datetime.datetime.now().astimezone().isoformat(timespec="seconds"))
+        path = self.checkpoints.save(step, done)
+        self.role.epoch_saved()
+        line = f"Epoch {done}/{config.epochs}: train loss {loss:.4f} top-1 {top1:.4f}"
+        if result:
+            line += (f" | {self.splits.test_name} top-1 {result['top1']:.4f} "
+                     f"top-5 {result['top5']:.4f}")
+        self.print(line + f" | {train_seconds + eval_seconds:.1f}s | saved "
+                   f"{os.path.basename(path)}")
+        return result
 
     def _out_of_memory_message(self, error):
         """What to do when a tower's batch does not fit in its device's memory: a smaller global
@@ -304,43 +354,3 @@ class Trainer:
                 f"--model={config.model}): {error.message.splitlines()[0][:200]}. Try "
                 f"--batch_size={smaller}{hint}; --lr is the rate for the global batch, so scale "
                 f"it with the batch")
-
-    def _save_mid_epoch(self, step):
-        path = self.checkpoints.save(step, step // self.steps_per_epoch)
-        if self.worker.is_chief and step % self.steps_per_epoch:
-            self.meter.save(self.config.run_dir, step)
-        return path
-
-    def _end_epoch(self, epoch, step, seconds):
-        """Evaluates (when due), logs the epoch, appends its history row, then saves its
-        checkpoint: a crash in between leaves a row that the resumed run drops and rewrites."""
-        config = self.config
-        done = epoch + 1
-        result = None
-        eval_started = time.perf_counter()
-        if self.worker.is_chief and (done % config.eval_every_epochs == 0 or done == config.epochs):
-            result = self.evaluate()
-            self.summaries.write_eval(step, result)
-        eval_seconds = time.perf_counter() - eval_started
-        meter = self.meter
-        loss, top1 = meter.mean("total_loss"), meter.mean("top1")
-        self.summaries.write_epoch(done, meter.mean("cross_entropy"), top1, result)
-        if self.worker.is_chief:
-            trained = meter.sums["steps"] * config.batch_size
-            self.history.append(
-                epoch=done, step=step, train_loss=loss,
-                train_cross_entropy=meter.mean("cross_entropy"), train_top1=top1,
-                heldout_loss=result and result["loss"], heldout_top1=result and result["top1"],
-                heldout_top5=result and result["top5"], lr=float(self.schedule(step - 1)),
-                images_per_second=round(trained / max(meter.train_seconds, 1e-9), 1),
-                epoch_seconds=round(meter.train_seconds + eval_seconds, 2),
-                wall_time=datetime.datetime.now().astimezone().isoformat(timespec="seconds"))
-        path = self.checkpoints.save(step, done)
-        if self.worker.is_chief:
-            EpochMeter.clear(config.run_dir)
-        line = f"Epoch {done}/{config.epochs}: train loss {loss:.4f} top-1 {top1:.4f}"
-        if result:
-            line += (f" | {self.splits.test_name} top-1 {result['top1']:.4f} "
-                     f"top-5 {result['top5']:.4f}")
-        self.print(line + f" | {seconds + eval_seconds:.1f}s | saved {os.path.basename(path)}")
-        return result

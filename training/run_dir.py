@@ -8,6 +8,7 @@
       history.csv      one row per epoch (training.history)
       set_aside/       what a --restart_from abandoned (training.restart)
       skipped_files.txt  images that could not be decoded, if any
+      training_done.json written when training finished (evaluate.py --watch stops there)
 
 evaluate.py and predict.py need nothing but this directory.
 """
@@ -15,15 +16,16 @@ import contextlib
 import json
 import os
 import shutil
+from typing import Optional
 
 import tensorflow as tf
 
-import inception
 from training.checkpoints import Checkpoints
 from training.checks import check_config
-from training.config import IDENTITY_KEYS, TrainConfig, with_defaults
+from training.config import IDENTITY_KEYS, TrainConfig, build_model_from_config, with_defaults
 
 CONFIG_FILE = "config.json"
+DONE_FILE = "training_done.json"  # the last step and checkpoint of a finished run
 
 
 def load_run_config(run_dir):
@@ -47,7 +49,7 @@ def run_dir_of(given):
     return with_defaults(TrainConfig.from_dict(given)).run_dir
 
 
-def resolve_config(given, restart=None):
+def resolve_config(given: dict, restart=None) -> TrainConfig:
     """The run's config from the settings the user gave (a dict of explicitly set flags).
 
     A new run fills the rest from the dataset's defaults. An existing run directory keeps its
@@ -107,20 +109,13 @@ def checkpoint_step(run_dir):
     return int(tf.train.load_variable(latest, "step/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
-def build_model_from_config(config, num_classes=None):
-    options = dict(width_multiplier=config.width_multiplier)
-    if config.dropout_rate is not None:
-        options["dropout_rate"] = config.dropout_rate
-    return inception.build_model(config.model, num_classes or config.num_classes,
-                                 config.image_size, **options)
-
-
 def read_class_names(run_dir):
     with open(os.path.join(run_dir, "data", "class_names.txt")) as f:
         return [line.rstrip("\n") for line in f]
 
 
-def restore_model(run_dir, checkpoint=None, strategy=None):
+def restore_model(run_dir: str, checkpoint: Optional[str] = None,
+                  strategy: Optional[tf.distribute.Strategy] = None):
     """(model, config, class names, checkpoint path, step) of a run, from its checkpoint.
 
     With a `strategy`, the model is built in its scope (one copy per tower).

@@ -100,11 +100,12 @@ def make_train_step(model, optimizer, strategy, config, jit_compile=False, augme
     """A tf.function taking one distributed batch; returns {metric: [value per tower]}.
 
     With `jit_compile`, XLA compiles each tower's forward and backward pass; the cross-tower
-    gradient sum and the update stay outside it (they are not XLA-compilable under MirroredStrategy).
+    gradient sum and the update stay outside it (not XLA-compilable under MirroredStrategy).
     `augment`, when the pipeline leaves the augmentation to the towers, turns each tower's batch
     into model inputs on that tower (InputPipeline.augment).
     """
-    gradients_fn = tf.function(tower_gradients, jit_compile=True) if jit_compile else tower_gradients
+    gradients_fn = (tf.function(tower_gradients, jit_compile=True) if jit_compile
+                    else tower_gradients)
 
     @tf.function
     def train_step(images, labels):
