@@ -20,7 +20,9 @@ on CPUs with AMX), so the comparison is of the input path and the training loop,
 formats.
 
 `--keras_augmentation=ours` gives the Keras path our augmentation instead of its layers (a control:
-then only the training loop and the input path differ).
+then only the training loop and the input path differ). `--keras_input=ours` feeds `model.fit`
+from our InputPipeline instead (our cache, per-epoch permutation and augmentation: then only the
+training loop differs).
 
 Prints held-out top-1 / top-5 after every epoch and the total wall time of every run (process
 start to end, data loading included), and writes them with --json.
@@ -119,18 +121,31 @@ def keras_path(args, seed):
             key = tf.random.uniform([2], maxval=2 ** 31 - 1, dtype=tf.int64)  # new every batch
             params = sample_augmentation(tf.shape(images)[0], key, ours)
             return apply_augmentation(images, params, size, ours)
+    steps = int(train.cardinality())
+    train = train.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=autotune)
+    if args.keras_input == "ours":
+        # The control that leaves only the training loop different: our pipeline, model.fit.
+        import input_pipeline
+        from training.recipes import get_recipe
+        splits = input_pipeline.load_dataset("tiny_imagenet", root)
+        assert splits.class_names == class_names
+        pipeline = input_pipeline.InputPipeline(
+            splits.train, image_size=size, training=True, seed=seed,
+            augmentation=get_recipe("tiny_imagenet").augmentation)
+        steps = pipeline.num_examples // args.batch_size
+        train = pipeline.dataset(args.batch_size, num_epochs=args.epochs)
     net = inception.build_model(args.model, len(class_names), size,
                                 width_multiplier=args.width_multiplier)
-    steps = int(train.cardinality())
     schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=args.epochs * steps)
-    return fit_and_score(net, train.map(lambda x, y: (augment(x, training=True), y),
-                                        num_parallel_calls=autotune),
+    return fit_and_score(net, train,
                          val.map(lambda x, y: (center(x), y), num_parallel_calls=autotune),
                          keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True),
-                         args.epochs, weight_decay=args.weight_decay)
+                         args.epochs, weight_decay=args.weight_decay,
+                         steps_per_epoch=steps if args.keras_input == "ours" else None)
 
 
-def fit_and_score(net, train, val, optimizer, epochs, weight_decay=0.0, aux_weight=AUX_WEIGHT):
+def fit_and_score(net, train, val, optimizer, epochs, weight_decay=0.0, aux_weight=AUX_WEIGHT,
+                  steps_per_epoch=None):
     """`model.fit` of `net` on batched (image, label) datasets: every head a cross-entropy loss
     (the aux heads weighted `aux_weight`), plus `weight_decay` times the L2 of the conv and dense
     kernels; per-epoch top-1 / top-5 on `val`."""
@@ -169,7 +184,8 @@ def fit_and_score(net, train, val, optimizer, epochs, weight_decay=0.0, aux_weig
 
     def per_head(dataset):  # one label per head
         return dataset.map(lambda x, y: (x, (y,) * len(heads))).prefetch(autotune)
-    history = model.fit(per_head(train), validation_data=per_head(val), epochs=epochs, verbose=2)
+    history = model.fit(per_head(train), validation_data=per_head(val), epochs=epochs,
+                        steps_per_epoch=steps_per_epoch, verbose=2)
     logs = history.history
     top1 = next(v for k, v in logs.items() if k.startswith("val_") and k.endswith("accuracy"))
     top5 = next(v for k, v in logs.items() if k.startswith("val_") and k.endswith("top5"))
@@ -229,6 +245,9 @@ def main():
     parser.add_argument("--keras_augmentation", default="keras", choices=["keras", "ours"],
                         help="the Keras path's augmentation: its own layers (default), or ours "
                              "applied in its tf.data map (a control that isolates the loop)")
+    parser.add_argument("--keras_input", default="keras", choices=["keras", "ours"],
+                        help="what feeds model.fit: image_dataset_from_directory (default), or "
+                             "our InputPipeline (a control that leaves only the loop different)")
     parser.add_argument("--json")
     parser.add_argument("--child_seed", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
