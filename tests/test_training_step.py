@@ -214,3 +214,61 @@ def test_uneven_evaluation_on_two_towers_scores_every_image_once():
     expected = tf.nn.softmax(model(images, training=False)["logits"]).numpy()
     np.testing.assert_allclose(np.concatenate(probs), expected, atol=1e-5)
     np.testing.assert_array_equal(np.concatenate(seen), labels.numpy())
+
+
+def test_the_step_updates_the_weights_exactly_as_model_fit_does():
+    """Our hand-written step (under MirroredStrategy, with the 0.3-weighted aux losses, L2 decay,
+    Nesterov SGD on a schedule) against Keras' own `model.fit` of the same network, from the same
+    weights on the same batches: the reference a user would otherwise train with. Dropout is off,
+    so nothing random is left."""
+    from training.optimization import EpochSchedule
+    rng = np.random.default_rng(3)
+    steps, size, batch_size, weight_decay = 3, 32, 8, 2e-4
+    images = rng.uniform(-1, 1, (steps * batch_size, size, size, 3)).astype(np.float32)
+    labels = rng.integers(0, NUM_CLASSES, steps * batch_size).astype(np.int32)
+
+    def network():
+        keras.utils.set_random_seed(0)
+        return inception.build_model("googlenet_bn", NUM_CLASSES, size, width_multiplier=0.125,
+                                     dropout_rate=0.0, aux_dropout_rate=0.0)
+
+    def optimizer():
+        return keras.optimizers.SGD(EpochSchedule(0.05, "cosine", steps, 1), momentum=0.9,
+                                    nesterov=True)
+    strategy = devices.make_strategy(cpu_devices(1))
+    with strategy.scope():
+        ours, our_optimizer = network(), optimizer()
+        our_optimizer.build(ours.trainable_variables)
+    step = make_train_step(ours, our_optimizer, strategy,
+                           StepConfig(batch_size, NUM_CLASSES, weight_decay=weight_decay))
+    for i in range(steps):
+        part = slice(i * batch_size, (i + 1) * batch_size)
+        step(tf.constant(images[part]), tf.constant(labels[part]))
+
+    net = network()
+    heads = ("logits", "aux1", "aux2")
+
+    class Heads(keras.Model):  # every head an output, and the L2 term in the loss
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def call(self, x, training=False):
+            out = self.net(x, training=training)
+            if training:
+                self.add_loss(weight_decay * tf.add_n(
+                    [tf.nn.l2_loss(v) for v in net.trainable_variables
+                     if v.path.endswith("kernel")]))
+                return tuple(out[h] for h in heads)
+            return tuple(out["logits"] for _ in heads)
+    reference = Heads()
+    reference.compile(optimizer(), loss=[keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True)] * 3, loss_weights=[1.0, 0.3, 0.3])
+    reference.fit(images, (labels,) * 3, batch_size=batch_size, epochs=1, shuffle=False,
+                  verbose=0)
+    moved = 0.0
+    for a, b, c in zip(ours.trainable_variables, net.trainable_variables,
+                       network().trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
+        moved = max(moved, float(np.abs(a.numpy() - c.numpy()).max()))
+    assert moved > 1e-3  # both trained
