@@ -253,16 +253,12 @@ def test_a_float16_checkpoint_resumes_in_float32_and_back(data_dir, tmp_path):
 
 
 def test_augmenting_on_the_towers_trains_the_same_model(data_dir, tmp_path):
-    # The same seed: the same batches, crops, dropout and weights whether the host's pipeline or
-    # each tower augments (what GPUs do by default), up to float32 rounding (in bfloat16 the
-    # rounding of the few ops that differ grows to 5e-4 of the loss in six steps).
-    # (Seeded by hand: --deterministic would also switch on op determinism for the whole test
-    # process, which XLA's CPU gradients do not support.)
-    import keras
+    # The same seed: the same batches, crops, dropout and initial weights whether the host's
+    # pipeline or each tower augments (what GPUs do by default), up to float32 rounding (in
+    # bfloat16 the rounding of the few ops that differ grows to 5e-4 of the loss in six steps).
     runs = {}
     for where in ("host", "device"):
         run_dir = str(tmp_path / where)
-        keras.utils.set_random_seed(0)  # the same initial weights and dropout masks
         trainer = Trainer(resolve_config(settings(data_dir, run_dir, augment_on=where,
                                                   mixed_precision=False)),
                           towers=cpu_devices(2), print_fn=lambda *a: None)
@@ -275,7 +271,6 @@ def test_augmenting_on_the_towers_trains_the_same_model(data_dir, tmp_path):
                                    host_logs[f"{tower}/main_loss"], rtol=1e-5)
     for a, b in zip(host_model.weights, device_model.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-3, atol=1e-5)
-    keras.utils.set_random_seed(0)
     moved = Trainer(resolve_config(settings(data_dir, str(tmp_path / "fresh"), augment_on="host",
                                             mixed_precision=False)),
                     towers=cpu_devices(2), print_fn=lambda *a: None).model
@@ -283,6 +278,22 @@ def test_augmenting_on_the_towers_trains_the_same_model(data_dir, tmp_path):
     assert max(np.abs(a.numpy() - b.numpy()).max()
                for a, b in zip(host_model.trainable_weights, moved.trainable_weights)) > 1e-3
     assert host_logs.keys() == device_logs.keys()
+
+
+def test_the_seed_sets_the_initial_weights_and_dropout_state(data_dir, tmp_path):
+    import keras
+
+    def initial(seed, name):
+        keras.utils.set_random_seed(1000 + len(name))  # whatever the process drew before
+        model = Trainer(resolve_config(settings(data_dir, str(tmp_path / name), seed=seed)),
+                        towers=cpu_devices(1), print_fn=lambda *a: None).model
+        return [v.numpy() for v in model.weights]
+
+    first, again, other = initial(3, "a"), initial(3, "bb"), initial(4, "ccc")
+    assert len(first) == len(again) and all(np.array_equal(a, b) for a, b in zip(first, again))
+    # model.weights include the dropout layers' seed-generator states.
+    differing = sum(not np.array_equal(a, b) for a, b in zip(first, other))
+    assert differing > len(first) // 4
 
 
 def test_out_of_memory_suggests_a_smaller_batch(data_dir, tmp_path, monkeypatch):

@@ -41,7 +41,8 @@ class TrainConfig:
         "test/ holding class folders.")
     test_fraction: float = setting(0.3, "Held-out fraction for datasets without a test split "
                                    "(stratified per class, saved in the run directory).")
-    seed: int = setting(0, "Seed of the split, the shuffling and the augmentation.")
+    seed: int = setting(
+        0, "Seed of the split, the shuffling, the augmentation, the initial weights and dropout.")
     cache: str = setting(
         "auto", "Where decoded images are cached: memory; disk (raw pixels in a file); "
         "disk_jpeg (re-encoded JPEGs in a file: a fraction of the bytes, a decode per read); "
@@ -98,7 +99,8 @@ class TrainConfig:
         "parameters go to each tower, which augments them: a third of the bytes and no host "
         "cores). Same result either way. auto = device on GPUs, host on CPU towers.",
         lambda: devices.AUGMENT_ON)
-    deterministic: bool = setting(False, "Deterministic ops and seeds (slower).")
+    deterministic: bool = setting(
+        False, "Deterministic ops, so a run with a given --seed repeats exactly (slower).")
     # -- Run directory, logging, checkpoints -------------------------------------------------
     run_dir: Optional[str] = setting(None, "Run directory (default runs/<dataset>-<model>). "
                                      "Re-running a command resumes the run in it.")

@@ -115,7 +115,6 @@ class Trainer:
             self.towers = towers or devices.configure_towers(config.num_gpus, config.towers_on_cpu)
             self.strategy = devices.make_strategy(self.towers)
         if config.deterministic:
-            keras.utils.set_random_seed(config.seed)
             tf.config.experimental.enable_op_determinism()
         self.per_tower_batch = devices.check_batch_size(config.batch_size,
                                                         self.strategy.num_replicas_in_sync)
@@ -159,6 +158,9 @@ class Trainer:
     def _build_model_and_optimizer(self, restart):
         """Model, optimiser and checkpoints in the strategy's scope, restored when resuming."""
         config = self.config
+        # The initial weights and dropout's random state follow --seed, so two runs with one seed
+        # start alike (a resumed run restores both from its checkpoint instead).
+        keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
             self.model = build_model_from_config(config)
             self.optimizer, self.schedule = optimization.build_optimizer(config,
