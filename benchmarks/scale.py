@@ -11,6 +11,10 @@ training step (`training.loop.Trainer`, minigooglenet x0.25, batch 64), then one
 the training pipeline alone. It reports, per run:
   - seconds to list and split; first-pass img/s (training subset); seconds from the process's
     start to the end of the first training step (TensorFlow's import included);
+  - during the first pass: the cores this process kept busy (its CPU seconds over the wall
+    seconds), the cores the whole machine kept busy (other processes included) and the share of
+    CPU time the hypervisor took away (steal, from /proc/stat): what tells a first pass slowed by
+    its own pipeline (few cores busy) from one slowed by the machine (steal, or other processes);
   - cache bytes per image (memory: resident-memory growth over the fill; disk: bytes on disk)
     and the process's peak resident memory;
   - epochs 2+ img/s of the input pipeline alone (no model; 150,000 images or one epoch, from
@@ -56,6 +60,16 @@ def rss_bytes():
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
+def cpu_jiffies():
+    """Machine-wide (busy, steal, total) CPU time from /proc/stat, in clock ticks."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    steal = fields[7] if len(fields) > 7 else 0
+    total = sum(fields[:8])
+    return total - idle - steal, steal, total
+
+
 def measure(data_dir, cache, image_size, batch_size):
     """One (N, cache) run, in this process; a dict of figures."""
     from input_pipeline.memory import limit_malloc_arenas
@@ -76,12 +90,18 @@ def measure(data_dir, cache, image_size, batch_size):
 
     def timed_pipeline(examples, **kwargs):
         before, start = rss_bytes(), time.perf_counter()
+        cpu_before, machine_before = time.process_time(), cpu_jiffies()
         pipeline = pipeline_class(examples, **kwargs)
         if kwargs.get("training"):
             seconds = time.perf_counter() - start
+            busy, steal, total = (b - a for a, b in zip(machine_before, cpu_jiffies()))
+            ticks = os.sysconf("SC_CLK_TCK")
             timings.update(first_pass_seconds=seconds,
                            first_pass_images_per_second=len(examples) / seconds,
-                           fill_rss_growth=rss_bytes() - before)
+                           fill_rss_growth=rss_bytes() - before,
+                           first_pass_cores_busy=(time.process_time() - cpu_before) / seconds,
+                           first_pass_machine_cores_busy=busy / ticks / seconds,
+                           first_pass_steal_fraction=steal / max(total, 1))
         return pipeline
 
     input_pipeline.load_dataset, input_pipeline.InputPipeline = timed_load, timed_pipeline
@@ -117,6 +137,9 @@ def measure(data_dir, cache, image_size, batch_size):
             train_images=train.num_examples, heldout_images=trainer.test_data.num_examples,
             list_and_split_seconds=timings["list_and_split_seconds"],
             first_pass_images_per_second=timings["first_pass_images_per_second"],
+            first_pass_cores_busy=timings["first_pass_cores_busy"],
+            first_pass_machine_cores_busy=timings["first_pass_machine_cores_busy"],
+            first_pass_steal_fraction=timings["first_pass_steal_fraction"],
             seconds_to_first_step=first_step,
             cache_bytes_per_image=cache_bytes / train.num_examples,
             decoded_bytes_per_image=size * size * 3,
@@ -150,12 +173,15 @@ def spread(rows, key):
 
 
 def report(results):
-    print(f"\n{'N':>8} {'cache':>9} | {'split s':>7} {'pass img/s':>10} {'1st step s':>10} | "
+    print(f"\n{'N':>8} {'cache':>9} | {'split s':>7} {'pass img/s':>10} {'cores':>11} "
+          f"{'steal':>5} {'1st step s':>10} | "
           f"{'KB/img':>7} {'peak RSS GB':>11} | {'ep2+ img/s':>10} | {'classes':>7} "
           f"{'chi2':>6} {'p':>5}")
     for r in results:
         print(f"{r['n']:>8,} {r['cache']:>9} | {r['list_and_split_seconds']:7.1f} "
-              f"{r['first_pass_images_per_second']:10,.0f} {r['seconds_to_first_step']:10.1f} | "
+              f"{r['first_pass_images_per_second']:10,.0f} "
+              f"{r['first_pass_cores_busy']:4.2f} of {r['first_pass_machine_cores_busy']:4.2f} "
+              f"{r['first_pass_steal_fraction']:5.1%} {r['seconds_to_first_step']:10.1f} | "
               f"{r['cache_bytes_per_image'] / 1e3:7.1f} {r['peak_rss_bytes'] / 1e9:11.2f} | "
               f"{r['epoch2_images_per_second']:10,.0f} | {r['first_batch_classes']:7d} "
               f"{r['first_batch_chi_square']:6.1f} {r['first_batch_p']:5.2f}")
@@ -213,7 +239,10 @@ def main():
             out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             results.append(json.loads(out.strip().splitlines()[-1]))
             r = results[-1]
-            print(f"N={n:,} {cache}: first pass {r['first_pass_images_per_second']:,.0f} img/s, "
+            print(f"N={n:,} {cache}: first pass {r['first_pass_images_per_second']:,.0f} img/s "
+                  f"({r['first_pass_cores_busy']:.2f} cores busy of the machine's "
+                  f"{r['first_pass_machine_cores_busy']:.2f}, steal "
+                  f"{r['first_pass_steal_fraction']:.1%}), "
                   f"epochs 2+ {r['epoch2_images_per_second']:,.0f} img/s", flush=True)
     checks = report(results)
     if args.json:
