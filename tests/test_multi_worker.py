@@ -21,9 +21,9 @@ WORKER = textwrap.dedent("""
     import numpy as np
     from training import loop
     from training.run_dir import resolve_config
-    data_dir, run_dir, out, epochs = sys.argv[1:5]
+    data_dir, run_dir, out, epochs, model = sys.argv[1:6]
     config = resolve_config(dict(dataset="folder", data_dir=data_dir, run_dir=run_dir,
-                                 model="googlenet", image_size=32, width_multiplier=0.125,
+                                 model=model, image_size=32, width_multiplier=0.125,
                                  batch_size=4, epochs=int(epochs), log_every=1, lr=0.01,
                                  lr_schedule="constant", warmup_epochs=0,
                                  strategy="multi_worker"))
@@ -48,7 +48,7 @@ def free_ports(n):
     return ports
 
 
-def start_workers(tmp_path, data_dir, run_dir, epochs, command_line=False):
+def start_workers(tmp_path, data_dir, run_dir, epochs, model, command_line=False):
     """Two workers on 127.0.0.1: WORKER (which saves the weights), or with `command_line` the
     real train.py with the same settings."""
     script = tmp_path / "worker.py"
@@ -61,12 +61,13 @@ def start_workers(tmp_path, data_dir, run_dir, epochs, command_line=False):
                                         "task": {"type": "worker", "index": index}})}
         if command_line:
             args = [os.path.join(ROOT, "train.py"), "--dataset=folder", f"--data_dir={data_dir}",
-                    f"--run_dir={run_dir}", "--model=googlenet", "--image_size=32",
+                    f"--run_dir={run_dir}", f"--model={model}", "--image_size=32",
                     "--width_multiplier=0.125", "--batch_size=4", f"--epochs={epochs}",
                     "--log_every=1", "--lr=0.01", "--lr_schedule=constant", "--warmup_epochs=0",
                     "--strategy=multi_worker"]
         else:
-            args = [str(script), data_dir, run_dir, str(tmp_path / f"w{index}.npz"), str(epochs)]
+            args = [str(script), data_dir, run_dir, str(tmp_path / f"w{index}.npz"), str(epochs),
+                    model]
         processes.append(subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE, text=True, env=env))
     return processes
@@ -76,7 +77,8 @@ def test_two_workers_train_the_same_model(tmp_path):
     data_dir = str(tmp_path / "photos")
     write_image_folder(data_dir, classes=("a", "b", "c"), per_class=8, size=(36, 36))
     run_dir = str(tmp_path / "run")
-    processes = start_workers(tmp_path, data_dir, run_dir, epochs=2)
+    # GoogLeNet: its aux heads' weights must stay in step across workers too.
+    processes = start_workers(tmp_path, data_dir, run_dir, epochs=2, model="googlenet")
     outputs = []
     try:
         for process in processes:
@@ -116,7 +118,8 @@ def test_a_dying_worker_stops_the_job_and_a_restart_resumes(tmp_path):
     data_dir = str(tmp_path / "photos")
     write_image_folder(data_dir, classes=("a", "b", "c"), per_class=8, size=(36, 36))
     run_dir = str(tmp_path / "run")
-    chief, other = start_workers(tmp_path, data_dir, run_dir, epochs=40)
+    # MiniGoogLeNet: what is tested is the cluster's behaviour, over 160 steps.
+    chief, other = start_workers(tmp_path, data_dir, run_dir, epochs=40, model="minigooglenet")
     index = os.path.join(run_dir, "checkpoints", "checkpoint")
     deadline = time.time() + 240
     while not os.path.exists(index) and chief.poll() is None and time.time() < deadline:
@@ -136,7 +139,8 @@ def test_a_dying_worker_stops_the_job_and_a_restart_resumes(tmp_path):
     # Restarting every worker with train.py resumes from that checkpoint and finishes the 40
     # epochs; every worker exits 0 (a cluster launcher would mark the job failed otherwise) and
     # says what it did.
-    restarted = start_workers(tmp_path, data_dir, run_dir, epochs=40, command_line=True)
+    restarted = start_workers(tmp_path, data_dir, run_dir, epochs=40, model="minigooglenet",
+                              command_line=True)
     outputs = [p.communicate(timeout=300) for p in restarted]
     for process, (stdout, stderr) in zip(restarted, outputs):
         assert process.returncode == 0, stderr[-3000:]

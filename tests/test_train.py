@@ -36,7 +36,7 @@ def run(args, timeout=300):
 def test_two_cpu_towers_end_to_end(data_dir, tmp_path):
     run_dir = str(tmp_path / "run")
     done = run(train_args(data_dir, run_dir, "--num_gpus=2", "--towers_on_cpu", "--epochs=2",
-                          "--model=googlenet"))
+                          "--model=minigooglenet"))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 tower(s) [cpu_0, cpu_1]" in done.stdout
     assert "Epoch 2/2: train loss" in done.stdout and "test top-1" in done.stdout
