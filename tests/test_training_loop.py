@@ -233,6 +233,7 @@ def test_float16_run_saves_its_loss_scale_and_resumes_with_it(data_dir, tmp_path
     assert all(np.isfinite(train[f"cpu_{t}/main_loss"]).all() for t in (0, 1))
 
 
+@pytest.mark.slow  # float16 is emulated on CPUs; the loss-scale resume test above covers CI
 def test_a_float16_checkpoint_resumes_in_float32_and_back(data_dir, tmp_path):
     # The optimizer's state is saved under the same names with and without loss scaling, so a run
     # trained on GPUs in float16 can go on on a CPU, and the other way round.
