@@ -121,9 +121,10 @@ def keras_path(args, seed):
             key = tf.random.uniform([2], maxval=2 ** 31 - 1, dtype=tf.int64)  # new every batch
             params = sample_augmentation(tf.shape(images)[0], key, ours)
             return apply_augmentation(images, params, size, ours)
-    steps = int(train.cardinality())
-    train = train.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=autotune)
-    if args.keras_input == "ours":
+    if args.keras_input == "keras":
+        steps = int(train.cardinality())
+        train = train.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=autotune)
+    else:
         # The control that leaves only the training loop different: our pipeline, model.fit.
         import input_pipeline
         from training.recipes import get_recipe

@@ -99,7 +99,7 @@ def test_same_seed_and_epoch_repeat_exactly(tmp_path):
 
 @pytest.mark.parametrize("global_seed", [0, 5])
 def test_the_order_ignores_a_global_tf_seed(tmp_path, global_seed):
-    # --deterministic sets TF's global seed (0 by default, which used to crash the shuffle).
+    # Every run sets TF's global seed from --seed (0 by default, which used to crash the shuffle).
     examples = unique_label_examples(str(tmp_path / "data"))
     pipeline = InputPipeline(examples, image_size=32, training=True, seed=7)
     expected = epoch(pipeline, 2)[1]

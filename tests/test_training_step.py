@@ -7,7 +7,14 @@ import tensorflow as tf
 import inception
 from conftest import cpu_devices
 from training import devices
-from training.step import StepConfig, make_eval_step, make_train_step, replica_step, tower_losses
+from training.step import (
+    StepConfig,
+    decayed_weights,
+    make_eval_step,
+    make_train_step,
+    replica_step,
+    tower_losses,
+)
 
 NUM_CLASSES = 5
 
@@ -262,8 +269,7 @@ def test_the_step_updates_the_weights_exactly_as_model_fit_does():
             out = self.net(x, training=training)
             if training:
                 self.add_loss(weight_decay * tf.add_n(
-                    [tf.nn.l2_loss(v) for v in net.trainable_variables
-                     if v.path.endswith("kernel")]))
+                    [tf.nn.l2_loss(v) for v in decayed_weights(net)]))
                 return tuple(out[h] for h in heads)
             return tuple(out["logits"] for _ in heads)
     reference = Heads()
