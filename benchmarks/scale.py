@@ -2,6 +2,7 @@
 
     python benchmarks/scale.py                                   # all three sizes, three caches
     python benchmarks/scale.py --sizes=10000,50000 --caches=disk_jpeg --json=scale.json
+    python benchmarks/scale.py --page_cache=warm                 # files read just before
 
 Class-sorted generated JPEG folders (benchmarks/collection.py: photo-like, 256-400 px, made once
 under --root and reused), 64-px input. Each (N, cache) runs in its own process through the real
@@ -21,14 +22,21 @@ the training pipeline alone. It reports, per run:
     the first batch);
   - the class mix of the epoch's first batch: chi-square statistic against the class frequencies
     and its Monte-Carlo p-value (uniform sampling gives p spread over (0, 1); a sweep through
-    the sorted classes gives p ~ 0).
+    the sorted classes gives p ~ 0);
+  - bytes the first pass fetched from the disk (/proc/self/io), as a share of its files' bytes:
+    about 1 when it read cold files, about 0 when they came from the page cache.
 and checks the targets: per-image costs within 1.3x between the smallest and largest N, peak
 memory with a disk cache within 1.3x across N, memory cache at most 1.5x the decoded bytes.
-Before each N, every one of its files is read once (timed: the disk's cold read rate), so each
-first pass decodes files from the page cache: otherwise the first run to touch a file pays for
-the disk and the next ones do not, and the first pass measures the disk's state, not the code.
-The disk caches live in a temporary directory on the same disk as --root; with 24 GB of RAM their
-files stay in the operating system's page cache, as they would on any machine with room for them.
+The page cache is set before every run (`--page_cache`):
+  - cold (the default): every file of the N is dropped from the page cache
+    (posix_fadvise DONTNEED), as on a user's first run over a collection, or over any collection
+    larger than the machine's memory (ImageNet's 140 GB). Before each N, the files are read once,
+    timed (the disk's cold read rate), and dropped again.
+  - warm: every file of the N is read just before each run.
+A warm page cache cannot be promised: the kernel may reclaim it behind the process's back (the
+2-core VM of the README's table runs DAMON, which pages out file pages left untouched for a
+minute), so the disk-bytes column says which state each run met.
+The disk caches live in a temporary directory on the same disk as --root.
 """
 import argparse
 import json
@@ -70,6 +78,12 @@ def cpu_jiffies():
     return total - idle - steal, steal, total
 
 
+def disk_read_bytes():
+    """Bytes this process has caused to be fetched from storage (page-cache hits excluded)."""
+    with open("/proc/self/io") as f:
+        return int(next(line for line in f if line.startswith("read_bytes:")).split()[1])
+
+
 def measure(data_dir, cache, image_size, batch_size):
     """One (N, cache) run, in this process; a dict of figures."""
     from input_pipeline.memory import limit_malloc_arenas
@@ -91,6 +105,7 @@ def measure(data_dir, cache, image_size, batch_size):
     def timed_pipeline(examples, **kwargs):
         before, start = rss_bytes(), time.perf_counter()
         cpu_before, machine_before = time.process_time(), cpu_jiffies()
+        disk_before = disk_read_bytes()
         pipeline = pipeline_class(examples, **kwargs)
         if kwargs.get("training"):
             seconds = time.perf_counter() - start
@@ -101,7 +116,9 @@ def measure(data_dir, cache, image_size, batch_size):
                            fill_rss_growth=rss_bytes() - before,
                            first_pass_cores_busy=(time.process_time() - cpu_before) / seconds,
                            first_pass_machine_cores_busy=busy / ticks / seconds,
-                           first_pass_steal_fraction=steal / max(total, 1))
+                           first_pass_steal_fraction=steal / max(total, 1),
+                           first_pass_disk_share=(disk_read_bytes() - disk_before) / sum(
+                               os.path.getsize(p) for p in examples.paths))
         return pipeline
 
     input_pipeline.load_dataset, input_pipeline.InputPipeline = timed_load, timed_pipeline
@@ -140,6 +157,7 @@ def measure(data_dir, cache, image_size, batch_size):
             first_pass_cores_busy=timings["first_pass_cores_busy"],
             first_pass_machine_cores_busy=timings["first_pass_machine_cores_busy"],
             first_pass_steal_fraction=timings["first_pass_steal_fraction"],
+            first_pass_disk_share=timings["first_pass_disk_share"],
             seconds_to_first_step=first_step,
             cache_bytes_per_image=cache_bytes / train.num_examples,
             decoded_bytes_per_image=size * size * 3,
@@ -152,11 +170,15 @@ def measure(data_dir, cache, image_size, batch_size):
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def jpeg_paths(folder):
+    return [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files
+            if f.endswith(".jpg")]
+
+
 def read_every_file(folder):
     """Reads every file under `folder` once, 16 at a time; (files, seconds, bytes)."""
     from concurrent.futures import ThreadPoolExecutor
-    paths = [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files
-             if f.endswith(".jpg")]
+    paths = jpeg_paths(folder)
 
     def read(path):
         with open(path, "rb") as f:
@@ -167,6 +189,17 @@ def read_every_file(folder):
     return len(paths), time.perf_counter() - start, total
 
 
+def drop_from_page_cache(folder):
+    """Evicts every file under `folder` from the operating system's page cache."""
+    os.sync()  # dirty pages cannot be dropped
+    for path in jpeg_paths(folder):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def spread(rows, key):
     values = [r[key] for r in rows]
     return max(values) / min(values)
@@ -174,14 +207,15 @@ def spread(rows, key):
 
 def report(results):
     print(f"\n{'N':>8} {'cache':>9} | {'split s':>7} {'pass img/s':>10} {'cores':>11} "
-          f"{'steal':>5} {'1st step s':>10} | "
+          f"{'steal':>5} {'disk':>5} {'1st step s':>10} | "
           f"{'KB/img':>7} {'peak RSS GB':>11} | {'ep2+ img/s':>10} | {'classes':>7} "
           f"{'chi2':>6} {'p':>5}")
     for r in results:
         print(f"{r['n']:>8,} {r['cache']:>9} | {r['list_and_split_seconds']:7.1f} "
               f"{r['first_pass_images_per_second']:10,.0f} "
               f"{r['first_pass_cores_busy']:4.2f} of {r['first_pass_machine_cores_busy']:4.2f} "
-              f"{r['first_pass_steal_fraction']:5.1%} {r['seconds_to_first_step']:10.1f} | "
+              f"{r['first_pass_steal_fraction']:5.1%} {r['first_pass_disk_share']:5.2f} "
+              f"{r['seconds_to_first_step']:10.1f} | "
               f"{r['cache_bytes_per_image'] / 1e3:7.1f} {r['peak_rss_bytes'] / 1e9:11.2f} | "
               f"{r['epoch2_images_per_second']:10,.0f} | {r['first_batch_classes']:7d} "
               f"{r['first_batch_chi_square']:6.1f} {r['first_batch_p']:5.2f}")
@@ -215,6 +249,9 @@ def main():
     parser.add_argument("--caches", default="memory,disk,disk_jpeg")
     parser.add_argument("--image_size", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--page_cache", choices=("cold", "warm"), default="cold",
+                        help="the collection's files before each run: dropped from the page "
+                             "cache (cold) or read just before (warm)")
     parser.add_argument("--json")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # "N,cache": measure in this process
     args = parser.parse_args()
@@ -228,10 +265,16 @@ def main():
     make_collection(root, max(sizes), CLASSES)
     results = []
     for n in sizes:
-        files, seconds, total = read_every_file(subset_view(root, n, CLASSES))
-        print(f"N={n:,}: read every file once: {files / seconds:,.0f} files/s, "
+        view = subset_view(root, n, CLASSES)
+        drop_from_page_cache(view)
+        files, seconds, total = read_every_file(view)
+        print(f"N={n:,}: read every file once from the disk: {files / seconds:,.0f} files/s, "
               f"{total / seconds / 1e6:,.0f} MB/s", flush=True)
         for cache in args.caches.split(","):
+            if args.page_cache == "cold":
+                drop_from_page_cache(view)
+            else:
+                read_every_file(view)
             # A fresh process per run: peak memory and the first step are its own.
             command = [sys.executable, os.path.abspath(__file__), f"--child={n},{cache}",
                        f"--root={root}", f"--image_size={args.image_size}",
@@ -242,13 +285,15 @@ def main():
             print(f"N={n:,} {cache}: first pass {r['first_pass_images_per_second']:,.0f} img/s "
                   f"({r['first_pass_cores_busy']:.2f} cores busy of the machine's "
                   f"{r['first_pass_machine_cores_busy']:.2f}, steal "
-                  f"{r['first_pass_steal_fraction']:.1%}), "
+                  f"{r['first_pass_steal_fraction']:.1%}, {r['first_pass_disk_share']:.2f} of its "
+                  f"bytes from the disk), "
                   f"epochs 2+ {r['epoch2_images_per_second']:,.0f} img/s", flush=True)
     checks = report(results)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"results": results, "checks": [dict(name=n, value=v, target=t)
-                                                      for n, v, t in checks]}, f, indent=2)
+            json.dump({"page_cache": args.page_cache, "results": results,
+                       "checks": [dict(name=n, value=v, target=t) for n, v, t in checks]},
+                      f, indent=2)
 
 
 if __name__ == "__main__":
