@@ -362,7 +362,7 @@ def test_the_first_pass_shows_progress_and_the_cache(tmp_path, capsys):
             f"({size * size * 3 / 1e3:.1f} KB per image) in RAM") in out
 
 
-def test_the_first_pass_has_its_fixed_parallelism_and_no_autotuner(tmp_path):
+def test_the_first_pass_runs_without_the_autotuner_and_yields_every_example_once(tmp_path):
     # With tf.data's autotuner on, about half of all first passes ran at 70% speed with a core
     # idle (the README's "Cost as the data grows"); the pass's parallelism is fixed instead.
     examples = folder_examples(str(tmp_path / "data"), per_class=5)
