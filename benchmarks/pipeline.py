@@ -108,8 +108,8 @@ def main():
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
-    from input_pipeline.memory import limit_malloc_arenas
-    limit_malloc_arenas()  # as train.py does
+    from input_pipeline.memory import configure_malloc
+    configure_malloc()  # as train.py does
     import input_pipeline
     from input_pipeline.examples import Examples
 

@@ -5,7 +5,10 @@
 
 Every setting runs in its own process (thread pools and the precision policy are fixed once
 TensorFlow starts) and is reported as a ratio against the default, measured in the same run:
-  default        float32, TensorFlow's own thread pools, no XLA (oneDNN kernels, NHWC)
+  default        float32, TensorFlow's own thread pools, no XLA (oneDNN kernels, NHWC), glibc's
+                 malloc as it comes
+  malloc         glibc's malloc as train.py sets it (input_pipeline/memory.py: 2 arenas, freed
+                 memory kept for reuse)
   xla            --jit_compile: each tower's forward and backward pass compiled by XLA
   bfloat16       --mixed_precision: bfloat16 compute, float32 weights (what train.py uses on CPU)
   intra_cores_inter_1 / _2   one op's thread pool set to the core count; an inter-op pool of 1 / 2
@@ -15,11 +18,13 @@ is what the models use.
 import argparse
 import json
 import os
+import sys
 
 from harness import child_result, train_and_infer  # benchmarks/harness.py
 
 SETTINGS = {
     "default": {},
+    "malloc": {"malloc": True},
     "xla": {"jit_compile": True},
     "bfloat16": {"mixed_precision": True},
     "intra_cores_inter_1": {"intra_op": os.cpu_count(), "inter_op": 1},
@@ -28,6 +33,10 @@ SETTINGS = {
 
 
 def measure(args, setting):
+    if setting.get("malloc"):  # before TensorFlow starts its threads
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from input_pipeline.memory import configure_malloc
+        configure_malloc()
     import keras
     import tensorflow as tf
     if "intra_op" in setting:

@@ -45,8 +45,8 @@ def run(main):
     """absl's app.run(main) for an entry point, after the shared start-up."""
     from absl import app
 
-    from input_pipeline.memory import limit_malloc_arenas
-    limit_malloc_arenas()
+    from input_pipeline.memory import configure_malloc
+    configure_malloc()
     # SIGTERM (a scheduler's stop) as Ctrl+C, so training saves a checkpoint before it exits.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     app.run(_reporting_errors(main))
