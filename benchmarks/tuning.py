@@ -18,7 +18,6 @@ is what the models use.
 import argparse
 import json
 import os
-import sys
 
 from harness import child_result, train_and_infer  # benchmarks/harness.py
 
@@ -34,8 +33,7 @@ SETTINGS = {
 
 def measure(args, setting):
     if setting.get("malloc"):  # before TensorFlow starts its threads
-        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        from input_pipeline.memory import configure_malloc
+        from input_pipeline.memory import configure_malloc  # harness.py put the root on sys.path
         configure_malloc()
     import keras
     import tensorflow as tf
