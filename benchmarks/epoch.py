@@ -75,8 +75,9 @@ def main():
     step = steps_by_place["host"]
 
     def distributed(epoch, augment_on="host"):
-        return iter(strategy.distribute_datasets_from_function(
-            lambda ctx: pipeline.dataset(args.batch_size, epoch=epoch, augment_on=augment_on)))
+        return devices.distributed_iterator(
+            strategy, lambda ctx: pipeline.dataset(args.batch_size, epoch=epoch,
+                                                   augment_on=augment_on))
 
     # Warm up (trace the steps, start the runtime's thread pools) on epoch 0.
     first = next(distributed(0))

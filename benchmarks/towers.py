@@ -35,8 +35,8 @@ def measure(args, towers):
     images = tf.random.uniform((args.per_tower_batch, args.image_size, args.image_size, 3), -1, 1)
     labels = tf.random.uniform((args.per_tower_batch,), 0, args.classes, tf.int32)
     # Every tower gets its own batch through the same distributed-dataset path training uses.
-    batches = iter(strategy.distribute_datasets_from_function(
-        lambda ctx: tf.data.Dataset.from_tensors((images, labels)).repeat()))
+    batches = devices.distributed_iterator(
+        strategy, lambda ctx: tf.data.Dataset.from_tensors((images, labels)).repeat())
     seconds, std = timed(lambda: step(*next(batches))["total_loss"].numpy(), args.warmup,
                          args.steps)
     return dict(towers=towers, global_batch=global_batch, seconds=seconds, std=std,

@@ -12,6 +12,7 @@ _SETTINGS = (
     (M_TRIM_THRESHOLD, 2 ** 31 - 1, "MALLOC_TRIM_THRESHOLD_"),
     (M_MMAP_THRESHOLD, 32 << 20, "MALLOC_MMAP_THRESHOLD_"),
 )
+_applied = []  # the _SETTINGS entries configure_malloc applied, for reapply_malloc_settings
 
 
 def configure_malloc():
@@ -22,12 +23,12 @@ def configure_malloc():
       and the cache's resident memory grows to several times its decoded bytes; with 2 arenas it
       stays close to them (the README's "What each cache costs"; benchmarks/pipeline.py).
     - Freed memory is kept for reuse (a 256 MB top pad, no trimming, no mmap below 32 MB). Every
-      training step frees its activations and allocates them again; by default glibc gave those
-      pages back to the kernel and faulted them in anew: 41,000 page faults a step and a fifth
-      of the CPU time in the kernel for googlenet_bn at width 0.25 and 64 px, batch 64, on 2
-      cores. Kept, 11,000 faults, and the step fed by the input pipeline took 245 ms instead
-      of 308 ms; on a batch held in memory it ran 1.13x as fast (the README's Performance
-      section, benchmarks/tuning.py). The cache's first pass still hands its freed buffers back
+      training step frees its activations and allocates them again; by default glibc gives those
+      pages back to the kernel and faults them in anew: 41,000 page faults a step and a fifth of
+      the CPU time in the kernel for googlenet_bn at width 0.25 and 64 px, batch 64, on 2 cores.
+      Kept (with `reapply_malloc_settings` after TensorFlow's change), under 200, and the step
+      fed by the input pipeline took 224 ms instead of 281-292 ms (benchmarks/malloc.py, the
+      README's Performance section). The cache's first pass still hands its freed buffers back
       (`release_free_memory`).
     A parameter whose environment variable is set, or all of them when GLIBC_TUNABLES sets
     malloc tunables, is left as the user set it. Returns the names of the variables applied.
@@ -38,8 +39,29 @@ def configure_malloc():
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
         return []
-    return [name for parameter, value, name in _SETTINGS
-            if name not in os.environ and mallopt(parameter, value) == 1]
+    _applied[:] = [(parameter, value, name) for parameter, value, name in _SETTINGS
+                   if name not in os.environ and mallopt(parameter, value) == 1]
+    return [name for _, _, name in _applied]
+
+
+def reapply_malloc_settings():
+    """Sets again what `configure_malloc` set (nothing, if it was not called).
+
+    TensorFlow (2.21, on Python 3.11) fixes glibc's mmap threshold at 128 KB the first time a
+    process builds a GeneratorDataset kernel (tf.data's "Python 3.11 memory patch"), and
+    tf.distribute builds one for every distributed dataset's iterator. From then on every
+    allocation of 128 KB or more that the kept free memory cannot serve is mapped, faulted in
+    page by page and unmapped when freed, and more of them as the heap fragments: in train.py on
+    Tiny ImageNet the page faults rose from 36,000 to 101,000 a second over the first six
+    minutes and the epochs slowed from 255 to 215 images a second; set back, under 2,000 a
+    second and 283-296 images a second. Call this after making a distributed iterator
+    (training/devices.distributed_iterator does).
+    """
+    if not _applied:
+        return
+    mallopt = ctypes.CDLL("libc.so.6").mallopt
+    for parameter, value, _ in _applied:
+        mallopt(parameter, value)
 
 
 def release_free_memory():

@@ -6,6 +6,8 @@ import os
 
 import tensorflow as tf
 
+from input_pipeline.memory import reapply_malloc_settings
+
 STRATEGIES = ("auto", "mirrored", "multi_worker")
 
 
@@ -152,6 +154,15 @@ def make_strategy(devices):
         return tf.distribute.MirroredStrategy(
             devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
     return tf.distribute.MirroredStrategy(devices)
+
+
+def distributed_iterator(strategy, dataset_fn):
+    """An iterator over `strategy.distribute_datasets_from_function(dataset_fn)`: one batch per
+    tower a step. Making it sets glibc's mmap threshold to 128 KB (TensorFlow's doing, see
+    input_pipeline/memory.reapply_malloc_settings), so the entry points' setting is put back."""
+    iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+    reapply_malloc_settings()
+    return iterator
 
 
 def check_batch_size(global_batch, num_towers):

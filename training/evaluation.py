@@ -7,21 +7,22 @@ import tensorflow as tf
 
 from input_pipeline import Examples, InputPipeline
 from input_pipeline.crops import multi_crop_dataset
+from training import devices
 from training.step import make_eval_step
 
 
 def predict(model: keras.Model, strategy: tf.distribute.Strategy, pipeline: InputPipeline,
             per_tower_batch: int, eval_step=None, progress=None) -> Tuple[np.ndarray, np.ndarray]:
     """Softmax probabilities [N, classes] and labels [N] over one pass of `pipeline`."""
-    dataset = strategy.distribute_datasets_from_function(
-        lambda ctx: pipeline.dataset(per_tower_batch, drop_remainder=False))
-    return _collect(dataset, eval_step or make_eval_step(model, strategy), progress)
+    batches = devices.distributed_iterator(
+        strategy, lambda ctx: pipeline.dataset(per_tower_batch, drop_remainder=False))
+    return _collect(batches, eval_step or make_eval_step(model, strategy), progress)
 
 
-def _collect(dataset, eval_step, progress):
-    """Runs `eval_step` over a distributed dataset; every tower's probabilities and labels."""
+def _collect(batches, eval_step, progress):
+    """Runs `eval_step` over distributed batches; every tower's probabilities and labels."""
     probs, labels = [], []
-    for images, batch_labels in dataset:
+    for images, batch_labels in batches:
         tower_probs, tower_labels = eval_step(images, batch_labels)
         probs += [p.numpy() for p in tower_probs]
         labels += [y.numpy() for y in tower_labels]
@@ -47,9 +48,10 @@ def predict_crops(model: keras.Model, strategy: tf.distribute.Strategy, examples
                   image_size: int, crops: int, per_tower_batch: int, progress=None,
                   mirror: bool = True) -> Tuple[np.ndarray, np.ndarray]:
     """Softmax averaged over `crops` crops per image: probabilities [N, classes], labels [N]."""
-    dataset = strategy.distribute_datasets_from_function(
-        lambda ctx: multi_crop_dataset(examples, image_size, crops, per_tower_batch, mirror))
-    return _collect(dataset, make_eval_step(model, strategy), progress)
+    batches = devices.distributed_iterator(
+        strategy, lambda ctx: multi_crop_dataset(examples, image_size, crops, per_tower_batch,
+                                                 mirror))
+    return _collect(batches, make_eval_step(model, strategy), progress)
 
 
 def full_report(probs: np.ndarray, labels: np.ndarray, class_names: List[str]) -> dict:

@@ -265,7 +265,7 @@ class Trainer:
                 self.per_tower_batch, epoch=epoch, num_epochs=self.config.epochs - epoch,
                 take_batches=steps * towers, skip_batches=(start_step - epoch * steps) * towers,
                 augment_on=self.augment_on)
-        return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
+        return devices.distributed_iterator(self.strategy, dataset_fn)
 
     def _start_epoch(self, step):
         index = step // self.steps_per_epoch
