@@ -158,8 +158,9 @@ def make_strategy(devices):
 
 def distributed_iterator(strategy, dataset_fn):
     """An iterator over `strategy.distribute_datasets_from_function(dataset_fn)`: one batch per
-    tower a step. Making it sets glibc's mmap threshold to 128 KB (TensorFlow's doing, see
-    input_pipeline/memory.reapply_malloc_settings), so the entry points' setting is put back."""
+    tower a step. Making the first one sets glibc's mmap threshold to 128 KB (TensorFlow 2.21 on
+    Python 3.11 does, see input_pipeline/memory.reapply_malloc_settings), so the entry points'
+    malloc settings are put back after it."""
     iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
     reapply_malloc_settings()
     return iterator
