@@ -34,7 +34,8 @@ def measure(args, setting):
     from input_pipeline import memory
     if setting == "default":
         import ctypes
-        ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX only, as before memory.py
+        # The arena cap alone, as train.py set it before configure_malloc.
+        ctypes.CDLL("libc.so.6").mallopt(memory.M_ARENA_MAX, 2)
     else:
         memory.configure_malloc()
     import keras
