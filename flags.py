@@ -61,7 +61,11 @@ def given_settings(settings_class):
             continue
         value, kind = FLAGS[name].value, _base_type(field)
         if value is not None and kind is tuple:
-            value = tuple(float(v) for v in value)
+            try:
+                value = tuple(float(v) for v in value)
+            except ValueError:
+                raise ValueError(f"--{name}={','.join(value)}: expected numbers separated by "
+                                 f"commas") from None
         elif value is not None and kind in (int, float) and isinstance(value, str):  # an enum
             value = kind(value)
         given[field.name] = value

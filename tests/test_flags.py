@@ -42,6 +42,17 @@ def test_enum_choices_are_the_registries(name, registry):
     assert list(FLAGS[name].parser.enum_values) == list(registry)
 
 
+def test_a_list_that_is_not_numbers_is_refused_naming_its_flag():
+    FLAGS.unparse_flags()
+    FLAGS(["train.py", "--crop_area=0.2,big"])
+    try:
+        with pytest.raises(ValueError, match="--crop_area=0.2,big: expected numbers separated by "
+                                             "commas"):
+            flags.given_settings(TrainConfig)
+    finally:
+        FLAGS.unparse_flags()
+
+
 def test_given_settings_holds_only_what_the_command_line_set_in_the_fields_types():
     argv = ["train.py", "--lr=0.5", "--lr_decay_epochs=3,7.5", "--nonesterov", "--crops=10",
             "--checkpoint_dir=runs/x", "--batch_size=8"]

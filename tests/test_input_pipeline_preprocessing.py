@@ -62,6 +62,20 @@ def test_augmentation_range_determinism_and_variety():
     assert np.abs(a - c).mean() > 0.01
 
 
+@pytest.mark.parametrize("min_area, max_area", [(0.08, 1.0), (0.19, 0.75)])
+def test_crop_areas_stay_in_the_asked_range(min_area, max_area):
+    params = preprocessing.sample_augmentation(4000, tf.constant([5, 6]),
+                                               Augmentation(min_area=min_area, max_area=max_area))
+    y1, x1, y2, x2 = params["box"].numpy().T
+    area = (y2 - y1) * (x2 - x1)
+    assert area.min() >= min_area - 1e-5 and area.max() <= max_area + 1e-5
+    if max_area <= 0.75:
+        # Every such crop fits at aspect 3/4-4/3 (its longer side is at most sqrt(0.75 * 4/3)
+        # = 1), so none is redrawn and the area is uniform: mean halfway. (Larger crops at a
+        # far-from-square aspect overflow and are redrawn, which thins the areas above 0.75.)
+        assert abs(area.mean() - (min_area + max_area) / 2) < 0.01
+
+
 def test_augmentation_without_crop_flip_or_jitter_is_a_plain_resize():
     cached = np.random.default_rng(2).integers(0, 256, (37, 37, 3), dtype=np.uint8)
     identity = Augmentation(min_area=1.0, aspect_ratio=(1.0, 1.0), flip=False, color_jitter=False)

@@ -48,6 +48,11 @@ def check(given):
     (dict(label_smoothing=1.0), "--label_smoothing=1: must be a number >= 0 and < 1"),
     (dict(aux_weight=-0.3), "--aux_weight=-0.3: must be a number >= 0"),
     (dict(dropout_rate=1.0), "--dropout_rate=1: must be a number >= 0 and < 1"),
+    (dict(crop_area=(0.0, 1.0)), "--crop_area=0,1: must be two fractions min,max with 0 < min <= "
+     "max <= 1"),
+    (dict(crop_area=(0.8, 0.5)), "--crop_area=0.8,0.5: must be two fractions"),
+    (dict(crop_area=(0.2, 1.5)), "--crop_area=0.2,1.5: must be two fractions"),
+    (dict(crop_area=(0.5,)), "--crop_area=0.5: must be two fractions"),
     (dict(log_every=0), "--log_every=0: must be an integer >= 1"),
     (dict(checkpoint_every=-5), "--checkpoint_every=-5: must be an integer >= 0"),
     (dict(keep_checkpoints=-1), "--keep_checkpoints=-1: must be an integer >= 0"),
@@ -70,6 +75,8 @@ def test_settings_that_cannot_train_are_refused(given, message):
          label_smoothing=0.0, aux_weight=0.0, dropout_rate=0.0, keep_checkpoints=0),
     dict(dataset="folder", image_size=32, width_multiplier=4.0, test_fraction=0.5),
     dict(dataset="folder", epochs=1),  # the recipe's 2 warm-up epochs are cut short, not refused
+    dict(dataset="tiny_imagenet", crop_area=(0.19, 0.75)),
+    dict(crop_area=(1.0, 1.0)),  # no crop: the whole image, resized
 ])
 def test_settings_that_can_train_pass(given):
     assert check(given).batch_size >= 1

@@ -33,11 +33,13 @@ def settings(data_dir, run_dir, **extra):
 @pytest.fixture(scope="module")
 def two_tower_run(data_dir, tmp_path_factory):
     run_dir = str(tmp_path_factory.mktemp("run") / "two_towers")
-    config = resolve_config(settings(data_dir, run_dir, model="googlenet"))
+    config = resolve_config(settings(data_dir, run_dir, model="googlenet", crop_area=(0.3, 0.9)))
     trainer = Trainer(config, towers=cpu_devices(2), print_fn=lambda *a: None)
-    # A folder of 12 training images is a small collection: its recipe's augmentation.
-    assert trainer.train_data.augmentation == get_recipe("folder").augmentation_for(12)
+    # A folder of 12 training images is a small collection: its recipe's augmentation, with the
+    # crop's area range the run asked for.
+    assert trainer.train_data.augmentation == get_recipe("folder").augmentation_for(12, (0.3, 0.9))
     assert trainer.train_data.augmentation.hue == 0.0
+    assert trainer.train_data.augmentation.min_area == 0.3
     result = trainer.train()
     return run_dir, result
 
@@ -108,6 +110,7 @@ def test_checkpoints_and_resume(two_tower_run, data_dir):
     assert config.num_classes == 3
     # More epochs on the same run: it resumes at step 6 and continues the same curves.
     resumed = resolve_config({"run_dir": run_dir, "epochs": 3})
+    assert resumed.crop_area == (0.3, 0.9)  # the run's own settings, from its config.json
     assert Trainer(resumed, towers=cpu_devices(2), print_fn=lambda *a: None).train()["step"] == 9
     train, _ = scalars(os.path.join(run_dir, "train"))
     assert len(train["cpu_1/main_loss"]) == 9

@@ -1,4 +1,6 @@
 """The per-dataset recipes: one for every dataset reader, their augmentation, their defaults."""
+import dataclasses
+
 import pytest
 
 import input_pipeline
@@ -31,3 +33,10 @@ def test_small_folder_collections_train_with_gentler_crops_and_no_hue_shift():
     # Datasets with their own recipe are the same at every size.
     tiny = get_recipe("tiny_imagenet")
     assert tiny.augmentation_for(10) == tiny.augmentation_for(10 ** 6) == tiny.augmentation
+
+
+def test_a_crop_area_given_replaces_only_the_recipes_crop_range():
+    small = get_recipe("folder").augmentation_for(5_000, crop_area=(0.19, 0.75))
+    assert (small.min_area, small.max_area) == (0.19, 0.75)
+    assert small == dataclasses.replace(get_recipe("folder").augmentation_for(5_000),
+                                        min_area=0.19, max_area=0.75)  # hue 0 kept

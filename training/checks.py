@@ -101,6 +101,11 @@ def check_config(config, given=(), others_from=None):
     in_range("aux_weight", 0, None)
     if c.dropout_rate is not None:
         in_range("dropout_rate", 0, 1, high_open=True)
+    if c.crop_area is not None:
+        area = tuple(c.crop_area)
+        need("crop_area", len(area) == 2 and all(_number(a) for a in area)
+             and 0 < area[0] <= area[1] <= 1,
+             "must be two fractions min,max with 0 < min <= max <= 1")
 
     in_range("log_every", 1, None, integer=True)
     in_range("checkpoint_every", 0, None, integer=True)

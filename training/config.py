@@ -58,6 +58,10 @@ class TrainConfig:
     width_multiplier: Optional[float] = setting(None, "Scales every layer's channels (e.g. 0.25).")
     dropout_rate: Optional[float] = setting(None, "Dropout before the classifier (default: the "
                                             "model's).")
+    # -- Augmentation ------------------------------------------------------------------------
+    crop_area: Optional[tuple] = setting(
+        None, "Area of the random training crop, as min,max fractions of the image (Inception's "
+        "crop: 0.08,1). Default: the recipe's (training/recipes.py).")
     # -- Towers and batch --------------------------------------------------------------------
     num_gpus: Optional[int] = setting(None, "Number of towers, one per GPU. Default: every "
                                       "visible GPU, or one CPU tower without GPUs.")
@@ -124,8 +128,9 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"Unknown settings {sorted(unknown)}; valid: {sorted(known)}")
         values = dict(values)
-        if values.get("lr_decay_epochs") is not None:
-            values["lr_decay_epochs"] = tuple(values["lr_decay_epochs"])
+        for key in ("lr_decay_epochs", "crop_area"):  # lists in config.json
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
         return cls(**values)
 
 

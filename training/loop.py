@@ -134,7 +134,7 @@ class Trainer:
                              f"the data now has {self.splits.num_classes}")
         config.num_classes = self.splits.num_classes
         augmentation = recipes.get_recipe(config.dataset).augmentation_for(
-            len(self.splits.train))
+            len(self.splits.train), config.crop_area)
         common = dict(image_size=config.image_size, cache=config.cache,
                       cache_dir=role.cache_dir(config), report_dir=role.report_dir,
                       progress=self.print is print)

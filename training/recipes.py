@@ -21,10 +21,16 @@ class Recipe:
     small_augmentation: Optional[Augmentation] = None
     small_below: int = 0
 
-    def augmentation_for(self, num_train_images: int) -> Augmentation:
+    def augmentation_for(self, num_train_images: int, crop_area=None) -> Augmentation:
+        """The augmentation for a collection of that size; `crop_area` (min, max), when given,
+        replaces its crop's area range."""
+        augmentation = self.augmentation
         if self.small_augmentation is not None and num_train_images < self.small_below:
-            return self.small_augmentation
-        return self.augmentation
+            augmentation = self.small_augmentation
+        if crop_area is not None:
+            augmentation = dataclasses.replace(augmentation, min_area=crop_area[0],
+                                               max_area=crop_area[1])
+        return augmentation
 
 
 # What a recipe does not set.
