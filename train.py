@@ -36,4 +36,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    entry.run(main)
+    entry.run(main, stopped_note="The checkpoints saved so far are kept: the same command resumes "
+              "from the latest, or starts afresh if there is none yet.")

@@ -168,6 +168,39 @@ def test_ctrl_c_saves_and_the_same_command_resumes(data_dir, tmp_path):
     assert "Done at step 120" in resumed.stdout
 
 
+STOPPED_IN_FIRST_PASS = textwrap.dedent("""
+    import os, runpy, signal, sys
+    from input_pipeline import builder
+    first_pass = builder.InputPipeline._first_pass
+    def stopped_after_one_batch(self, *args):
+        for i, batch in enumerate(first_pass(self, *args)):
+            if i == 1:  # a scheduler's stop while the cache is being written
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield batch
+    builder.InputPipeline._first_pass = stopped_after_one_batch
+    builder._FILL_BATCH = 4  # several batches in the 12 training images
+    sys.argv = sys.argv[1:]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+""")
+
+
+def test_a_stop_during_the_first_pass_exits_with_one_line_and_the_same_command_starts(
+        data_dir, tmp_path):
+    script = tmp_path / "stopped.py"
+    script.write_text(STOPPED_IN_FIRST_PASS)
+    run_dir = str(tmp_path / "run")
+    # A disk cache, so the stop lands while its file is half written.
+    args = train_args(data_dir, run_dir, "--model=minigooglenet", "--epochs=1", "--cache=disk")
+    stopped = run([sys.executable, str(script), *args[1:]])
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert "Stopped by SIGTERM. The checkpoints saved so far are kept" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert not os.path.exists(os.path.join(run_dir, "checkpoints", "checkpoint"))
+    again = run(args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Done at step 3" in again.stdout
+
+
 DETERMINISTIC_RUN = textwrap.dedent("""
     import os, signal, sys
     from training import checkpoints, loop

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from conftest import cpu_devices, scalars, write_image_folder
 from training.checkpoints import Checkpoints
-from training.loop import Trainer, TrainingInterrupted
+from training.loop import Trainer, TrainingInterrupted, _StopOnSignal
 from training.recipes import get_recipe
 from training.run_dir import load_run_config, resolve_config, restore_model
 
@@ -323,3 +323,22 @@ def test_out_of_memory_suggests_a_smaller_batch(data_dir, tmp_path, monkeypatch)
     assert "Try --batch_size=2" in message
     # A run directory with no checkpoint: the smaller batch then starts it afresh.
     assert not os.path.exists(os.path.join(config.run_dir, "checkpoints", "checkpoint"))
+
+
+def test_a_second_signal_stops_at_once_through_the_handler_outside_the_loop():
+    outside = []
+
+    def entry_handler(signum, frame):  # as training/entry.py installs
+        outside.append(signum)
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, entry_handler)
+    try:
+        with _StopOnSignal() as stop:
+            os.kill(os.getpid(), signal.SIGTERM)  # the first: the loop saves and stops
+            assert stop.received == signal.SIGTERM and outside == []
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGTERM)  # the second: no waiting for the save
+        assert outside == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is entry_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -51,7 +51,10 @@ class _StopOnSignal:
         return self
 
     def _handle(self, signum, frame):
-        if self.received is not None:  # a second Ctrl+C: stop at once
+        if self.received is not None:  # a second Ctrl+C: stop at once, as outside the loop
+            previous = self.previous.get(signum)
+            if callable(previous):
+                previous(signum, frame)
             raise KeyboardInterrupt
         self.received = signum
         print(f"\n{signal.Signals(signum).name} received: saving a checkpoint at this step...",
