@@ -11,9 +11,10 @@ For each seed, one run of each, one after the other on the same machine:
 Same epochs, batch, SGD (momentum 0.9, Nesterov as in the tiny_imagenet recipe), per-step cosine
 schedule from the same rate, and the same L2 weight decay on conv and dense kernels (added to the
 loss, as training/step.py does). The augmentation is as close to ours as Keras' layers come:
-images loaded at our cache size (input / 0.875), RandomZoom in for an area of 25-100% (ours: a
-random crop of 25-100% of the area, aspect 3/4-4/3, anywhere), RandomCrop to the input size
-(random position), RandomFlip, RandomColorJitter (brightness, contrast, saturation, hue);
+images loaded at our cache size (input / 0.875), RandomZoom in for an area of 25-100%, then
+RandomCrop to the input size (random position): 19-75% of the image in all, against ours' random
+crop of 25-100% of the area at aspect 3/4-4/3 (`--crop_area=0.19,0.75` gives ours the Keras
+range); RandomFlip, RandomColorJitter (brightness, contrast, saturation, hue);
 evaluation takes the central crop of the same size, as ours. Both sides compute in the same
 precision, `--precision` (default float32, Keras' default; mixed_bfloat16 is what train.py picks
 on CPUs with AMX), so the comparison is of the input path and the training loop, not of number
@@ -47,7 +48,8 @@ def settings(args):
                 image_size=args.image_size, batch_size=args.batch_size, epochs=args.epochs,
                 lr=args.lr, lr_schedule="cosine", warmup_epochs=0, weight_decay=args.weight_decay,
                 nesterov=True, label_smoothing=0.0,
-                mixed_precision=args.precision != "float32")
+                mixed_precision=args.precision != "float32",
+                **({"crop_area": args.crop_area} if args.crop_area else {}))
 
 
 def run_ours(args, seed, run_dir):
@@ -68,6 +70,13 @@ def run_train_py(flags, run_dir):
         rows = list(csv.DictReader(f))
     return dict(top1=[float(r["heldout_top1"]) for r in rows],
                 top5=[float(r["heldout_top5"]) for r in rows], seconds=seconds)
+
+
+def our_augmentation(args):
+    """The tiny_imagenet recipe's augmentation, with --crop_area's range when given."""
+    from training.recipes import get_recipe
+    area = tuple(float(a) for a in args.crop_area.split(",")) if args.crop_area else None
+    return get_recipe("tiny_imagenet").augmentation_for(100_000, area)  # Tiny's training set
 
 
 def val_labels(root, class_names):
@@ -114,8 +123,7 @@ def keras_path(args, seed):
         # The control: Keras' path with our augmentation (input_pipeline/preprocessing.py, the
         # tiny_imagenet recipe's), so only the training loop and input path differ.
         from input_pipeline.preprocessing import apply_augmentation, sample_augmentation
-        from training.recipes import get_recipe
-        ours = get_recipe("tiny_imagenet").augmentation
+        ours = our_augmentation(args)
 
         def augment(images, training=True):
             key = tf.random.uniform([2], maxval=2 ** 31 - 1, dtype=tf.int64)  # new every batch
@@ -127,12 +135,11 @@ def keras_path(args, seed):
     else:
         # The control that leaves only the training loop different: our pipeline, model.fit.
         import input_pipeline
-        from training.recipes import get_recipe
         splits = input_pipeline.load_dataset("tiny_imagenet", root)
         assert splits.class_names == class_names
         pipeline = input_pipeline.InputPipeline(
             splits.train, image_size=size, training=True, seed=seed,
-            augmentation=get_recipe("tiny_imagenet").augmentation)
+            augmentation=our_augmentation(args))
         steps = pipeline.num_examples // args.batch_size
         train = pipeline.dataset(args.batch_size, num_epochs=args.epochs)
     net = inception.build_model(args.model, len(class_names), size,
@@ -249,6 +256,9 @@ def main():
     parser.add_argument("--keras_input", default="keras", choices=["keras", "ours"],
                         help="what feeds model.fit: image_dataset_from_directory (default), or "
                              "our InputPipeline (a control that leaves only the loop different)")
+    parser.add_argument("--crop_area", help="min,max: the area range of our random crop, as "
+                        "train.py's --crop_area (default: the tiny_imagenet recipe's 0.25,1), for "
+                        "ours and for the Keras path's controls that use our augmentation")
     parser.add_argument("--json")
     parser.add_argument("--child_seed", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
