@@ -5,6 +5,7 @@ values come from; flags.py turns the fields into the command-line flags and trai
 checks them. Settings left as None take the dataset's recipe (training/recipes.py).
 """
 import dataclasses
+import typing
 from typing import Callable, Optional
 
 import inception
@@ -128,9 +129,10 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"Unknown settings {sorted(unknown)}; valid: {sorted(known)}")
         values = dict(values)
-        for key in ("lr_decay_epochs", "crop_area"):  # lists in config.json
-            if values.get(key) is not None:
-                values[key] = tuple(values[key])
+        for field in dataclasses.fields(cls):  # tuple settings are lists in config.json
+            is_tuple = tuple in (field.type, *typing.get_args(field.type))
+            if is_tuple and values.get(field.name) is not None:
+                values[field.name] = tuple(values[field.name])
         return cls(**values)
 
 
