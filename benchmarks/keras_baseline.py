@@ -14,7 +14,8 @@ loss, as training/step.py does). The augmentation is as close to ours as Keras' 
 images loaded at our cache size (input / 0.875), RandomZoom in for an area of 25-100%, then
 RandomCrop to the input size (random position): 19-75% of the image in all, against ours' random
 crop of 25-100% of the area at aspect 3/4-4/3 (`--crop_area=0.19,0.75` gives ours the Keras
-range); RandomFlip, RandomColorJitter (brightness, contrast, saturation, hue);
+range); RandomFlip, RandomColorJitter (brightness, contrast, saturation, hue, with our ranges:
+`--keras_contrast` says why its contrast factor is given as two numbers);
 evaluation takes the central crop of the same size, as ours. Both sides compute in the same
 precision, `--precision` (default float32, Keras' default; mixed_bfloat16 is what train.py picks
 on CPUs with AMX), so the comparison is of the input path and the training loop, not of number
@@ -79,6 +80,14 @@ def our_augmentation(args):
     return get_recipe("tiny_imagenet").augmentation_for(100_000, area)  # Tiny's training set
 
 
+def contrast_factor(flag):
+    """--keras_contrast as RandomContrast's `factor`: "0.5,0.5" -> (0.5, 0.5), x0.5-1.5 as ours;
+    a single number stays one, which Keras 3 reads as (0, factor): x1.0-1.5, contrast only ever
+    raised (its docstring promises 1 - factor to 1 + factor)."""
+    values = [float(v) for v in flag.split(",")]
+    return tuple(values) if len(values) == 2 else values[0]
+
+
 def val_labels(root, class_names):
     """Official val/ labels in the alphanumeric order of the files, as Keras wants them."""
     index = {name: i for i, name in enumerate(class_names)}
@@ -112,8 +121,9 @@ def keras_path(args, seed):
         # Ours: brightness +-32/255, contrast and saturation x0.5-1.5, hue +-0.2 of the circle.
         # Keras scales saturation by f / (1 - f) and shifts hue by up to half its factor.
         keras.layers.RandomColorJitter(value_range=(0, 255), brightness_factor=32 / 255,
-                                       contrast_factor=0.5, saturation_factor=(1 / 3, 0.6),
-                                       hue_factor=0.4, seed=seed),
+                                       contrast_factor=contrast_factor(args.keras_contrast),
+                                       saturation_factor=(1 / 3, 0.6), hue_factor=0.4,
+                                       seed=seed),
         keras.layers.Rescaling(1 / 127.5, offset=-1.0)])
     center = keras.Sequential([keras.layers.CenterCrop(size, size),
                                keras.layers.Rescaling(1 / 127.5, offset=-1.0)])
@@ -256,6 +266,10 @@ def main():
     parser.add_argument("--keras_input", default="keras", choices=["keras", "ours"],
                         help="what feeds model.fit: image_dataset_from_directory (default), or "
                              "our InputPipeline (a control that leaves only the loop different)")
+    parser.add_argument("--keras_contrast", default="0.5,0.5",
+                        help="RandomColorJitter's contrast_factor: lower,upper (default "
+                             "x0.5-1.5, ours), or one number, which Keras 3 draws as x1.0-1.5 "
+                             "(the README's first eleven pairings used 0.5)")
     parser.add_argument("--crop_area", help="min,max: the area range of our random crop, as "
                         "train.py's --crop_area (default: the tiny_imagenet recipe's 0.25,1), for "
                         "ours and for the Keras path's controls that use our augmentation")
