@@ -84,7 +84,13 @@ def contrast_factor(flag):
     """--keras_contrast as RandomContrast's `factor`: "0.5,0.5" -> (0.5, 0.5), x0.5-1.5 as ours;
     a single number stays one, which Keras 3 reads as (0, factor): x1.0-1.5, contrast only ever
     raised (its docstring promises 1 - factor to 1 + factor)."""
-    values = [float(v) for v in flag.split(",")]
+    try:
+        values = [float(v) for v in flag.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2):
+        raise argparse.ArgumentTypeError(
+            f"expected one number or lower,upper (e.g. 0.5,0.5), got {flag!r}")
     return tuple(values) if len(values) == 2 else values[0]
 
 
@@ -121,7 +127,7 @@ def keras_path(args, seed):
         # Ours: brightness +-32/255, contrast and saturation x0.5-1.5, hue +-0.2 of the circle.
         # Keras scales saturation by f / (1 - f) and shifts hue by up to half its factor.
         keras.layers.RandomColorJitter(value_range=(0, 255), brightness_factor=32 / 255,
-                                       contrast_factor=contrast_factor(args.keras_contrast),
+                                       contrast_factor=args.keras_contrast,
                                        saturation_factor=(1 / 3, 0.6), hue_factor=0.4,
                                        seed=seed),
         keras.layers.Rescaling(1 / 127.5, offset=-1.0)])
@@ -266,7 +272,7 @@ def main():
     parser.add_argument("--keras_input", default="keras", choices=["keras", "ours"],
                         help="what feeds model.fit: image_dataset_from_directory (default), or "
                              "our InputPipeline (a control that leaves only the loop different)")
-    parser.add_argument("--keras_contrast", default="0.5,0.5",
+    parser.add_argument("--keras_contrast", default="0.5,0.5", type=contrast_factor,
                         help="RandomColorJitter's contrast_factor: lower,upper (default "
                              "x0.5-1.5, ours), or one number, which Keras 3 draws as x1.0-1.5 "
                              "(the README's first eleven pairings used 0.5)")
