@@ -15,6 +15,7 @@ from absl import flags as absl_flags
 
 import flags  # noqa: F401  (declares the flags)
 from input_pipeline.preprocessing import decode_image, preprocess_for_eval
+from training.recipes import get_recipe
 from training.run_dir import restore_model
 
 FLAGS = absl_flags.FLAGS
@@ -26,6 +27,7 @@ def main(argv):
         raise app.UsageError("usage: predict.py --checkpoint_dir=RUN_DIR IMAGE [IMAGE ...]")
     model, config, class_names, _, _ = restore_model(FLAGS.checkpoint_dir, FLAGS.checkpoint)
     k = min(FLAGS.top_k, len(class_names))
+    trained_with = get_recipe(config.dataset).augmentation  # evaluation sees what training did
     failures = 0
     for path in paths:
         try:
@@ -34,7 +36,8 @@ def main(argv):
             print(f"{path}: skipped, not a readable image ({error.message.splitlines()[0]})")
             failures += 1
             continue
-        logits = model(preprocess_for_eval(image, config.image_size)[None], training=False)
+        image = preprocess_for_eval(image, config.image_size, trained_with.eval_fraction)
+        logits = model(image[None], training=False)
         probs = tf.nn.softmax(logits["logits"])[0].numpy()
         top = np.argsort(-probs)[:k]
         print(f"{path}: " + ", ".join(f"{class_names[i]} {probs[i]:.3f}" for i in top))

@@ -169,16 +169,19 @@ def keras_path(args, seed):
 
 
 def fit_and_score(net, train, val, optimizer, epochs, weight_decay=0.0, aux_weight=AUX_WEIGHT,
-                  steps_per_epoch=None):
+                  steps_per_epoch=None, label_smoothing=0.0, callbacks=()):
     """`model.fit` of `net` on batched (image, label) datasets: every head a cross-entropy loss
-    (the aux heads weighted `aux_weight`), plus `weight_decay` times the L2 of the conv and dense
-    kernels; per-epoch top-1 / top-5 on `val`."""
+    (the aux heads weighted `aux_weight`, every head's targets smoothed by `label_smoothing` as
+    training/step.py does), plus `weight_decay` times the L2 of the conv and dense kernels;
+    per-epoch top-1 / top-5 on `val`."""
     import keras
     import tensorflow as tf
 
     from training.step import decayed_weights
     size = train.element_spec[0].shape[1]
-    heads = sorted(net(tf.zeros([1, size, size, 3]), training=True), key=lambda k: k != "logits")
+    outputs = net(tf.zeros([1, size, size, 3]), training=True)
+    heads = sorted(outputs, key=lambda k: k != "logits")
+    num_classes = outputs["logits"].shape[-1]
 
     class WithHeadsAndDecay(keras.Model):
         """Every head as an output (the aux heads exist only in training, so evaluation repeats
@@ -198,18 +201,24 @@ def fit_and_score(net, train, val, optimizer, epochs, weight_decay=0.0, aux_weig
             return tuple(out["logits"] for _ in heads)
 
     model = WithHeadsAndDecay()
-    model.compile(optimizer,
-                  loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * len(heads),
+    if label_smoothing:  # Keras' sparse loss has no smoothing: one-hot targets instead
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                    label_smoothing=label_smoothing)
+        metrics = ["categorical_accuracy", keras.metrics.TopKCategoricalAccuracy(5, name="top5")]
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        metrics = ["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")]
+    model.compile(optimizer, loss=[loss] * len(heads),
                   loss_weights=[1.0 if h == "logits" else aux_weight for h in heads],
-                  metrics=[["accuracy",
-                            keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")]]
-                  + [[] for _ in heads[1:]])
+                  metrics=[metrics] + [[] for _ in heads[1:]])
     autotune = tf.data.AUTOTUNE
 
     def per_head(dataset):  # one label per head
-        return dataset.map(lambda x, y: (x, (y,) * len(heads))).prefetch(autotune)
+        def targets(y):
+            return tf.one_hot(y, num_classes) if label_smoothing else y
+        return dataset.map(lambda x, y: (x, (targets(y),) * len(heads))).prefetch(autotune)
     history = model.fit(per_head(train), validation_data=per_head(val), epochs=epochs,
-                        steps_per_epoch=steps_per_epoch, verbose=2)
+                        steps_per_epoch=steps_per_epoch, verbose=2, callbacks=list(callbacks))
     logs = history.history
     top1 = next(v for k, v in logs.items() if k.startswith("val_") and k.endswith("accuracy"))
     top5 = next(v for k, v in logs.items() if k.startswith("val_") and k.endswith("top5"))

@@ -99,7 +99,9 @@ class InputPipeline:
         # part of the key, so two workers do not walk their shards in the same pattern.
         base_seed = random.randrange(2 ** 31) if seed is None else int(seed)
         self._key = tf.constant([base_seed, shard_index], tf.int64)
+        # Training and evaluation crops of one model agree on the cached square (its margin).
         self.augmentation = augmentation
+        self.cache_size = preprocessing.cache_size(image_size, augmentation.eval_fraction)
         self.cache_mode = self._resolve_cache_mode(cache, cache_dir)
         self._store = self._fill(cache_dir, progress)
         release_free_memory()
@@ -123,10 +125,10 @@ class InputPipeline:
     def _decoded(self, encode=False):
         """(uint8 cache-size square, example index) of every readable example, in order; with
         `encode`, the square as JPEG bytes instead (for the compact disk cache)."""
-        image_size = self.image_size
+        image_size, eval_fraction = self.image_size, self.augmentation.eval_fraction
 
         def square(image):
-            image = preprocessing.resize_for_cache(image, image_size)
+            image = preprocessing.resize_for_cache(image, image_size, eval_fraction)
             if encode:  # in the parallel map, so the first pass's threads share the encoding
                 return tf.io.encode_jpeg(image, quality=JPEG_QUALITY, chroma_downsampling=False)
             return image
@@ -154,12 +156,13 @@ class InputPipeline:
 
     def _read_file(self, path):
         image = preprocessing.decode_image(tf.io.read_file(path))
-        return preprocessing.resize_for_cache(image, self.image_size)
+        return preprocessing.resize_for_cache(image, self.image_size,
+                                              self.augmentation.eval_fraction)
 
     def _fill(self, cache_dir, progress):
         """The first pass: decodes everything into a new store (or finds a complete disk store
         made earlier from the same files). Without a cache it only finds the readable files."""
-        size = preprocessing.cache_size(self.image_size)
+        size = self.cache_size
         shape = (size, size, 3)
         self._reused = False
         if self.cache_mode in _DISK_STORES:
@@ -211,7 +214,7 @@ class InputPipeline:
         decode per read; the README's cache table measures both)."""
         if cache != "auto":
             return cache
-        size = preprocessing.cache_size(self.image_size)
+        size = self.cache_size
         decoded = len(self.examples) * size * size * 3
         if decoded <= available_memory_bytes() / 2:
             mode = "memory"
@@ -245,6 +248,8 @@ class InputPipeline:
     def _cache_file(self, cache_dir):
         # Named after the content, so a cache made for other files or another size is never reused.
         digest = hashlib.sha1(str(self.image_size).encode())
+        if self.cache_size != preprocessing.cache_size(self.image_size):  # a "pad" crop's cache
+            digest.update(f"{self.cache_size}px".encode())
         digest.update(self.examples.labels.tobytes())
         if self.examples.paths is not None:
             digest.update("\n".join(self.examples.paths).encode())
@@ -297,14 +302,15 @@ class InputPipeline:
             images = self.examples.images
             image = tf.numpy_function(lambda i: images[i], [example], tf.uint8, stateful=False)
             image.set_shape([None, None, 3])
-            image = preprocessing.resize_for_cache(image, self.image_size)
+            image = preprocessing.resize_for_cache(image, self.image_size,
+                                                   self.augmentation.eval_fraction)
         else:
             image = self._read_file(tf.gather(self._paths_tensor, example))
         return image, tf.gather(self._record_labels, record)
 
     def _read_records(self, records):
         """From the store: a batch of records -> (uint8 squares [B, C, C, 3], labels [B])."""
-        size = preprocessing.cache_size(self.image_size)
+        size = self.cache_size
         if isinstance(self._store, JpegDiskStore):
             encoded = tf.numpy_function(self._store.read, [records], tf.string, stateful=False)
             encoded.set_shape([None])
@@ -363,12 +369,13 @@ class InputPipeline:
             def inputs(i, batch):
                 images, labels = batch if self._store is None else self._read_records(batch)
                 if not training:
-                    return preprocessing.eval_crop(images, image_size), labels
+                    return (preprocessing.eval_crop(images, image_size,
+                                                    augmentation.eval_fraction), labels)
                 # augment, batched: each image gets its own crop, flip and jitter, drawn from
                 # (seed, shard, epoch, batch) and applied to the whole batch in a few ops.
                 params = preprocessing.sample_augmentation(
                     tf.shape(images)[0], tf.random.experimental.stateless_fold_in(augment_key, i),
-                    augmentation)
+                    augmentation, image_size)
                 if on_device:
                     return dict(images=images, **params), labels
                 return (preprocessing.apply_augmentation(images, params, image_size,

@@ -1,14 +1,26 @@
-"""CIFAR-10, python version: `cifar-10-batches-py/` pickles, with the official 50000/10000 split."""
+"""CIFAR-10 in either form it is handed out in, with the official 50000/10000 split.
+
+- the python version: `cifar-10-batches-py/` pickles (the original archive);
+- image folders: `train/<class>/*.jpg|png` and `test/<class>/...` (the form of many copies).
+Both give the same ten classes in the same order (the archive's batches.meta order, which is
+alphabetical), so a model trained on one form is scored and used alike with the other.
+"""
 import os
 import pickle
 
 import numpy as np
 
 from input_pipeline.examples import Examples, RawDataset
-from input_pipeline.folder import dataset_root
+from input_pipeline.folder import dataset_root, list_class_folders, read_class_folders
 
+# The order of the archive's batches.meta: label i is CLASS_NAMES[i] in both layouts.
+CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+               "truck")
 LAYOUT = """  DATA_DIR/  (or DATA_DIR/cifar-10-batches-py/)
-    data_batch_1 ... data_batch_5, test_batch, batches.meta   (python pickles)"""
+    data_batch_1 ... data_batch_5, test_batch, batches.meta   (python pickles)
+  or
+  DATA_DIR/
+    train/<class>/*.jpg|png   test/<class>/*.jpg|png   (the ten classes: airplane ... truck)"""
 
 
 def _unpickle(path):
@@ -37,10 +49,30 @@ def _read_batches(root, names, num_classes):
     return Examples(labels, images=np.concatenate(images))
 
 
-def load(data_dir):
-    root = dataset_root(data_dir, "cifar10", LAYOUT, "cifar-10-batches-py")
+def _load_pickles(root):
     meta = _unpickle(os.path.join(root, "batches.meta"))
     class_names = [n.decode() for n in meta[b"label_names"]]
     train = _read_batches(root, [f"data_batch_{i}" for i in range(1, 6)], len(class_names))
     test = _read_batches(root, ["test_batch"], len(class_names))
     return RawDataset(class_names, train, test)
+
+
+def _load_folders(root):
+    subsets = {}
+    for subset in ("train", "test"):
+        folder = os.path.join(root, subset)
+        found = list_class_folders(folder, "cifar10", LAYOUT)
+        if sorted(found) != sorted(CLASS_NAMES):
+            raise ValueError(f"{folder!r} has class folders {', '.join(found)}; the cifar10 "
+                             f"dataset expects the ten classes {', '.join(CLASS_NAMES)}")
+        paths, labels = read_class_folders(folder, list(CLASS_NAMES), dataset="cifar10")
+        subsets[subset] = Examples(np.array(labels), paths=np.array(paths))
+    return RawDataset(list(CLASS_NAMES), subsets["train"], subsets["test"])
+
+
+def load(data_dir):
+    root = dataset_root(data_dir, "cifar10", LAYOUT, "cifar-10-batches-py")
+    if os.path.isdir(os.path.join(root, "train")) and not os.path.exists(
+            os.path.join(root, "data_batch_1")):
+        return _load_folders(root)
+    return _load_pickles(root)

@@ -2,10 +2,11 @@
 
 1 and 10 crops start from the same `cache_size` square the training pipeline caches; the centre
 one of the 10 is exactly the single evaluation crop, so 10-crop differs from 1-crop only by
-averaging. 144 crops follow Section 7 of the paper: the shorter side resized to 256, 288, 320 and
-352 (scaled by image_size / 224); the left, centre and right (or top, middle, bottom) squares;
-of each square the 4 corners and the centre at the input size plus the square resized to it;
-each also mirrored: 4 x 3 x 6 x 2 = 144.
+averaging. (A model trained with crop="pad" is evaluated on the whole image, `eval_fraction` 1:
+its five crops are then all the whole image.) 144 crops follow Section 7 of the paper: the
+shorter side resized to 256, 288, 320 and 352 (scaled by image_size / 224); the left, centre
+and right (or top, middle, bottom) squares; of each square the 4 corners and the centre at the
+input size plus the square resized to it; each also mirrored: 4 x 3 x 6 x 2 = 144.
 A model trained without flips (the digits: a mirrored 2 is not a 2) is scored without the mirrored
 half: 5 and 72 crops.
 """
@@ -22,9 +23,9 @@ CROP_COUNTS = (1, 10, 144)
 PAPER_SCALES = (256, 288, 320, 352)
 
 
-def _central_crop_size(size):
+def _central_crop_size(size, eval_fraction=EVAL_CROP_FRACTION):
     # tf.image.central_crop's arithmetic, so the centre crop here equals `eval_crop`'s.
-    return size - 2 * int((size - size * EVAL_CROP_FRACTION) / 2)
+    return size - 2 * int((size - size * eval_fraction) / 2)
 
 
 def _five_crops(square, crop, out_size):
@@ -40,18 +41,18 @@ def _with_mirrors(crops, mirror):
     return crops + [tf.image.flip_left_right(c) for c in crops] if mirror else crops
 
 
-def ten_crops(image, image_size, mirror=True):
+def ten_crops(image, image_size, mirror=True, eval_fraction=EVAL_CROP_FRACTION):
     """[10, S, S, 3] in [-1, 1]: centre + 4 corners, then the same mirrored. First = 1-crop."""
-    square = resize_for_cache(image, image_size)
-    crops = _five_crops(square, _central_crop_size(square.shape[0]), image_size)
+    square = resize_for_cache(image, image_size, eval_fraction)
+    crops = _five_crops(square, _central_crop_size(square.shape[0], eval_fraction), image_size)
     return scale_to_unit_range(tf.stack(_with_mirrors(crops, mirror)))
 
 
-def one_crop(image, image_size, mirror=True):
-    return ten_crops(image, image_size, mirror=False)[:1]
+def one_crop(image, image_size, mirror=True, eval_fraction=EVAL_CROP_FRACTION):
+    return ten_crops(image, image_size, mirror=False, eval_fraction=eval_fraction)[:1]
 
 
-def paper_144_crops(image, image_size, mirror=True):
+def paper_144_crops(image, image_size, mirror=True, eval_fraction=EVAL_CROP_FRACTION):
     """[144, S, S, 3] in [-1, 1], the paper's multi-scale crops (see the module docstring)."""
     image = tf.cast(image, tf.float32)
     height, width = tf.shape(image)[0], tf.shape(image)[1]
@@ -78,23 +79,25 @@ def paper_144_crops(image, image_size, mirror=True):
     return scale_to_unit_range(tf.clip_by_value(tf.stack(crops), 0, 255))
 
 
-def crops_fn(count, mirror=True):
+def crops_fn(count, mirror=True, eval_fraction=EVAL_CROP_FRACTION):
     """The function image -> [count, S, S, 3] for --crops=count ([count / 2, ...] for 10 and 144
-    without `mirror`)."""
+    without `mirror`). `eval_fraction` is the training crop's (preprocessing.Augmentation)."""
     functions = {1: one_crop, 10: ten_crops, 144: paper_144_crops}
     if count not in functions:
         raise ValueError(f"--crops must be one of {CROP_COUNTS}, got {count}")
-    return lambda image, image_size: functions[count](image, image_size, mirror=mirror)
+    return lambda image, image_size: functions[count](image, image_size, mirror=mirror,
+                                                      eval_fraction=eval_fraction)
 
 
 def crops_per_image(count, mirror=True):
     return count if mirror or count == 1 else count // 2
 
 
-def multi_crop_dataset(examples, image_size, crops, batch_size, mirror=True):
+def multi_crop_dataset(examples, image_size, crops, batch_size, mirror=True,
+                       eval_fraction=EVAL_CROP_FRACTION):
     """(crops [B, C, S, S, 3], labels [B]) straight from the files (or arrays); unreadable files
     are dropped with their labels. Without `mirror` the mirrored half of the crops is left out."""
-    make_crops = crops_fn(crops, mirror)
+    make_crops = crops_fn(crops, mirror, eval_fraction)
     if examples.images is not None:
         ds = tf.data.Dataset.from_tensor_slices((examples.images, examples.labels))
     else:

@@ -32,7 +32,8 @@ DATASETS = {
     "mini_imagenet": DatasetSpec(mini_imagenet.load,
                                  "mini-ImageNet, all 100 classes merged and re-split"),
     "tiny_imagenet": DatasetSpec(tiny_imagenet.load, "Tiny ImageNet, val/ as the test split"),
-    "cifar10": DatasetSpec(cifar10.load, "CIFAR-10 python pickles, the official split"),
+    "cifar10": DatasetSpec(cifar10.load,
+                           "CIFAR-10 pickles or train/ test/ folders, the official split"),
     "imagenet": DatasetSpec(imagenet.load, "ILSVRC 2012 train/ and val/"),
 }
 

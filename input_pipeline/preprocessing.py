@@ -1,7 +1,12 @@
 """Decoding and augmentation, shared by the training pipeline, evaluation and the exported model.
 
-Images are cached as squares of `cache_size(image_size)` pixels, so the evaluation's central 87.5%
-crop of a cached image is exactly `image_size` (224 from 256, as "resize 256, crop 224" does).
+Two kinds of training crop (docs/reference.md, "Preprocessing"):
+- "inception": images are cached as squares of `cache_size(image_size)` pixels, so the
+  evaluation's central 87.5% crop of a cached image is exactly `image_size` (224 from 256, as
+  "resize 256, crop 224" does); training takes Inception's random area crops of the square.
+- "pad": the CIFAR way for images already at the input size: the cache is the whole image at
+  `image_size`, training shifts it by up to `pad` pixels each way (zero padding, then a random
+  crop of the original size), and evaluation sees the whole image.
 """
 import dataclasses
 import math
@@ -10,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 EVAL_CROP_FRACTION = 0.875
+CROP_KINDS = ("inception", "pad")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,10 +28,21 @@ class Augmentation:
     flip: bool = True
     color_jitter: bool = True
     hue: float = 0.2  # largest hue shift, as a fraction of the colour circle
+    crop: str = "inception"  # one of CROP_KINDS
+    pad: int = 4  # the largest shift in pixels, for crop="pad"
+
+    def __post_init__(self):
+        if self.crop not in CROP_KINDS:
+            raise ValueError(f"Unknown crop {self.crop!r}; valid: {', '.join(CROP_KINDS)}")
+
+    @property
+    def eval_fraction(self) -> float:
+        """The share of the cached square that evaluation sees (and so the cache's margin)."""
+        return 1.0 if self.crop == "pad" else EVAL_CROP_FRACTION
 
 
-def cache_size(image_size):
-    return int(math.ceil(image_size / EVAL_CROP_FRACTION))
+def cache_size(image_size: int, eval_fraction: float = EVAL_CROP_FRACTION) -> int:
+    return int(math.ceil(image_size / eval_fraction))
 
 
 def decode_image(encoded):
@@ -39,9 +56,9 @@ def decode_image(encoded):
     return image
 
 
-def resize_for_cache(image, image_size):
+def resize_for_cache(image, image_size, eval_fraction=EVAL_CROP_FRACTION):
     """Squashes to a `cache_size` square (all of the image kept; crops fix the aspect later)."""
-    size = cache_size(image_size)
+    size = cache_size(image_size, eval_fraction)
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     # Shrinking, the area filter (each output pixel the mean of the input it covers) antialiases
     # like bilinear-with-antialias at about half the cost, the biggest part of the first epoch.
@@ -56,16 +73,19 @@ def scale_to_unit_range(image):
     return tf.cast(image, tf.float32) / 127.5 - 1.0
 
 
-def eval_crop(cached, image_size):
-    """Central 87.5% crop of a cached square, resized to `image_size`, scaled to [-1, 1]."""
-    image = tf.image.central_crop(cached, EVAL_CROP_FRACTION)
-    image = tf.image.resize(image, [image_size, image_size], method="bilinear")
+def eval_crop(cached, image_size, eval_fraction=EVAL_CROP_FRACTION):
+    """Central crop (`eval_fraction` of each side) of a cached square, resized to `image_size`,
+    scaled to [-1, 1]."""
+    if eval_fraction < 1.0:
+        cached = tf.image.central_crop(cached, eval_fraction)
+    image = tf.image.resize(cached, [image_size, image_size], method="bilinear")
     return scale_to_unit_range(image)
 
 
-def preprocess_for_eval(image, image_size):
+def preprocess_for_eval(image, image_size, eval_fraction=EVAL_CROP_FRACTION):
     """Any uint8 [H, W, 3] image -> the evaluation input: the same path the pipeline takes."""
-    return eval_crop(resize_for_cache(image, image_size), image_size)
+    return eval_crop(resize_for_cache(image, image_size, eval_fraction), image_size,
+                     eval_fraction)
 
 
 # RGB <-> YIQ: saturation scales the two chroma axes (I, Q) and hue rotates them, so both are one
@@ -78,18 +98,24 @@ _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
 _CROP_ATTEMPTS = 10
 
 
-def sample_augmentation(batch_size, seed, augmentation=Augmentation()):
+def sample_augmentation(batch_size, seed, augmentation=Augmentation(), image_size=None):
     """Random augmentation parameters for a batch of `batch_size` images, from a [2] int `seed`
     (stateless: every epoch's crops are reproducible). float32 [B] tensors, except box [B, 4]:
-    the crop as normalised (y1, x1, y2, x2) of the cached square.
+    the crop as normalised (y1, x1, y2, x2) of the cached square. `image_size` is needed for
+    crop="pad" (a pixel's share of the square).
 
     Crops follow Inception's sampler: area fraction uniform in [min_area, max_area], log aspect
-    ratio uniform, the first of 10 tries that fits, else the whole image; position uniform.
+    ratio uniform, the first of 10 tries that fits, else the whole image; position uniform. With
+    crop="pad", a whole-image box shifted by a whole number of pixels, uniform in -pad..pad on
+    each axis.
     """
     seeds = tf.random.experimental.stateless_split(seed, 10)
 
     def draw(i, low, high, shape=None):
         return tf.random.stateless_uniform(shape or [batch_size], seeds[i], low, high)
+    if augmentation.crop == "pad":
+        box = _shifted_boxes(batch_size, seeds[9], augmentation.pad, image_size)
+        return _with_flip_and_jitter(dict(box=box), batch_size, draw, augmentation)
     tries = [batch_size, _CROP_ATTEMPTS]
     area = draw(0, augmentation.min_area, augmentation.max_area, tries)
     low, high = augmentation.aspect_ratio
@@ -101,8 +127,24 @@ def sample_augmentation(batch_size, seed, augmentation=Augmentation()):
     width = tf.where(any_fits, tf.gather(width, first, batch_dims=1), 1.0)
     height = tf.where(any_fits, tf.gather(height, first, batch_dims=1), 1.0)
     top, left = draw(2, 0.0, 1.0) * (1.0 - height), draw(3, 0.0, 1.0) * (1.0 - width)
-    params = dict(box=tf.stack([top, left, top + height, left + width], axis=1),
-                  flip=tf.zeros([batch_size]), brightness=tf.zeros([batch_size]),
+    box = tf.stack([top, left, top + height, left + width], axis=1)
+    return _with_flip_and_jitter(dict(box=box), batch_size, draw, augmentation)
+
+
+def _shifted_boxes(batch_size, seed, pad, image_size):
+    """[B, 4] boxes of a whole `image_size` square moved by dy, dx in -pad..pad pixels.
+
+    crop_and_resize samples output pixel i of a box (y1, y2) at y1 * (C - 1) + i * (y2 - y1) *
+    (C - 1) / (S - 1); with C = S and y1 = dy / (C - 1), y2 = y1 + 1 that is pixel dy + i
+    exactly (no interpolation), and pixels off the square read 0: the zero padding.
+    """
+    shift = tf.random.stateless_uniform([batch_size, 2], seed, -pad, pad + 1, dtype=tf.int32)
+    start = tf.cast(shift, tf.float32) / float(max(image_size - 1, 1))
+    return tf.concat([start, start + 1.0], axis=1)
+
+
+def _with_flip_and_jitter(params, batch_size, draw, augmentation):
+    params.update(flip=tf.zeros([batch_size]), brightness=tf.zeros([batch_size]),
                   saturation=tf.ones([batch_size]), hue=tf.zeros([batch_size]),
                   contrast=tf.ones([batch_size]))
     if augmentation.flip:

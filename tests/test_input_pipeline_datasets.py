@@ -254,3 +254,57 @@ def test_imagenet_val_folders_or_flat_with_labels(tmp_path):
     (flat / "LOC_val_solution.csv").write_text("ILSVRC2012_val_00000000,n77 1 2 3 4\n")
     with pytest.raises(ValueError, match="line 1: class 'n77' has no train/ folder"):
         input_pipeline.load_dataset("imagenet", str(flat))
+
+
+CIFAR10_CLASSES = ("airplane automobile bird cat deer dog frog horse ship truck").split()
+
+
+def _cifar10_both_layouts(tmp_path, per_batch=10):
+    """The same random images as the archive's pickles and as train/ test/ PNG folders (PNG:
+    lossless, so both layouts must decode to identical pixels)."""
+    from PIL import Image
+    rng = np.random.default_rng(1)
+    pickles, folders = tmp_path / "pickles" / "cifar-10-batches-py", tmp_path / "folders"
+    pickles.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        labels = rng.permutation(per_batch).tolist()  # every class in every batch
+        pickle.dump({b"data": data, b"labels": labels}, open(pickles / name, "wb"))
+        subset = "test" if name == "test_batch" else "train"
+        for i, (row, label) in enumerate(zip(data, labels)):
+            folder = folders / subset / CIFAR10_CLASSES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            image = row.reshape(3, 32, 32).transpose(1, 2, 0)
+            Image.fromarray(image).save(folder / f"{name}-{i:04d}.png")
+    pickle.dump({b"label_names": [n.encode() for n in CIFAR10_CLASSES]},
+                open(pickles / "batches.meta", "wb"))
+    return pickles.parent, folders
+
+
+def _by_label(examples):
+    """{label: sorted list of image bytes}: the examples as a multiset per class."""
+    from input_pipeline.preprocessing import decode_image
+    images = (examples.images if examples.images is not None else
+              [decode_image(open(p, "rb").read()).numpy() for p in examples.paths])
+    grouped = {}
+    for label, image in zip(examples.labels.tolist(), images):
+        grouped.setdefault(label, []).append(np.asarray(image).tobytes())
+    return {label: sorted(found) for label, found in grouped.items()}
+
+
+def test_cifar10_pickles_and_image_folders_give_the_same_split_and_classes(tmp_path):
+    pickles, folders = _cifar10_both_layouts(tmp_path)
+    from_pickles = input_pipeline.load_dataset("cifar10", str(pickles))
+    from_folders = input_pipeline.load_dataset("cifar10", str(folders))
+    assert from_pickles.class_names == from_folders.class_names == CIFAR10_CLASSES
+    assert len(from_folders.train) == 50 and len(from_folders.test) == 10
+    for subset in ("train", "test"):
+        assert (_by_label(getattr(from_pickles, subset))
+                == _by_label(getattr(from_folders, subset)))
+
+
+def test_cifar10_folders_with_other_classes_are_refused_by_name(tmp_path):
+    write_image_folder(str(tmp_path / "train"), classes=("cat", "dog"), per_class=1)
+    write_image_folder(str(tmp_path / "test"), classes=("cat", "dog"), per_class=1)
+    with pytest.raises(ValueError, match=r"train'? has class folders cat, dog; .*ten classes"):
+        input_pipeline.load_dataset("cifar10", str(tmp_path))

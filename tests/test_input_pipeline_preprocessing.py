@@ -148,3 +148,54 @@ def test_hue_shifts_stay_within_the_recipes_range(hue):
         assert np.abs(shifts).max() > 0.95 * hue and abs(shifts.mean()) < 0.05 * hue
     else:
         assert not shifts.any()
+
+
+PAD = Augmentation(crop="pad", pad=4, color_jitter=False)
+
+
+def _find_shift(original, augmented, pad):
+    """(flipped, dy, dx) such that `augmented` is `original`, maybe mirrored, moved by (dy, dx)
+    with zeros where it moved in from outside; None if no shift within `pad` gives it."""
+    size = original.shape[0]
+    for flipped in (False, True):
+        padded = np.zeros((size + 2 * pad, size + 2 * pad, 3), np.float32)
+        padded[pad:pad + size, pad:pad + size] = original
+        for dy in range(-pad, pad + 1):
+            for dx in range(-pad, pad + 1):
+                view = padded[pad + dy:pad + dy + size, pad + dx:pad + dx + size]
+                if flipped:
+                    view = view[:, ::-1]
+                if np.abs(view - augmented).max() < 1e-3:
+                    return flipped, dy, dx
+    return None
+
+
+def test_pad_crop_keeps_the_size_shifts_at_most_4_px_and_covers_every_shift():
+    # 400 augmentations of one random 32 px image: each must be the image (maybe mirrored) moved
+    # by a whole number of pixels in -4..4 with black coming in; all 81 shifts appear (each has
+    # probability 1/81, so missing one in 400 draws has probability < 81 * (80/81)^400 < 1e-4).
+    size, draws = 32, 400
+    image = np.random.default_rng(0).integers(0, 256, (size, size, 3)).astype(np.float32)
+    images = tf.constant(np.repeat(image[None], draws, 0).astype(np.uint8))
+    params = preprocessing.sample_augmentation(draws, tf.constant([3, 4], tf.int64), PAD, size)
+    out = preprocessing.apply_augmentation(images, params, size, PAD).numpy()
+    assert out.shape == (draws, size, size, 3)
+    pixels = (out + 1.0) * 127.5
+    shifts = [_find_shift(image, pixels[i], 4) for i in range(draws)]
+    assert None not in shifts
+    assert {(dy, dx) for _, dy, dx in shifts} == {(dy, dx) for dy in range(-4, 5)
+                                                  for dx in range(-4, 5)}
+    flipped = sum(f for f, _, _ in shifts)
+    assert 140 < flipped < 260  # about half mirrored (binomial 400 x 0.5: 6 sd either side)
+
+
+def test_pad_crop_is_evaluated_on_the_whole_image_at_its_own_size():
+    image = np.random.default_rng(1).integers(0, 256, (32, 32, 3)).astype(np.uint8)
+    assert preprocessing.cache_size(32, PAD.eval_fraction) == 32
+    evaluated = preprocessing.preprocess_for_eval(tf.constant(image), 32, PAD.eval_fraction)
+    np.testing.assert_allclose(evaluated.numpy(), image / 127.5 - 1.0, atol=1e-6)
+
+
+def test_unknown_crop_kind_is_refused():
+    with pytest.raises(ValueError, match="Unknown crop 'random'; valid: inception, pad"):
+        Augmentation(crop="random")

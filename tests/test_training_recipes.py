@@ -40,3 +40,8 @@ def test_a_crop_area_given_replaces_only_the_recipes_crop_range():
     assert (small.min_area, small.max_area) == (0.19, 0.75)
     assert small == dataclasses.replace(get_recipe("folder").augmentation_for(5_000),
                                         min_area=0.19, max_area=0.75)  # hue 0 kept
+
+
+def test_crop_area_is_refused_for_a_recipe_that_shifts_whole_images():
+    with pytest.raises(ValueError, match=r"--crop_area .* shifts whole images .*'pad', up to 4"):
+        get_recipe("cifar10").augmentation_for(50_000, crop_area=(0.5, 1.0))

@@ -113,10 +113,13 @@ def evaluate_checkpoint(settings: EvalSettings, strategy: tf.distribute.Strategy
     def progress(n):
         seen[0] += n
         bar.update(seen[0])
-    # A model trained without flips is not scored on mirrored crops.
-    mirror = recipes.get_recipe(config.dataset).augmentation.flip
+    # A model trained without flips is not scored on mirrored crops, and one trained on whole
+    # shifted images (crop="pad") is scored on whole images.
+    trained_with = recipes.get_recipe(config.dataset).augmentation
+    mirror = trained_with.flip
     probs, labels = evaluation.predict_crops(model, strategy, examples, config.image_size,
-                                             settings.crops, per_tower, progress, mirror)
+                                             settings.crops, per_tower, progress, mirror,
+                                             trained_with.eval_fraction)
     report = evaluation.full_report(probs, labels, class_names)
     report["crops_used"] = crops_per_image(settings.crops, mirror)
     report["split"], report["split_chosen"] = settings.eval_split, settings.eval_split is not None
@@ -131,7 +134,8 @@ def evaluate_checkpoint(settings: EvalSettings, strategy: tf.distribute.Strategy
                 model = restore_model(settings.run_dir, path)[0]
             finally:
                 keras.mixed_precision.set_global_policy(policy)
-        export_saved_model(model, class_names, config.image_size, settings.export_dir)
+        export_saved_model(model, class_names, config.image_size, settings.export_dir,
+                           trained_with.eval_fraction)
         print_fn(f"Exported a SavedModel to {settings.export_dir}")
     report.update(step=step, checkpoint=path, probabilities=probs, labels=labels)
     return report

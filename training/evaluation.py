@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from input_pipeline import Examples, InputPipeline
 from input_pipeline.crops import multi_crop_dataset
+from input_pipeline.preprocessing import EVAL_CROP_FRACTION
 from training import devices
 from training.step import make_eval_step
 
@@ -46,11 +47,12 @@ def scores(probs: np.ndarray, labels: np.ndarray) -> dict:
 
 def predict_crops(model: keras.Model, strategy: tf.distribute.Strategy, examples: Examples,
                   image_size: int, crops: int, per_tower_batch: int, progress=None,
-                  mirror: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+                  mirror: bool = True, eval_fraction: float = EVAL_CROP_FRACTION
+                  ) -> Tuple[np.ndarray, np.ndarray]:
     """Softmax averaged over `crops` crops per image: probabilities [N, classes], labels [N]."""
     batches = devices.distributed_iterator(
         strategy, lambda ctx: multi_crop_dataset(examples, image_size, crops, per_tower_batch,
-                                                 mirror))
+                                                 mirror, eval_fraction))
     return _collect(batches, make_eval_step(model, strategy), progress)
 
 

@@ -147,6 +147,7 @@ class Trainer:
             self.splits.train, training=True, seed=config.seed, augmentation=augmentation,
             shard=shard, subset="train", **common)
         self.test_data = (input_pipeline.InputPipeline(self.splits.test, training=False,
+                                                       augmentation=augmentation,
                                                        subset=self.splits.test_name, **common)
                           if role.evaluates else None)
         # Workers meet in every all-reduce, so they must agree on the steps per epoch: computed

@@ -28,6 +28,10 @@ class Recipe:
         if self.small_augmentation is not None and num_train_images < self.small_below:
             augmentation = self.small_augmentation
         if crop_area is not None:
+            if augmentation.crop != "inception":
+                raise ValueError(f"--crop_area sets the range of Inception's area crops; this "
+                                 f"recipe shifts whole images instead (crop={augmentation.crop!r}"
+                                 f", up to {augmentation.pad} px)")
             augmentation = dataclasses.replace(augmentation, min_area=crop_area[0],
                                                max_area=crop_area[1])
         return augmentation
@@ -62,11 +66,13 @@ RECIPES = {
         dict(model="googlenet_64", epochs=70, batch_size=64, lr=0.01, nesterov=True,
              lr_schedule="polynomial", warmup_epochs=0, weight_decay=2e-4, label_smoothing=0.0),
         Augmentation(min_area=0.25)),
-    # 32-px images lose their object in an 8% crop; 35% keeps it (flip and jitter as usual).
+    # Time to accuracy on a 2-core CPU: the standard CIFAR augmentation (4-px shifts, flips) at
+    # the native 32 px, a short warm-up then a linear decay to zero, Nesterov, label smoothing
+    # (docs/results.md, "CIFAR-10"). The published 70-epoch recipe is in docs/reference.md.
     "cifar10": Recipe(
-        dict(model="minigooglenet", epochs=70, batch_size=64, lr=5e-3, lr_schedule="polynomial",
-             warmup_epochs=0, weight_decay=5e-4, label_smoothing=0.0),
-        Augmentation(min_area=0.35)),
+        dict(model="minigooglenet", epochs=10, batch_size=64, lr=0.05, nesterov=True,
+             lr_schedule="polynomial", warmup_epochs=2, weight_decay=5e-4, label_smoothing=0.1),
+        Augmentation(crop="pad", pad=4, color_jitter=False)),
     # MindSpore's recipe (docs/reference.md): lr 0.1 for batch 256, x0.3 at 70/140/210/280.
     "imagenet": Recipe(
         dict(model="googlenet_bn", epochs=300, batch_size=256, lr=0.1,

@@ -12,9 +12,12 @@ import shutil
 import tempfile
 from typing import Optional
 
+from absl import logging
+
 from training.config import TrainConfig
 from training.devices import Worker
 from training.history import EpochMeter, History
+from training.plot import write_run_plot
 from training.restart import set_aside_after
 from training.run_dir import DONE_FILE, save_run_config
 
@@ -77,9 +80,14 @@ class Role:
             self.history.append(**row)
 
     def epoch_saved(self):
-        """The epoch's checkpoint is written: its mid-epoch sums are no longer needed."""
+        """The epoch's checkpoint is written: its mid-epoch sums are no longer needed, and the
+        learning curves (history.png) are redrawn."""
         if self.is_chief:
             EpochMeter.clear(self.run_dir)
+            try:
+                write_run_plot(self.run_dir)
+            except OSError as error:  # a picture is never worth stopping the training for
+                logging.warning("Could not draw %s's history.png: %s", self.run_dir, error)
 
     def finish(self, step: int, checkpoint: str, evaluation: Optional[dict]) -> dict:
         """The run's result; the chief also marks the run finished for `evaluate.py --watch`."""
