@@ -36,7 +36,7 @@ def main():
     parser.add_argument("--json")
     args = parser.parse_args()
 
-    from input_pipeline.memory import configure_malloc
+    from runtime import configure_malloc
     configure_malloc()  # as train.py does
     import keras
 

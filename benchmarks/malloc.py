@@ -8,7 +8,7 @@ ImageNet's augmentation) through `distribute_datasets_from_function`, as trainin
 Each setting runs in its own process (malloc's settings and TensorFlow's change to them hold for
 the whole process) and is timed in --windows windows of --steps steps after --warmup, so a
 setting whose cost grows as the heap ages shows it:
-  default        glibc as it comes, capped at 2 arenas (train.py before input_pipeline/memory.py
+  default        glibc as it comes, capped at 2 arenas (train.py before runtime.py
                  kept freed memory)
   tf_threshold   configure_malloc() as the entry points call it, then the iterator made with plain
                  iter(): TensorFlow (2.21, on Python 3.11) sets the mmap threshold to 128 KB
@@ -31,13 +31,13 @@ SETTINGS = ("default", "tf_threshold", "entry_points")
 
 
 def measure(args, setting):
-    from input_pipeline import memory
+    import runtime
     if setting == "default":
         import ctypes
         # The arena cap alone, as train.py set it before configure_malloc.
-        ctypes.CDLL("libc.so.6").mallopt(memory.M_ARENA_MAX, 2)
+        ctypes.CDLL("libc.so.6").mallopt(runtime.M_ARENA_MAX, 2)
     else:
-        memory.configure_malloc()
+        runtime.configure_malloc()
     import keras
 
     import inception

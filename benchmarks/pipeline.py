@@ -108,7 +108,7 @@ def main():
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
-    from input_pipeline.memory import configure_malloc
+    from runtime import configure_malloc
     configure_malloc()  # as train.py does
     import input_pipeline
     from input_pipeline.examples import Examples

@@ -86,7 +86,7 @@ def disk_read_bytes():
 
 def measure(data_dir, cache, image_size, batch_size):
     """One (N, cache) run, in this process; a dict of figures."""
-    from input_pipeline.memory import configure_malloc
+    from runtime import configure_malloc
     configure_malloc()  # as train.py does
     import input_pipeline
     from input_pipeline import preprocessing

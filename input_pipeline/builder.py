@@ -30,12 +30,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from console import ProgressBar
 from input_pipeline import preprocessing
 from input_pipeline.examples import Examples
-from input_pipeline.memory import release_free_memory
 from input_pipeline.preprocessing import Augmentation
-from input_pipeline.progress import ProgressBar
 from input_pipeline.store import JPEG_QUALITY, DiskStore, JpegDiskStore, MemoryStore
+from runtime import release_free_memory
 
 # memory: raw pixels in RAM; disk: raw pixels in a file; disk_jpeg: re-encoded JPEGs in a file
 # (a fraction of the bytes, a decode per read); none: the original files every epoch. auto chooses

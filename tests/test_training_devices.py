@@ -77,7 +77,7 @@ def test_where_batches_are_augmented(choice, towers, where):
 ITERATOR = """
 import ctypes, json, sys
 sys.path.insert(0, {root!r})
-from input_pipeline.memory import configure_malloc
+from runtime import configure_malloc
 configure_malloc()
 import tensorflow as tf
 from training import devices

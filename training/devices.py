@@ -6,7 +6,7 @@ import os
 
 import tensorflow as tf
 
-from input_pipeline.memory import reapply_malloc_settings
+from runtime import reapply_malloc_settings
 
 STRATEGIES = ("auto", "mirrored", "multi_worker")
 
@@ -159,7 +159,7 @@ def make_strategy(devices):
 def distributed_iterator(strategy, dataset_fn):
     """An iterator over `strategy.distribute_datasets_from_function(dataset_fn)`: one batch per
     tower a step. Making the first one sets glibc's mmap threshold to 128 KB (TensorFlow 2.21 on
-    Python 3.11 does, see input_pipeline/memory.reapply_malloc_settings), so the entry points'
+    Python 3.11 does, see runtime.reapply_malloc_settings), so the entry points'
     malloc settings are put back after it."""
     iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
     reapply_malloc_settings()

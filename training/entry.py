@@ -63,7 +63,7 @@ def run(main, stopped_note=None):
     added to the line a stop by Ctrl+C / SIGTERM prints (what the user's next step is)."""
     from absl import app
 
-    from input_pipeline.memory import configure_malloc
+    from runtime import configure_malloc
     configure_malloc()
     # SIGTERM (a scheduler's stop) as Ctrl+C, so training saves a checkpoint before it exits.
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 import input_pipeline
-from input_pipeline.progress import ProgressBar
+from console import ProgressBar
 from training import devices, evaluation, optimization, recipes
 from training.checkpoints import Checkpoints
 from training.config import TrainConfig, build_model_from_config

@@ -1,6 +1,7 @@
 """A one-line console progress bar: done/total, a bar, named values, time left.
 
-Used for the first pass over the data and for each training epoch. On a terminal the line is
+Used for the first pass over the data (input_pipeline) and for each training epoch (training), so
+it belongs to neither package. On a terminal the line is
 redrawn in place; in a log file (a cluster job's output) a line is written at most every 30 s, and
 always at the end, so logs stay short.
 """

@@ -1,5 +1,9 @@
-"""glibc malloc settings for training: a compact in-memory image cache and no page faults on the
-memory every training step frees and allocates again."""
+"""Process-wide runtime settings: glibc's malloc, set for training by the entry points.
+
+They give a compact in-memory image cache and no page faults on the memory every training step
+frees and allocates again. They hold for the whole process, so they live here, beside the entry
+points' start-up (training/entry.py), not in the data or training packages that benefit from them.
+"""
 import ctypes
 import os
 

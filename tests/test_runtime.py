@@ -1,4 +1,4 @@
-"""Tests for input_pipeline/memory.py: glibc's malloc as training sets it, in fresh processes."""
+"""Tests for runtime.py: glibc's malloc as training sets it, in fresh processes."""
 import json
 import os
 import subprocess
@@ -6,15 +6,15 @@ import sys
 
 import pytest
 
-MODULE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      "input_pipeline", "memory.py")
+MODULE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runtime.py")
 
 # Allocates, touches and frees 100 MB in 1 MB blocks twice; prints the page faults of the second
 # round, which reuses memory the first freed, and the variables configure_malloc applied.
 REUSE = """
 import ctypes, importlib.util, json, resource
-# The module alone, not its package (which loads TensorFlow: seconds, and its own allocations).
-spec = importlib.util.spec_from_file_location("memory", {path!r})
+# The module alone, by its path: nothing else of the project is imported (no TensorFlow, whose
+# start-up makes allocations of its own).
+spec = importlib.util.spec_from_file_location("runtime", {path!r})
 memory = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(memory)
 applied = memory.configure_malloc() if {configure} else []
