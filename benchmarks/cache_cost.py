@@ -51,7 +51,7 @@ def measure(examples, image_size, scratch, repeats):
             for x, _ in pipeline.dataset(64):
                 count += int(x.shape[0])
             best = max(best, count / (time.perf_counter() - start))
-        figures[cache] = dict(bytes_per_image=pipeline._store.nbytes / pipeline.num_examples,
+        figures[cache] = dict(bytes_per_image=pipeline.cache_bytes / pipeline.num_examples,
                               images_per_second=best)
     error = (pixels["disk"] - pixels["disk_jpeg"]) * 127.5  # back to grey levels
     figures["psnr_db"] = float(10 * np.log10(255 ** 2 / np.mean(error ** 2)))

@@ -147,7 +147,7 @@ def measure(data_dir, cache, image_size, batch_size):
         statistic = chi_square(np.bincount(first_labels, minlength=CLASSES),
                                frequencies * len(first_labels))
         size = preprocessing.cache_size(image_size)
-        store_bytes = train._store.nbytes
+        store_bytes = train.cache_bytes
         cache_bytes = timings["fill_rss_growth"] if cache == "memory" else store_bytes
         return dict(
             n=len(trainer.splits.train) + len(trainer.splits.test), cache=train.cache_mode,

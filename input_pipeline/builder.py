@@ -18,32 +18,31 @@ Augmentation comes after the cache, so every epoch sees new crops, and works on 
 every image still gets its own random crop, flip and colour jitter, but in a few vectorised ops
 per batch (measured in benchmarks/pipeline.py).
 """
-import hashlib
 import os
 import random
-import shutil
-import tempfile
 import time
 from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from console import ProgressBar
 from input_pipeline import preprocessing
 from input_pipeline.examples import Examples
 from input_pipeline.preprocessing import Augmentation
-from input_pipeline.store import JPEG_QUALITY, DiskStore, JpegDiskStore, MemoryStore
+from input_pipeline.skipped import report_skipped, skipped_note
+from input_pipeline.store import (
+    CACHE_MODES,
+    JPEG_QUALITY,
+    DiskStore,
+    JpegDiskStore,
+    MemoryStore,
+    cache_file,
+    choose_cache_mode,
+)
 from runtime import release_free_memory
 
-# memory: raw pixels in RAM; disk: raw pixels in a file; disk_jpeg: re-encoded JPEGs in a file
-# (a fraction of the bytes, a decode per read); none: the original files every epoch. auto chooses
-# by cost, see InputPipeline._resolve_cache_mode.
-CACHE_MODES = ("auto", "memory", "disk", "disk_jpeg", "none")
 _DISK_STORES = {"disk": DiskStore, "disk_jpeg": JpegDiskStore}
-_SOURCE_SAMPLE = 1000  # files whose sizes estimate the data's bytes on disk
-SKIPPED_FILE = "skipped_files.txt"
 AUTOTUNE = tf.data.AUTOTUNE
 _FILL_BATCH = 256  # images handed from tf.data to the store at a time during the first pass
 # The first pass's parallelism, fixed rather than left to tf.data's autotuner: reads wait on the
@@ -53,17 +52,6 @@ _FILL_BATCH = 256  # images handed from tf.data to the store at a time during th
 _READS_IN_FLIGHT = 16
 _DECODERS = 2 * (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                  else os.cpu_count() or 1)
-
-
-def available_memory_bytes():
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
 class InputPipeline:
@@ -102,7 +90,7 @@ class InputPipeline:
         # Training and evaluation crops of one model agree on the cached square (its margin).
         self.augmentation = augmentation
         self.cache_size = preprocessing.cache_size(image_size, augmentation.eval_fraction)
-        self.cache_mode = self._resolve_cache_mode(cache, cache_dir)
+        self.cache_mode = choose_cache_mode(cache, examples, self.cache_size, cache_dir)
         self._store = self._fill(cache_dir, progress)
         release_free_memory()
         # Record r of an epoch is example self._example_of[r]: the readable examples in order.
@@ -117,7 +105,10 @@ class InputPipeline:
         seen = np.zeros(len(examples), bool)
         seen[self._example_of] = True
         self.skipped_files = [] if examples.paths is None else list(examples.paths[~seen])
-        self._report_skipped(report_dir, max_skipped_fraction)
+        # A disk cache of mostly unreadable data is deleted: the corrected run never reuses it.
+        delete_store = self._store.delete if isinstance(self._store, DiskStore) else None
+        report_skipped(self.skipped_files, len(examples), self.subset, report_dir,
+                       max_skipped_fraction, before_error=delete_store)
         if progress:
             print(self.describe_cache(report_dir), flush=True)
 
@@ -167,7 +158,7 @@ class InputPipeline:
         self._reused = False
         if self.cache_mode in _DISK_STORES:
             store_class = _DISK_STORES[self.cache_mode]
-            path = self._cache_file(cache_dir)
+            path = cache_file(self.examples, self.image_size, size, self.cache_mode, cache_dir)
             store = store_class.open_complete(path, shape)
             if store is not None:
                 self._reused = True
@@ -207,61 +198,12 @@ class InputPipeline:
             return None
         return store.finish()
 
-    def _resolve_cache_mode(self, cache, cache_dir):
-        """`cache`, or for auto the cheapest that fits: RAM if the decoded images take at most
-        half the free memory (fastest); else raw pixels on disk if they are no bigger than the
-        data itself and take at most half the free disk; else JPEGs on disk (fewer bytes, a
-        decode per read; the README's cache table measures both)."""
-        if cache != "auto":
-            return cache
-        size = self.cache_size
-        decoded = len(self.examples) * size * size * 3
-        if decoded <= available_memory_bytes() / 2:
-            mode = "memory"
-        elif (decoded <= self._source_bytes()
-              and decoded <= free_disk_bytes(self._cache_dir(cache_dir)) / 2):
-            mode = "disk"
-        else:
-            mode = "disk_jpeg"
-        logging.info("Cache: %s (%.2f GB of decoded images)", mode, decoded / 1e9)
-        return mode
+    @property
+    def cache_bytes(self) -> int:
+        """The bytes the cache holds, in RAM or on disk; 0 without a cache."""
+        return 0 if self._store is None else self._store.nbytes
 
-    def _source_bytes(self):
-        """The data's own size: the in-memory arrays, or the files' sizes (from a sample of up to
-        _SOURCE_SAMPLE of them, so a million-file set costs a thousand stat calls)."""
-        if self.examples.paths is None:
-            return self.examples.images.nbytes
-        paths = self.examples.paths
-        sample = paths[np.linspace(0, len(paths) - 1, min(len(paths), _SOURCE_SAMPLE)).astype(int)]
-        sizes = []
-        for path in sample:
-            try:
-                sizes.append(os.path.getsize(path))
-            except OSError:
-                pass
-        return float(np.mean(sizes)) * len(paths) if sizes else 0.0
-
-    @staticmethod
-    def _cache_dir(cache_dir):
-        return cache_dir or os.path.join(tempfile.gettempdir(), "googlenet-tf-cache")
-
-    def _cache_file(self, cache_dir):
-        # Named after the content, so a cache made for other files or another size is never reused.
-        digest = hashlib.sha1(str(self.image_size).encode())
-        if self.cache_size != preprocessing.cache_size(self.image_size):  # a "pad" crop's cache
-            digest.update(f"{self.cache_size}px".encode())
-        digest.update(self.examples.labels.tobytes())
-        if self.examples.paths is not None:
-            digest.update("\n".join(self.examples.paths).encode())
-        else:
-            digest.update(np.ascontiguousarray(self.examples.images).tobytes())
-        cache_dir = self._cache_dir(cache_dir)
-        os.makedirs(cache_dir, exist_ok=True)
-        suffix = f"jpg{JPEG_QUALITY}" if self.cache_mode == "disk_jpeg" else "u8"
-        return os.path.join(cache_dir,
-                            f"images-{self.image_size}px-{digest.hexdigest()[:16]}.{suffix}")
-
-    def describe_cache(self, report_dir=None):
+    def describe_cache(self, report_dir: Optional[str] = None) -> str:
         """One line: the cache's mode, place and size, and the files skipped."""
         n = f"{self.num_examples:,} {self.subset} images"
         if self._store is None:
@@ -272,27 +214,7 @@ class InputPipeline:
             per_image = self._store.nbytes / max(self.num_examples, 1) / 1e3
             line = (f"Cache ({self.cache_mode}) {verb} {n}: {_size(self._store.nbytes)} "
                     f"({per_image:.1f} KB per image) {where}")
-        skipped = len(self.skipped_files)
-        listed = f", listed in {os.path.join(report_dir, SKIPPED_FILE)}" if report_dir else ""
-        return line + (f"; {skipped} unreadable file(s) skipped{listed}" if skipped else
-                       "; no unreadable files")
-
-    def _report_skipped(self, report_dir, max_skipped_fraction):
-        skipped = self.skipped_files
-        if report_dir:
-            write_skipped_list(report_dir, self.subset, skipped)
-        if not skipped:
-            return
-        where = f" (full list in {os.path.join(report_dir, SKIPPED_FILE)})" if report_dir else ""
-        shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-        if len(skipped) > max_skipped_fraction * len(self.examples):
-            if isinstance(self._store, DiskStore):  # never reused by the corrected run
-                self._store.delete()
-            raise ValueError(
-                f"{len(skipped)} of {len(self.examples)} {self.subset} image files could not be "
-                f"read or decoded{where}, e.g. {shown}. Is the data directory right?")
-        logging.warning("Skipped %d of %d %s files that are not readable images%s: %s",
-                        len(skipped), len(self.examples), self.subset, where, shown)
+        return line + skipped_note(report_dir, len(self.skipped_files))
 
     # -- shuffle -> augment -> batch -> prefetch: the part done every epoch --------------------
     def _load_example(self, record):
@@ -390,46 +312,6 @@ class InputPipeline:
         params = {name: value for name, value in inputs.items() if name != "images"}
         return preprocessing.apply_augmentation(inputs["images"], params, self.image_size,
                                                 self.augmentation)
-
-
-def write_skipped_list(report_dir, subset, paths):
-    """Replaces `subset`'s lines of report_dir/skipped_files.txt ("<subset>\\t<path>" per line),
-    keeping the other subsets' lines; the file is removed when no subset has any."""
-    path = os.path.join(report_dir, SKIPPED_FILE)
-    kept = []
-    if os.path.exists(path):
-        with open(path) as f:
-            kept = [line for line in f if line.strip() and line.split("\t", 1)[0] != subset]
-    lines = kept + [f"{subset}\t{p}\n" for p in paths]
-    if not lines:
-        if os.path.exists(path):
-            os.remove(path)
-        return
-    os.makedirs(report_dir, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        f.writelines(lines)
-    os.replace(path + ".tmp", path)
-
-
-def read_skipped_list(report_dir):
-    """{subset: [paths]} from report_dir/skipped_files.txt (empty when there is none)."""
-    path = os.path.join(report_dir, SKIPPED_FILE)
-    listed = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                if line.strip():
-                    subset, file = line.rstrip("\n").split("\t", 1)
-                    listed.setdefault(subset, []).append(file)
-    return listed
-
-
-def free_disk_bytes(directory):
-    """Free bytes on the file system that holds `directory` (or its nearest existing parent)."""
-    directory = os.path.abspath(directory)
-    while not os.path.exists(directory):
-        directory = os.path.dirname(directory)
-    return shutil.disk_usage(directory).free
 
 
 def _size(nbytes):

@@ -22,12 +22,28 @@ of the small square per image and epoch. benchmarks/cache_cost.py measures both;
 A disk store is written under a temporary name and renamed when complete, then its index (which
 example each record holds) is written last: a run killed while filling it leaves nothing that a
 later run would mistake for a cache, and a complete one is reused by any run over the same files.
+
+Which store a pipeline uses (`choose_cache_mode`) and what a disk store's file is called
+(`cache_file`) are decided here too, from the examples and the cache size alone.
 """
 import glob
+import hashlib
 import os
+import shutil
+import tempfile
+from typing import Optional
 
 import numpy as np
+from absl import logging
 
+from input_pipeline import preprocessing
+from input_pipeline.examples import Examples
+
+# memory: raw pixels in RAM; disk: raw pixels in a file; disk_jpeg: re-encoded JPEGs in a file
+# (a fraction of the bytes, a decode per read); none: the original files every epoch. auto chooses
+# by cost, see choose_cache_mode.
+CACHE_MODES = ("auto", "memory", "disk", "disk_jpeg", "none")
+_SOURCE_SAMPLE = 1000  # files whose sizes estimate the data's bytes on disk
 INDEX_SUFFIX = ".index.npy"
 PARTIAL = ".partial-"
 # High enough that the re-encoding moves no pixel far (39-40 dB PSNR against the raw pixels on real
@@ -257,3 +273,83 @@ def _alive(pid):
     except PermissionError:
         return True
     return True
+
+
+# -- which store, and its name -------------------------------------------------------------------
+def available_memory_bytes() -> int:
+    """The memory the system can give this process without swapping (MemAvailable)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def free_disk_bytes(directory: str) -> int:
+    """Free bytes on the file system that holds `directory` (or its nearest existing parent)."""
+    directory = os.path.abspath(directory)
+    while not os.path.exists(directory):
+        directory = os.path.dirname(directory)
+    return shutil.disk_usage(directory).free
+
+
+def source_bytes(examples: Examples) -> float:
+    """The data's own size: the in-memory arrays, or the files' sizes (from a sample of up to
+    _SOURCE_SAMPLE of them, so a million-file set costs a thousand stat calls)."""
+    if examples.paths is None:
+        return examples.images.nbytes
+    paths = examples.paths
+    sample = paths[np.linspace(0, len(paths) - 1, min(len(paths), _SOURCE_SAMPLE)).astype(int)]
+    sizes = []
+    for path in sample:
+        try:
+            sizes.append(os.path.getsize(path))
+        except OSError:
+            pass
+    return float(np.mean(sizes)) * len(paths) if sizes else 0.0
+
+
+def cache_dir_or_default(cache_dir: Optional[str]) -> str:
+    """`cache_dir`, or a directory under the system's temporary directory."""
+    return cache_dir or os.path.join(tempfile.gettempdir(), "googlenet-tf-cache")
+
+
+def choose_cache_mode(cache: str, examples: Examples, cache_size: int,
+                      cache_dir: Optional[str]) -> str:
+    """`cache` (one of CACHE_MODES), or for auto the cheapest that fits: RAM if the decoded
+    images take at most half the free memory (fastest); else raw pixels on disk if they are no
+    bigger than the data itself and take at most half the free disk; else JPEGs on disk (fewer
+    bytes, a decode per read; the README's cache table measures both)."""
+    if cache != "auto":
+        return cache
+    decoded = len(examples) * cache_size * cache_size * 3
+    if decoded <= available_memory_bytes() / 2:
+        mode = "memory"
+    elif (decoded <= source_bytes(examples)
+          and decoded <= free_disk_bytes(cache_dir_or_default(cache_dir)) / 2):
+        mode = "disk"
+    else:
+        mode = "disk_jpeg"
+    logging.info("Cache: %s (%.2f GB of decoded images)", mode, decoded / 1e9)
+    return mode
+
+
+def cache_file(examples: Examples, image_size: int, cache_size: int, cache_mode: str,
+               cache_dir: Optional[str]) -> str:
+    """The path of the disk store of `examples` at `cache_size` (its directory is made)."""
+    # Named after the content, so a cache made for other files or another size is never reused.
+    digest = hashlib.sha1(str(image_size).encode())
+    if cache_size != preprocessing.cache_size(image_size):  # a "pad" crop's cache
+        digest.update(f"{cache_size}px".encode())
+    digest.update(examples.labels.tobytes())
+    if examples.paths is not None:
+        digest.update("\n".join(examples.paths).encode())
+    else:
+        digest.update(np.ascontiguousarray(examples.images).tobytes())
+    cache_dir = cache_dir_or_default(cache_dir)
+    os.makedirs(cache_dir, exist_ok=True)
+    suffix = f"jpg{JPEG_QUALITY}" if cache_mode == "disk_jpeg" else "u8"
+    return os.path.join(cache_dir, f"images-{image_size}px-{digest.hexdigest()[:16]}.{suffix}")

@@ -1,5 +1,5 @@
-"""Tests for input_pipeline/builder.py: the cache really caches, every epoch is a uniform shuffle,
-bad files are skipped and reported."""
+"""Tests for input_pipeline/builder.py, store.py's choice of cache and skipped.py: the cache really
+caches, every epoch is a uniform shuffle, bad files are skipped and reported."""
 import os
 import shutil
 
@@ -9,7 +9,7 @@ import tensorflow as tf
 from scipy.stats import chisquare
 
 from conftest import cpu_devices, write_image, write_image_folder
-from input_pipeline import builder
+from input_pipeline import builder, skipped, store
 from input_pipeline.builder import InputPipeline
 from input_pipeline.examples import Examples
 from input_pipeline.preprocessing import Augmentation
@@ -155,14 +155,14 @@ def test_the_skip_list_names_the_bad_files_of_every_subset(tmp_path):
     train_data = InputPipeline(train, image_size=16, training=True, report_dir=report)
     test_data = InputPipeline(test, image_size=16, training=False, report_dir=report)
     assert train_data.num_examples == test_data.num_examples == 4
-    assert builder.read_skipped_list(report) == {
+    assert skipped.read_skipped_list(report) == {
         "train": [str(tmp_path / "d" / "truncated.jpg")],
         "test": [str(tmp_path / "d" / "empty.jpg")]}
     assert "1 unreadable file(s) skipped" in test_data.describe_cache(report)
     # A later run in which the held-out file was repaired keeps the training entry only.
     write_image(tmp_path / "d" / "empty.jpg", fmt="JPEG")
     InputPipeline(test, image_size=16, training=False, report_dir=report)
-    assert builder.read_skipped_list(report) == {"train": [str(tmp_path / "d" / "truncated.jpg")]}
+    assert skipped.read_skipped_list(report) == {"train": [str(tmp_path / "d" / "truncated.jpg")]}
 
 
 def test_mostly_unreadable_data_is_an_error(tmp_path):
@@ -188,7 +188,7 @@ def test_array_examples_and_shards(tmp_path):
 def test_auto_cache_goes_to_disk_when_memory_is_short(tmp_path, monkeypatch):
     examples = folder_examples(str(tmp_path / "data"), per_class=2)
     assert InputPipeline(examples, image_size=32, training=False).cache_mode == "memory"
-    monkeypatch.setattr(builder, "available_memory_bytes", lambda: 1000)
+    monkeypatch.setattr(store, "available_memory_bytes", lambda: 1000)
     pipeline = InputPipeline(examples, image_size=32, training=False,
                              cache_dir=str(tmp_path / "cache"))
     assert pipeline.cache_mode.startswith("disk") and os.listdir(tmp_path / "cache")
@@ -198,7 +198,7 @@ def test_auto_cache_on_disk_keeps_raw_pixels_only_when_they_are_no_bigger_than_t
         tmp_path, monkeypatch):
     # 40x48 noise JPEGs of a few KB each; 16-px input caches 19x19x3 = 1,083 raw bytes per image.
     examples = folder_examples(str(tmp_path / "data"), per_class=2)
-    monkeypatch.setattr(builder, "available_memory_bytes", lambda: 1000)
+    monkeypatch.setattr(store, "available_memory_bytes", lambda: 1000)
 
     def mode(image_size):
         return InputPipeline(examples, image_size=image_size, training=False,
@@ -208,7 +208,7 @@ def test_auto_cache_on_disk_keeps_raw_pixels_only_when_they_are_no_bigger_than_t
     assert mode(128) == "disk_jpeg"
     assert any(f.endswith(f".jpg{builder.JPEG_QUALITY}") for f in os.listdir(tmp_path / "cache"))
     # Raw pixels that would fill more than half the free disk are not chosen either.
-    monkeypatch.setattr(builder, "free_disk_bytes", lambda directory: 1000)
+    monkeypatch.setattr(store, "free_disk_bytes", lambda directory: 1000)
     assert mode(16) == "disk_jpeg"
 
 
@@ -239,7 +239,7 @@ def test_the_jpeg_disk_cache_is_compact_and_close_to_the_raw_one(tmp_path):
     assert 10 * np.log10(255 ** 2 / np.mean(error ** 2)) > 35
     assert np.abs(error).max() < 20
     # A fraction of the raw bytes (74x74x3 = 16,428 per image), and that is what it reports.
-    raw_bytes, compact_bytes = (pipelines[c]._store.nbytes for c in ("disk", "disk_jpeg"))
+    raw_bytes, compact_bytes = (pipelines[c].cache_bytes for c in ("disk", "disk_jpeg"))
     assert raw_bytes == 24 * 74 * 74 * 3
     assert compact_bytes < raw_bytes / 3
     (cache_file,) = [f for f in os.listdir(tmp_path / "disk_jpeg") if not f.endswith(".npy")]
