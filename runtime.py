@@ -25,15 +25,13 @@ def configure_malloc():
     - At most 2 arenas. tf.data decodes on many threads; with glibc's default of 8 arenas per
       core, the freed decode buffers and the long-lived cached images interleave in every arena
       and the cache's resident memory grows to several times its decoded bytes; with 2 arenas it
-      stays close to them (the README's "What each cache costs"; benchmarks/pipeline.py).
+      stays close to them (docs/benchmarks.md, "What each cache costs").
     - Freed memory is kept for reuse (a 256 MB top pad, no trimming, no mmap below 32 MB). Every
       training step frees its activations and allocates them again; by default glibc gives those
-      pages back to the kernel and faults them in anew: 41,000 page faults a step and a fifth of
-      the CPU time in the kernel for googlenet_bn at width 0.25 and 64 px, batch 64, on 2 cores.
-      Kept (with `reapply_malloc_settings` after TensorFlow's change), under 200, and the step
-      fed by the input pipeline took 224 ms instead of 281-292 ms (benchmarks/malloc.py, the
-      README's Performance section). The cache's first pass still hands its freed buffers back
-      (`release_free_memory`).
+      pages back to the kernel and faults them in anew every step. Kept (with
+      `reapply_malloc_settings` after TensorFlow's change), they are reused and the step runs
+      faster (benchmarks/malloc.py; docs/benchmarks.md, "The malloc settings"). The cache's
+      first pass still hands its freed buffers back (`release_free_memory`).
     A parameter whose environment variable is set, or all of them when GLIBC_TUNABLES sets
     malloc tunables, is left as the user set it. Returns the names of the variables applied.
     """
@@ -55,11 +53,9 @@ def reapply_malloc_settings():
     process builds a GeneratorDataset kernel (tf.data's "Python 3.11 memory patch"), and
     tf.distribute builds one for every distributed dataset's iterator. From then on every
     allocation of 128 KB or more that the kept free memory cannot serve is mapped, faulted in
-    page by page and unmapped when freed, and more of them as the heap fragments: in train.py on
-    Tiny ImageNet the page faults rose from 36,000 to 101,000 a second over the first six
-    minutes and the epochs slowed from 255 to 215 images a second; set back, under 2,000 a
-    second and 283-296 images a second. Call this after making a distributed iterator
-    (training/devices.distributed_iterator does).
+    page by page and unmapped when freed, and more of them as the heap fragments, so training
+    slows as it goes (docs/design.md, "The malloc settings"). Call this after making a
+    distributed iterator (training/devices.distributed_iterator does).
     """
     if not _applied:
         return

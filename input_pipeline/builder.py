@@ -47,8 +47,8 @@ AUTOTUNE = tf.data.AUTOTUNE
 _FILL_BATCH = 256  # images handed from tf.data to the store at a time during the first pass
 # The first pass's parallelism, fixed rather than left to tf.data's autotuner: reads wait on the
 # disk, so many are in flight; decoders are two per core, so a decoder waiting on its input never
-# leaves a core idle. This was measured faster than one autotuned map doing both (the README's
-# "Cost as the data grows", benchmarks/scale.py).
+# leaves a core idle. This was measured faster than one autotuned map doing both
+# (docs/design.md, "The first pass").
 _READS_IN_FLIGHT = 16
 _DECODERS = 2 * (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                  else os.cpu_count() or 1)
@@ -140,8 +140,8 @@ class InputPipeline:
         options = tf.data.Options()
         # The pass's parallelism is fixed (_READS_IN_FLIGHT, _DECODERS), so the autotuner has
         # nothing to choose, yet with it on, about half of all first passes settled at 70% of
-        # the speed of the others with a core idle (893 against 1,250-1,450 img/s on 2 cores;
-        # the README's "Cost as the data grows"). Off, all 31 measured passes ran at full speed.
+        # the speed of the others with a core idle; off, none did (docs/design.md, "The first
+        # pass").
         options.autotune.enabled = False
         return self._decoded(encode).batch(_FILL_BATCH).prefetch(2).with_options(options)
 

@@ -1,6 +1,6 @@
 """Decoding and augmentation, shared by the training pipeline, evaluation and the exported model.
 
-Two kinds of training crop (docs/reference.md, "Preprocessing"):
+Two kinds of training crop (docs/design.md, "The two crops"):
 - "inception": images are cached as squares of `cache_size(image_size)` pixels, so the
   evaluation's central 87.5% crop of a cached image is exactly `image_size` (224 from 256, as
   "resize 256, crop 224" does); training takes Inception's random area crops of the square.
@@ -21,7 +21,7 @@ CROP_KINDS = ("inception", "pad")
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
     """Training augmentation: TF-slim's inception preprocessing, with the ranges in
-    docs/reference.md ("Preprocessing")."""
+    docs/reference.md, "Preprocessing (TF-slim inception preprocessing, torchvision, MindSpore)"."""
     min_area: float = 0.08
     max_area: float = 1.0
     aspect_ratio: tuple = (3 / 4, 4 / 3)

@@ -16,8 +16,8 @@ random access (an SSD or RAM); on a spinning disk put `--cache_dir` on an SSD.
 Compact disk (`JpegDiskStore`): each cached square re-encoded as a JPEG at quality
 `JPEG_QUALITY` without chroma subsampling: a fraction of the bytes of raw pixels (at 224-px input
 raw pixels would make ImageNet's cache larger than its own JPEGs); reading it costs a JPEG decode
-of the small square per image and epoch. benchmarks/cache_cost.py measures both; the README's
-"What each cache costs" has the figures.
+of the small square per image and epoch. benchmarks/cache_cost.py measures both;
+docs/benchmarks.md, "What each cache costs", has the figures.
 
 A disk store is written under a temporary name and renamed when complete, then its index (which
 example each record holds) is written last: a run killed while filling it leaves nothing that a
@@ -322,7 +322,7 @@ def choose_cache_mode(cache: str, examples: Examples, cache_size: int,
     """`cache` (one of CACHE_MODES), or for auto the cheapest that fits: RAM if the decoded
     images take at most half the free memory (fastest); else raw pixels on disk if they are no
     bigger than the data itself and take at most half the free disk; else JPEGs on disk (fewer
-    bytes, a decode per read; the README's cache table measures both)."""
+    bytes, a decode per read; docs/benchmarks.md, "What each cache costs", measures both)."""
     if cache != "auto":
         return cache
     decoded = len(examples) * cache_size * cache_size * 3

@@ -364,7 +364,7 @@ def test_the_first_pass_shows_progress_and_the_cache(tmp_path, capsys):
 
 def test_the_first_pass_runs_without_the_autotuner_and_yields_every_example_once(tmp_path):
     # With tf.data's autotuner on, about half of all first passes ran at 70% speed with a core
-    # idle (the README's "Cost as the data grows"); the pass's parallelism is fixed instead.
+    # idle (docs/design.md, "The first pass"); the pass's parallelism is fixed instead.
     examples = folder_examples(str(tmp_path / "data"), per_class=5)
     pipeline = InputPipeline(examples, image_size=16, training=True, cache="memory")
     first_pass = pipeline._first_pass()

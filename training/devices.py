@@ -72,10 +72,10 @@ def precision_policy(mixed_precision, towers, dtype="auto"):
 
     Mixed precision keeps float32 weights and computes in a 16-bit type: `auto` means float16 with
     loss scaling on GPUs and bfloat16 on CPUs. Automatic turns it on only where it was measured
-    faster: CPUs with AMX, for GoogLeNet training at 224 px (README, Performance). CPUs
-    without bfloat16 units emulate it slowly, and GPUs were not measured here, so both stay
-    float32 unless asked. Naming a dtype asks for it (float16 on CPU towers runs the GPU's
-    loss-scaled path, slowly: that is how the tests prove it without a GPU).
+    faster: CPUs with AMX, for GoogLeNet training at 224 px (docs/benchmarks.md, "Precision,
+    XLA, threads and malloc"). CPUs without bfloat16 units emulate it slowly, and GPUs were not
+    measured, so both stay float32 unless asked. Naming a dtype asks for it (float16 on CPU
+    towers runs the GPU's loss-scaled path, slowly: that is how the tests prove it without a GPU).
     """
     if dtype not in MIXED_PRECISION_DTYPES:
         raise ValueError(f"--mixed_precision_dtype must be one of "
@@ -97,9 +97,8 @@ def augment_on(choice, towers):
     """Where training batches are augmented, for `--augment_on` (auto, host or device).
 
     auto: on the towers when they are GPUs, which would otherwise need several host cores each to
-    keep up (README, "The input pipeline at GPU rates"); on the host for CPU towers, where the two
-    paths were measured at the same speed (benchmarks/epoch.py), so the CPU default run stays as
-    it was.
+    keep up (docs/benchmarks.md, "The input pipeline at GPU rates"); on the host for CPU towers,
+    where the two paths were measured at the same speed (benchmarks/epoch.py).
     """
     if choice not in AUGMENT_ON:
         raise ValueError(f"--augment_on must be one of {', '.join(AUGMENT_ON)}, got {choice!r}")

@@ -1,9 +1,10 @@
 """One training recipe per dataset: its augmentation and its defaults for every TrainConfig setting.
 
 A setting a run leaves unset takes its dataset's recipe, then `FALLBACK`. The recipes train well:
-the paper / MindSpore recipe for ImageNet-sized data, the Tiny ImageNet and CIFAR-10 recipes of
-docs/reference.md ("Variants the project covers"), and a quick one for the digits. The README's
-"Published results" section gives each one's command and measured cost.
+the paper / MindSpore recipe for ImageNet-sized data, the Tiny ImageNet recipe of
+docs/reference.md, "Variants the project covers", a short one for CIFAR-10 and a quick one for
+the digits. docs/results.md, "The published recipes", gives each published recipe's command and
+measured cost.
 """
 import dataclasses
 from typing import Optional
@@ -43,7 +44,7 @@ FALLBACK = dict(width_multiplier=1.0, nesterov=False, lr_gamma=0.1, lr_decay_epo
 
 # A few thousand photos seen twenty times: Inception's 8%-area crops and hue shifts of up to a
 # fifth of the colour circle (a red flower turned yellow) cost a small collection more than they
-# add, and held-out accuracy drops (the README, "Small photo collections"). Large collections keep
+# add, and held-out accuracy drops (docs/results.md, "Small photo collections"). Large ones keep
 # them: seen over many epochs, they are what the paper's accuracy rests on.
 SMALL_COLLECTION = 100_000
 SMALL_COLLECTION_AUGMENTATION = Augmentation(min_area=0.25, hue=0.0)

@@ -3,8 +3,9 @@
 Per tower: forward in training mode; loss = main cross-entropy + aux_weight x (sum of the aux
 cross-entropies), each averaged over the GLOBAL batch (`tf.nn.compute_average_loss`), plus the L2
 weight decay divided by the number of towers. A Keras 3 optimizer's `apply_gradients` inside
-`strategy.run` sums the towers' gradients (docs/reference.md, "Traps"), so that sum is exactly the
-gradient of the global-batch mean: averaged once, weight decay counted once.
+`strategy.run` sums the towers' gradients (docs/reference.md, "Traps seen in other projects' issue
+trackers"), so that sum is exactly the gradient of the global-batch mean: averaged once, weight
+decay counted once.
 """
 import dataclasses
 
