@@ -91,8 +91,8 @@ class TrainConfig:
     aux_weight: float = setting(0.3, "Weight of each auxiliary classifier's loss.")
     mixed_precision: Optional[bool] = setting(
         None, "16-bit compute: bfloat16 on CPUs, float16 with loss scaling on GPUs. Default: on "
-        "for CPUs with AMX bfloat16 units, where it was measured faster (the README's "
-        "Performance section); off elsewhere.")
+        "for CPUs with AMX bfloat16 units, where it was measured faster; off elsewhere "
+        '(docs/benchmarks.md, "Precision, XLA, threads and malloc").')
     mixed_precision_dtype: str = setting(
         "auto", "The 16-bit type of --mixed_precision: auto = float16 with loss scaling on GPUs, "
         "bfloat16 on CPUs. Naming one turns mixed precision on unless --nomixed_precision.",
