@@ -284,7 +284,7 @@ def main():
     parser.add_argument("--keras_contrast", default="0.5,0.5", type=contrast_factor,
                         help="RandomColorJitter's contrast_factor: lower,upper (default "
                              "x0.5-1.5, ours), or one number, which Keras 3 draws as x1.0-1.5 "
-                             "(the README's first eleven pairings used 0.5)")
+                             '(docs/results.md, "With the augmentation matched", has both)')
     parser.add_argument("--crop_area", help="min,max: the area range of our random crop, as "
                         "train.py's --crop_area (default: the tiny_imagenet recipe's 0.25,1), for "
                         "ours and for the Keras path's controls that use our augmentation")

@@ -9,7 +9,8 @@ ImageNet at 64 px (57.34% top-1 / 81.25% top-5 after 70 epochs), GoogLeNet-BN on
 MindSpore's recipe (71.86% / 90.70% after 300 epochs). For each, the recipe's model, input size,
 global batch and class count, our training step (training/step.py) timed on one device in the
 precision train.py picks, and from it the time per epoch and for the whole recipe. The input
-pipeline is far faster than these steps (README, Pipeline speed), so the step sets the pace.
+pipeline is far faster than these steps (docs/benchmarks.md, "Input pipeline speed"), so the
+step sets the pace.
 """
 import argparse
 import json

@@ -34,8 +34,8 @@ The page cache is set before every run (`--page_cache`):
     timed (the disk's cold read rate), and dropped again.
   - warm: every file of the N is read just before each run.
 A warm page cache cannot be promised: the kernel may reclaim it behind the process's back (the
-2-core VM of the README's table runs DAMON, which pages out file pages left untouched for a
-minute), so the disk-bytes column says which state each run met.
+2-core VM of docs/benchmarks.md, "Cost as the data grows", runs DAMON, which pages out file pages
+left untouched for a minute), so the disk-bytes column says which state each run met.
 The disk caches live in a temporary directory on the same disk as --root.
 """
 import argparse
