@@ -6,7 +6,8 @@ Reading by index is what lets every epoch visit the images in a uniform random p
 whole set, with no shuffle buffer: the order is a permutation of record numbers, and a batch is
 gathered from wherever its images are. A `tf.data` cache, read front to back, can only be mixed by
 a buffer, and a 10,000-image buffer over a class-sorted file of 50,000 images gives batches of two
-or three classes at a time (the slow sweep through the classes this replaces).
+or three classes at a time: a slow sweep through the classes (docs/design.md, "The stores and the
+per-epoch permutation").
 
 Costs. Memory: exactly the decoded bytes (N x C x C x 3 uint8, C = cache size), preallocated, so
 there is no allocator overhead and no growth. Disk: the same bytes in a file, read back with one
@@ -46,8 +47,8 @@ CACHE_MODES = ("auto", "memory", "disk", "disk_jpeg", "none")
 _SOURCE_SAMPLE = 1000  # files whose sizes estimate the data's bytes on disk
 INDEX_SUFFIX = ".index.npy"
 PARTIAL = ".partial-"
-# High enough that the re-encoding moves no pixel far (39-40 dB PSNR against the raw pixels on real
-# photos, benchmarks/cache_cost.py): 4:4:4 colour keeps the chroma of small squares.
+# High enough that the re-encoding moves no pixel far (benchmarks/cache_cost.py; docs/benchmarks.md,
+# "What each cache costs"): 4:4:4 colour keeps the chroma of small squares.
 JPEG_QUALITY = 95
 
 

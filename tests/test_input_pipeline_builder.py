@@ -257,8 +257,8 @@ def test_bad_arguments(tmp_path):
 
 
 # -- Every epoch a uniform shuffle of the whole set ------------------------------------------------
-# 30,000 class-sorted images (10 classes of 3,000), three times the 10,000-image shuffle buffer the
-# pipeline used to have and over a hundred times any batch it uses now. Each image's label is its
+# 30,000 class-sorted images (10 classes of 3,000), three times a 10,000-image shuffle buffer and
+# over a hundred times any batch the pipeline uses. Each image's label is its
 # id, and its class is id // PER_CLASS, so one pass checks both the classes and the permutation.
 NUM_CLASSES, PER_CLASS = 10, 3_000
 BATCH = 500
