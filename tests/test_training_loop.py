@@ -1,5 +1,6 @@
 """Tests for training/loop.py, in-process: two CPU towers train, log, checkpoint, resume, refuse."""
 import csv
+import dataclasses
 import datetime
 import json
 import os
@@ -13,7 +14,7 @@ from conftest import cpu_devices, scalars, write_image_folder
 from training.checkpoints import Checkpoints
 from training.loop import Trainer, TrainingInterrupted, _StopOnSignal
 from training.recipes import get_recipe
-from training.run_dir import load_run_config, resolve_config, restore_model
+from training.run_dir import load_run_config, resolve_config, restore_model, save_run_config
 
 
 @pytest.fixture(scope="module")
@@ -137,10 +138,8 @@ def test_another_class_list_is_refused(data_dir, tmp_path):
     run_dir = str(tmp_path / "r")
     config = resolve_config(settings(data_dir, run_dir, epochs=1))
     Trainer(config, towers=cpu_devices(1), print_fn=lambda *a: None).train()
-    saved = load_run_config(run_dir)
-    saved.num_classes = 7  # as if the run had been made on other data
-    from training.run_dir import save_run_config
-    save_run_config(saved)
+    # As if the run had been made on other data.
+    save_run_config(dataclasses.replace(load_run_config(run_dir), num_classes=7))
     with pytest.raises(ValueError, match="trained on 7 classes; the data now has 3"):
         Trainer(resolve_config({"run_dir": run_dir}), towers=cpu_devices(1))
 
@@ -157,14 +156,14 @@ def test_lr_on_resume_is_compared_with_the_scheduled_rate_at_that_step(data_dir,
     # The rate in force given again changes nothing and records nothing.
     same = Trainer(resolve_config({"run_dir": run_dir, "epochs": 3, "lr": 0.03}), **quiet)
     assert float(same.schedule(6)) == pytest.approx(0.03)
-    assert load_run_config(run_dir).lr_overrides == []
+    assert load_run_config(run_dir).lr_overrides == ()
     # The base value given again is a change: the rate in force at step 6 is 0.03.
     reset = Trainer(resolve_config({"run_dir": run_dir, "epochs": 3, "lr": 0.1}), **quiet)
     assert float(reset.schedule(6)) == pytest.approx(0.1)
-    assert load_run_config(run_dir).lr_overrides == [[6, 0.1]]
+    assert load_run_config(run_dir).lr_overrides == ((6, 0.1),)
     again = Trainer(resolve_config({"run_dir": run_dir, "epochs": 3, "lr": 0.1}), **quiet)
     assert float(again.schedule(6)) == pytest.approx(0.1)
-    assert load_run_config(run_dir).lr_overrides == [[6, 0.1]]
+    assert load_run_config(run_dir).lr_overrides == ((6, 0.1),)
 
 
 def interrupt_at(trainer, call):

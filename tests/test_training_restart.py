@@ -60,7 +60,7 @@ def test_restart_from_an_older_epoch_with_a_lower_rate(data_dir, tmp_path, monke
     assert (os.path.basename(restart.path), restart.step, restart.epoch) == ("ckpt-6", 6, 2)
     assert find_restart(run_dir, "ckpt-6") == restart
     config = resolve_config({"run_dir": run_dir, "lr": 0.001}, restart)
-    assert config.lr_overrides == [[6, 0.001]]
+    assert config.lr_overrides == ((6, 0.001),)
     trainer = Trainer(config, restart=restart, **QUIET)
     assert int(trainer.checkpoints.step.numpy()) == 6
     assert trainer.train()["step"] == 12
@@ -92,4 +92,4 @@ def test_restart_from_an_older_epoch_with_a_lower_rate(data_dir, tmp_path, monke
     with open(os.path.join(run_dir, "checkpoints", "checkpoint")) as f:
         assert "runs" not in f.read()  # still relative: the run directory can be moved
     # The rate change recorded is the one made at the restart, nothing from the abandoned part.
-    assert load_run_config(run_dir).lr_overrides == [[6, 0.001]]
+    assert load_run_config(run_dir).lr_overrides == ((6, 0.001),)

@@ -1,4 +1,5 @@
 """Tests for training/run_dir.py and config.py: what a run directory accepts and refuses."""
+import dataclasses
 import json
 import os
 
@@ -47,10 +48,22 @@ def test_resume_keeps_saved_settings_and_takes_new_ones(tmp_path):
     saved = saved_run(tmp_path, model="googlenet", lr=0.05, epochs=5)
     config = rd.resolve_config({"run_dir": saved.run_dir, "epochs": 9})
     assert config.model == "googlenet" and config.epochs == 9 and config.lr == 0.05
-    assert config.lr_overrides == []
+    assert config.lr_overrides == ()
     # No checkpoint yet: the given rate is the run's rate, from the start.
     lowered = rd.resolve_config({"dataset": "folder", "run_dir": saved.run_dir, "lr": 0.005})
-    assert lowered.lr == 0.005 and lowered.lr_overrides == []
+    assert lowered.lr == 0.005 and lowered.lr_overrides == ()
+
+
+def test_the_config_is_frozen_and_a_rate_given_on_resume_is_checked(tmp_path):
+    saved = saved_run(tmp_path, model="googlenet", lr=0.05)
+    write_checkpoint(saved.run_dir, 12)
+    config = rd.resolve_config({"run_dir": saved.run_dir, "lr": 0.01})
+    # The run keeps its base rate; the one given takes over at the checkpoint's step.
+    assert config.lr == 0.05 and config.lr_overrides == ((12, 0.01),)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.lr = 0.1
+    with pytest.raises(ValueError, match=r"^--lr=-1: must be a number > 0$"):
+        rd.resolve_config({"run_dir": saved.run_dir, "lr": -1.0})
 
 
 def test_a_run_with_no_checkpoint_yet_is_started_afresh_by_a_corrected_command(tmp_path):

@@ -6,6 +6,7 @@ instead of a traceback minutes later or a run directory that then refuses the co
 """
 import dataclasses
 import math
+from typing import Collection, Optional
 
 import inception
 from training.config import TrainConfig
@@ -32,7 +33,8 @@ def _number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def check_config(config, given=(), others_from=None):
+def check_config(config: TrainConfig, given: Collection[str] = (),
+                 others_from: Optional[str] = None) -> TrainConfig:
     """Raises ValueError for the first setting of `config` (a filled TrainConfig) that cannot
     train. `given` names the settings set on the command line; any other is named with where it
     came from (`others_from`, by default the dataset's recipe), so the user knows which flag to
@@ -40,13 +42,15 @@ def check_config(config, given=(), others_from=None):
     c = config
     others_from = others_from or f"the {c.dataset} default"
 
-    def need(name, ok, expected):
+    def need(name, ok, expected, value=None):
         if not ok:
             note = "" if name in given else f" ({others_from})"
-            _fail(name, getattr(c, name), expected, note)
+            _fail(name, getattr(c, name) if value is None else value, expected, note)
 
-    def in_range(name, low, high, *, low_open=False, high_open=False, integer=False):
-        value = getattr(c, name)
+    def in_range(name, low, high, *, low_open=False, high_open=False, integer=False,
+                 value=None):
+        """`value` (by default the setting `name`'s) within low..high."""
+        value = getattr(c, name) if value is None else value
         ok = _number(value) and (not integer or isinstance(value, int))
         if ok:
             ok = (value > low if low_open else value >= low) if low is not None else True
@@ -55,7 +59,7 @@ def check_config(config, given=(), others_from=None):
         low_text = None if low is None else f"{'>' if low_open else '>='} {_show(low)}"
         high_text = None if high is None else f"{'<' if high_open else '<='} {_show(high)}"
         bounds = " and ".join(t for t in (low_text, high_text) if t)
-        need(name, ok, f"must be {'an integer' if integer else 'a number'} {bounds}")
+        need(name, ok, f"must be {'an integer' if integer else 'a number'} {bounds}", value)
 
     for field in dataclasses.fields(TrainConfig):  # names, against their registries
         choices = field.metadata.get("choices")
@@ -78,6 +82,8 @@ def check_config(config, given=(), others_from=None):
 
     in_range("epochs", 1, None, integer=True)
     in_range("lr", 0, None, low_open=True)
+    for _, rate in c.lr_overrides:  # a --lr given on resume: it takes over from its step
+        in_range("lr", 0, None, low_open=True, value=rate)
     decays = tuple(c.lr_decay_epochs or ())
     if "lr_decay_epochs" in given and decays and c.lr_schedule != "exponential_step":
         need("lr_decay_epochs", False, f"decay epochs are used only by "

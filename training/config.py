@@ -3,10 +3,14 @@
 Each field is declared once, here, with its help text and (for names) the registry its valid
 values come from; flags.py turns the fields into the command-line flags and training/checks.py
 checks them. Settings left as None take the dataset's recipe (training/recipes.py).
+
+A `TrainConfig` is frozen: training/run_dir.resolve_config builds and checks the run's config once,
+and what the data decides when the run starts (the class count, whether a --lr given on resume
+changes anything) is set in one place, training/loop.Trainer, by `dataclasses.replace`.
 """
 import dataclasses
 import typing
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import inception
 import input_pipeline
@@ -17,7 +21,8 @@ IDENTITY_KEYS = ("dataset", "data_dir", "model", "image_size", "width_multiplier
                  "seed")
 
 
-def setting(default, help: str, choices: Optional[Callable[[], tuple]] = None, flag: str = None):
+def setting(default: Any, help: str, choices: Optional[Callable[[], tuple]] = None,
+            flag: Optional[str] = None) -> Any:
     """A settings field with its flag's help text. `choices` returns the valid values from their
     registry (the flag is then an enum); `flag` names the flag when it differs from the field."""
     return dataclasses.field(default=default,
@@ -31,7 +36,7 @@ def _recipe_names():
 RECIPE = "Default: the dataset's recipe."
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     # -- Data --------------------------------------------------------------------------------
     dataset: str = setting("digits", "Dataset layout to read (input_pipeline/); digits needs no "
@@ -115,19 +120,20 @@ class TrainConfig:
                                     "(to --restart_from any epoch later).")
     eval_every_epochs: int = setting(1, "Epochs between held-out evaluations.")
     # -- Set by the run, not by flags --------------------------------------------------------
-    # A --lr given on resume, as [[step, lr], ...] (see optimization.py).
-    lr_overrides: list = dataclasses.field(default_factory=list)
+    # A --lr given on resume, as ((step, lr), ...) (see optimization.py); lists in config.json.
+    lr_overrides: tuple = ()
     num_classes: Optional[int] = None  # from the dataset, when the run starts
 
-    def to_dict(self):
+    def __post_init__(self) -> None:
+        # Frozen all the way down: the overrides are pairs, not the lists JSON gives back.
+        object.__setattr__(self, "lr_overrides", tuple(tuple(o) for o in self.lr_overrides))
+
+    def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"Unknown settings {sorted(unknown)}; valid: {sorted(known)}")
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        check_known_settings(values)
         values = dict(values)
         for field in dataclasses.fields(cls):  # tuple settings are lists in config.json
             is_tuple = tuple in (field.type, *typing.get_args(field.type))
@@ -136,26 +142,43 @@ class TrainConfig:
         return cls(**values)
 
 
-def with_defaults(config: TrainConfig) -> TrainConfig:
-    """A copy of `config` with every None setting filled from its dataset's recipe.
+def check_known_settings(values: dict) -> None:
+    """Raises ValueError naming the keys of `values` that are not TrainConfig fields."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"Unknown settings {sorted(unknown)}; valid: {sorted(known)}")
 
-    The image size, when neither given nor in the recipe, is the model's own default.
+
+def settings_with_defaults(values: dict) -> dict:
+    """`values` (settings by field name, e.g. the flags given) with every setting they leave
+    out or None filled: the field's own default, then its dataset's recipe, then `FALLBACK`.
+
+    The image size, when neither given nor in the recipe, is the model's own default; the run
+    directory, when not given, is runs/<dataset>-<model>. Settings, not a TrainConfig: the run
+    directory decides what else goes in before the config is built (run_dir.resolve_config).
     """
-    recipe = recipes.get_recipe(config.dataset)
-    defaults = {**recipes.FALLBACK, **recipe.settings}
-    values = config.to_dict()
-    for key, value in defaults.items():
-        if values.get(key) is None:
-            values[key] = value
-    filled = TrainConfig.from_dict(values)
-    if filled.image_size is None:
-        filled.image_size = inception.default_image_size(filled.model)
-    if filled.run_dir is None:
-        filled.run_dir = f"runs/{filled.dataset}-{filled.model}"
+    check_known_settings(values)
+    filled = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
+    filled.update(values)
+    recipe = recipes.get_recipe(filled["dataset"])
+    for key, value in {**recipes.FALLBACK, **recipe.settings}.items():
+        if filled.get(key) is None:
+            filled[key] = value
+    if filled["image_size"] is None:
+        filled["image_size"] = inception.default_image_size(filled["model"])
+    if filled["run_dir"] is None:
+        filled["run_dir"] = f"runs/{filled['dataset']}-{filled['model']}"
     return filled
 
 
-def build_model_from_config(config: TrainConfig, num_classes: Optional[int] = None):
+def with_defaults(config: TrainConfig) -> TrainConfig:
+    """A copy of `config` with every None setting filled (`settings_with_defaults`)."""
+    return TrainConfig.from_dict(settings_with_defaults(config.to_dict()))
+
+
+def build_model_from_config(config: TrainConfig,
+                            num_classes: Optional[int] = None) -> inception.InceptionModel:
     """The run's model (inception.build_model) from its settings."""
     options = dict(width_multiplier=config.width_multiplier)
     if config.dropout_rate is not None:

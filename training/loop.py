@@ -8,10 +8,13 @@ The host reads the step results only every `log_every` steps (and before every c
 devices are never held up by a per-step sync; a non-finite loss is still traced to its exact step,
 and no checkpoint is ever written from non-finite weights.
 """
+import dataclasses
 import datetime
 import os
 import signal
 import time
+import types
+from typing import Any, Callable, Iterator, List, Optional
 
 import keras
 import numpy as np
@@ -22,6 +25,8 @@ from console import ProgressBar
 from training import devices, evaluation, optimization, recipes
 from training.checkpoints import Checkpoints
 from training.config import TrainConfig, build_model_from_config
+from training.history import EpochMeter
+from training.restart import Restart
 from training.roles import Role
 from training.step import StepConfig, make_eval_step, make_train_step
 from training.summaries import Summaries
@@ -30,7 +35,7 @@ from training.summaries import Summaries
 class TrainingInterrupted(Exception):
     """Raised after a signal stopped training and its checkpoint was saved."""
 
-    def __init__(self, message, signal_number):
+    def __init__(self, message: str, signal_number: int) -> None:
         super().__init__(message)
         self.signal_number = signal_number
 
@@ -38,10 +43,10 @@ class TrainingInterrupted(Exception):
 class _StopOnSignal:
     """SIGINT / SIGTERM set a flag the loop checks between steps, so it can save and stop."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.received = None
 
-    def __enter__(self):
+    def __enter__(self) -> "_StopOnSignal":
         self.previous = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -50,7 +55,7 @@ class _StopOnSignal:
                 pass
         return self
 
-    def _handle(self, signum, frame):
+    def _handle(self, signum: int, frame: Optional[types.FrameType]):
         if self.received is not None:  # a second Ctrl+C: stop at once, as outside the loop
             previous = self.previous.get(signum)
             if callable(previous):
@@ -60,7 +65,7 @@ class _StopOnSignal:
         print(f"\n{signal.Signals(signum).name} received: saving a checkpoint at this step...",
               flush=True)
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
@@ -68,7 +73,8 @@ class _StopOnSignal:
 class _Epoch:
     """One epoch as it runs: its number, first step, metric sums (`meter`) and progress bar."""
 
-    def __init__(self, index, steps_per_epoch, step, meter, show_progress):
+    def __init__(self, index: int, steps_per_epoch: int, step: int, meter: EpochMeter,
+                 show_progress: bool) -> None:
         self.index = index
         self.start_step = index * steps_per_epoch
         self.end_step = self.start_step + steps_per_epoch
@@ -84,20 +90,23 @@ class _Epoch:
 
 
 class Trainer:
-    """One run: `Trainer(config).train()`; `config` is a resolved `TrainConfig`."""
+    """One run: `Trainer(config).train()`; `config` is a resolved `TrainConfig`
+    (run_dir.resolve_config). `self.config` is that config with what the data decides."""
 
-    def __init__(self, config: TrainConfig, towers=None, print_fn=print, restart=None):
-        """`restart`: an older checkpoint of the run to continue from (restart.find_restart)."""
+    def __init__(self, config: TrainConfig, towers: Optional[List[str]] = None,
+                 print_fn: Callable[..., None] = print, restart: Optional[Restart] = None,
+                 ) -> None:
+        """`towers`: device names (default: devices.configure_towers); `restart`: an older
+        checkpoint of the run to continue from (restart.find_restart)."""
         self.config = config
         self.print = print_fn
         self._build_towers(towers)
         self.role = Role(self.worker, config)
-        # Saved first, so the directory is never ours without it; saved again below with what
-        # the data decides (the class count, a --lr that changes nothing dropped).
+        # Saved first, so the directory is never ours without it: a start refused after the data
+        # was split leaves a run the corrected command starts afresh.
         self.role.save_config(config)
         self._build_data()
-        optimization.drop_unchanged_override(config, self.steps_per_epoch)
-        self.role.save_config(config)
+        self._settle_config()
         # Last, once every setting and the data have been accepted.
         self.set_aside = self.role.set_aside(restart)
         self._build_model_and_optimizer(restart)
@@ -105,7 +114,7 @@ class Trainer:
         self.summaries = Summaries(self.role.write_dir, self.towers)
 
     # -- build steps ---------------------------------------------------------------------------
-    def _build_towers(self, towers):
+    def _build_towers(self, towers: Optional[List[str]]):
         """The worker, its towers and strategy, the per-tower batch and the precision."""
         config = self.config
         self.worker = devices.worker_from_tf_config(config.strategy)
@@ -135,7 +144,6 @@ class Trainer:
         if config.num_classes not in (None, self.splits.num_classes):
             raise ValueError(f"{config.run_dir!r} was trained on {config.num_classes} classes; "
                              f"the data now has {self.splits.num_classes}")
-        config.num_classes = self.splits.num_classes
         augmentation = recipes.get_recipe(config.dataset).augmentation_for(
             len(self.splits.train), config.crop_area)
         common = dict(image_size=config.image_size, cache=config.cache,
@@ -159,7 +167,18 @@ class Trainer:
             raise ValueError(f"--batch_size={config.batch_size} is larger than the {examples} "
                              f"training images of a worker")
 
-    def _build_model_and_optimizer(self, restart):
+    def _settle_config(self):
+        """What the data decides, set here and nowhere else: the class count, and a --lr given on
+        resume dropped again when it equals the rate the schedule gives at its step (which
+        depends on the steps per epoch). Saved when that changes the config."""
+        settled = dataclasses.replace(
+            self.config, num_classes=self.splits.num_classes,
+            lr_overrides=optimization.settled_overrides(self.config, self.steps_per_epoch))
+        if settled != self.config:
+            self.role.save_config(settled)
+        self.config = settled
+
+    def _build_model_and_optimizer(self, restart: Optional[Restart]):
         """Model, optimiser and checkpoints in the strategy's scope, restored when resuming."""
         config = self.config
         # The initial weights and dropout's random state follow --seed, so two runs with one seed
@@ -193,7 +212,8 @@ class Trainer:
         self.eval_step = make_eval_step(self.model, self.eval_strategy)
 
     # -- the loop ------------------------------------------------------------------------------
-    def train(self):
+    def train(self) -> dict:
+        """Trains to config.epochs; the step and (on the chief) the last held-out scores."""
         try:
             return self._train()
         except tf.errors.ResourceExhaustedError as error:
@@ -209,7 +229,7 @@ class Trainer:
         self.role.start(epochs_done=step // steps_per_epoch)
         last_eval = epoch = None
         wrote_inputs = step > 0
-        batches = self._run_dataset(step) if step < total_steps else None
+        batches = self.run_dataset(step) if step < total_steps else None
         with _StopOnSignal() as stop:
             while step < total_steps and not stop.received:
                 epoch = self._start_epoch(step)
@@ -241,7 +261,7 @@ class Trainer:
         return self.role.finish(step, self.checkpoints.latest, last_eval)
 
     # -- the loop's parts ----------------------------------------------------------------------
-    def _announce(self, step):
+    def _announce(self, step: int):
         config = self.config
         if self.restored:
             self.print(f"Resumed from {self.restored} at step {step} "
@@ -258,32 +278,33 @@ class Trainer:
                    f"{self.steps_per_epoch} steps/epoch, {self.precision}, augmented on the "
                    f"{self.augment_on}. Run dir: {config.run_dir}")
 
-    def _run_dataset(self, start_step):
-        """Every remaining epoch as one distributed dataset: one global step takes one batch per
-        tower, and a run resumed mid-epoch skips the steps it has done."""
+    def run_dataset(self, start_step: int) -> Iterator:
+        """An iterator over every epoch from `start_step` on, as one distributed dataset: one
+        global step (`self.train_step(*next(iterator))`) takes one batch per tower, and a run
+        resumed mid-epoch skips the steps it has done."""
         towers, steps = len(self.towers), self.steps_per_epoch  # this worker's towers
         epoch = start_step // steps
 
-        def dataset_fn(ctx):
+        def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
             return self.train_data.dataset(
                 self.per_tower_batch, epoch=epoch, num_epochs=self.config.epochs - epoch,
                 take_batches=steps * towers, skip_batches=(start_step - epoch * steps) * towers,
                 augment_on=self.augment_on)
         return devices.distributed_iterator(self.strategy, dataset_fn)
 
-    def _start_epoch(self, step):
+    def _start_epoch(self, step: int):
         index = step // self.steps_per_epoch
         meter = self.role.epoch_meter(step, index * self.steps_per_epoch)
         return _Epoch(index, self.steps_per_epoch, step, meter, self.print is print)
 
-    def _write_model_and_inputs(self, step, images):
+    def _write_model_and_inputs(self, step: int, images: Any):
         """The graph and the first batch, as the model sees it, to TensorBoard."""
         local = self.strategy.experimental_local_results(images)[0]
         if self.augment_on == "device":
             local = self.train_data.augment(local)
         self.summaries.write_model_and_inputs(step, self.model, local, self.config.image_size)
 
-    def _flush(self, epoch, pending, first_step, seconds):
+    def _flush(self, epoch: _Epoch, pending: List[dict], first_step: int, seconds: float):
         """Reads the pending step results (one host sync), checks them, logs them."""
         if not pending:
             return
@@ -304,18 +325,19 @@ class Trainer:
                               **{"img/s": round(images_per_second)})
         epoch.meter.add(len(pending), seconds, loss, float(np.mean(means["cross_entropy"])), top1)
 
-    def evaluate(self):
+    def evaluate(self) -> dict:
+        """Top-1, top-5 and loss of the current model on the held-out split."""
         probs, labels = evaluation.predict(self.model, self.eval_strategy, self.test_data,
                                            self.per_tower_batch, self.eval_step)
         return evaluation.scores(probs, labels)
 
-    def _save_mid_epoch(self, epoch, step):
+    def _save_mid_epoch(self, epoch: Optional[_Epoch], step: int):
         path = self.checkpoints.save(step, step // self.steps_per_epoch)
         if epoch is not None and step % self.steps_per_epoch:
             self.role.save_meter(epoch.meter, step)
         return path
 
-    def _end_epoch(self, epoch, step):
+    def _end_epoch(self, epoch: _Epoch, step: int):
         """Evaluates (when due), logs the epoch, appends its history row, then saves its
         checkpoint: a crash in between leaves a row that the resumed run drops and rewrites."""
         config, meter = self.config, epoch.meter
@@ -348,7 +370,7 @@ class Trainer:
                    f"{os.path.basename(path)}")
         return result
 
-    def _out_of_memory_message(self, error):
+    def _out_of_memory_message(self, error: tf.errors.ResourceExhaustedError):
         """What to do when a tower's batch does not fit in its device's memory: a smaller global
         batch (still a multiple of the towers), instead of TensorFlow's traceback."""
         config, towers = self.config, len(self.towers)

@@ -5,9 +5,13 @@ step: from then on the rate is `new_lr * factor(step) / factor(resume_step)`, so
 exactly the rate at the resume step and the schedule's shape continues from there.
 """
 import math
+from typing import TYPE_CHECKING
 
 import keras
 import tensorflow as tf
+
+if TYPE_CHECKING:  # training/config.py imports this module for the schedules' names
+    from training.config import TrainConfig
 
 SCHEDULES = ("exponential_step", "polynomial", "cosine", "constant")
 
@@ -67,19 +71,18 @@ def schedule_from_config(config, steps_per_epoch, overrides):
                          overrides)
 
 
-def drop_unchanged_override(config, steps_per_epoch):
-    """Removes the last --lr override if it equals the rate the schedule gives at its step
-    without it (a resume that repeats the rate in force changes nothing). Compared with the
-    scheduled rate there, not with the base rate: after a decay from 0.1 to 0.03, --lr=0.1 is a
-    change. Returns True when one was dropped."""
+def settled_overrides(config: "TrainConfig", steps_per_epoch: int) -> tuple:
+    """The run's --lr overrides without the last one if it equals the rate the schedule gives at
+    its step without it (a resume that repeats the rate in force changes nothing). Compared with
+    the scheduled rate there, not with the base rate: after a decay from 0.1 to 0.03, --lr=0.1 is
+    a change."""
     if not config.lr_overrides:
-        return False
+        return config.lr_overrides
     start, value = config.lr_overrides[-1]
     before = schedule_from_config(config, steps_per_epoch, config.lr_overrides[:-1])
     if math.isclose(float(before(start)), value, rel_tol=1e-6):
-        config.lr_overrides = config.lr_overrides[:-1]
-        return True
-    return False
+        return config.lr_overrides[:-1]
+    return config.lr_overrides
 
 
 def build_optimizer(config, steps_per_epoch):

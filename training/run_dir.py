@@ -16,27 +16,43 @@ import contextlib
 import json
 import os
 import shutil
-from typing import Optional
+from typing import List, Optional, Tuple
 
+import keras
 import tensorflow as tf
 
 from training.checkpoints import Checkpoints
 from training.checks import check_config
-from training.config import IDENTITY_KEYS, TrainConfig, build_model_from_config, with_defaults
+from training.config import (
+    IDENTITY_KEYS,
+    TrainConfig,
+    build_model_from_config,
+    check_known_settings,
+    settings_with_defaults,
+)
+from training.restart import Restart
 
 CONFIG_FILE = "config.json"
 DONE_FILE = "training_done.json"  # the last step and checkpoint of a finished run
 
 
-def load_run_config(run_dir):
+def load_run_settings(run_dir: str) -> dict:
+    """The settings saved in `run_dir`'s config.json, by name (checked to be TrainConfig's)."""
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(path):
         raise ValueError(f"{run_dir!r} is not a training run directory: it has no {CONFIG_FILE}")
     with open(path) as f:
-        return TrainConfig.from_dict(json.load(f))
+        values = json.load(f)
+    check_known_settings(values)
+    return values
 
 
-def save_run_config(config):
+def load_run_config(run_dir: str) -> TrainConfig:
+    """The `TrainConfig` a run directory holds."""
+    return TrainConfig.from_dict(load_run_settings(run_dir))
+
+
+def save_run_config(config: TrainConfig) -> None:
     os.makedirs(config.run_dir, exist_ok=True)
     tmp = os.path.join(config.run_dir, CONFIG_FILE + ".tmp")
     with open(tmp, "w") as f:
@@ -44,13 +60,14 @@ def save_run_config(config):
     os.replace(tmp, os.path.join(config.run_dir, CONFIG_FILE))
 
 
-def run_dir_of(given):
+def run_dir_of(given: dict) -> str:
     """The run directory the settings `given` point at (--run_dir, else the default name)."""
-    return with_defaults(TrainConfig.from_dict(given)).run_dir
+    return settings_with_defaults(given)["run_dir"]
 
 
-def resolve_config(given: dict, restart=None) -> TrainConfig:
-    """The run's config from the settings the user gave (a dict of explicitly set flags).
+def resolve_config(given: dict, restart: Optional[Restart] = None) -> TrainConfig:
+    """The run's config from the settings the user gave (a dict of explicitly set flags), built
+    and checked once; it is frozen from here on.
 
     A new run fills the rest from the dataset's defaults. An existing run directory keeps its
     saved settings (so `--run_dir` alone resumes it), takes the ones given now (e.g. more
@@ -58,30 +75,26 @@ def resolve_config(given: dict, restart=None) -> TrainConfig:
     dataset, data, size). With a `restart` (restart.find_restart), the run continues from that
     older checkpoint: a --lr given takes over there, and rate changes made after it are dropped.
     """
-    fresh = with_defaults(TrainConfig.from_dict(given))
-    run_dir = fresh.run_dir
+    values = settings_with_defaults(given)
+    run_dir = values["run_dir"]
     if restart is not None and not os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
         raise ValueError(f"--restart_from: {run_dir!r} holds no run to restart")
     if not os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
         if os.path.isdir(run_dir) and os.listdir(run_dir):
             raise ValueError(f"--run_dir={run_dir!r} exists, is not empty and holds no "
                              f"{CONFIG_FILE}: it is not a run of this program; choose another")
-        return check_config(fresh, given)
-    saved = load_run_config(run_dir)
+        return check_config(TrainConfig.from_dict(values), given)
+    saved = load_run_settings(run_dir)
     step = checkpoint_step(run_dir) if restart is None else restart.step
-    if restart is not None:
-        saved.lr_overrides = [o for o in saved.lr_overrides if o[0] <= restart.step]
     changed = [key for key in IDENTITY_KEYS
-               if given.get(key) is not None and given[key] != getattr(saved, key)]
+               if given.get(key) is not None and given[key] != saved[key]]
     if changed and step is not None:
         key = changed[0]
         raise ValueError(
-            f"Run directory {run_dir!r} holds a run with {key}={getattr(saved, key)!r}; this "
+            f"Run directory {run_dir!r} holds a run with {key}={saved[key]!r}; this "
             f"command asks for {key}={given[key]!r}. Nothing was changed: pass another "
             f"--run_dir for a new run")
-    values = saved.to_dict()
-    values.update({k: v for k, v in given.items() if v is not None})
-    values["run_dir"] = run_dir
+    values = {**saved, **{k: v for k, v in given.items() if v is not None}, "run_dir": run_dir}
     saved_note = f"as saved in {os.path.join(run_dir, CONFIG_FILE)}"
     if step is None:
         # Nothing trained yet (a start that failed or was refused): the corrected command starts
@@ -92,16 +105,18 @@ def resolve_config(given: dict, restart=None) -> TrainConfig:
         if changed:
             shutil.rmtree(os.path.join(run_dir, "data"), ignore_errors=True)
         return config
-    config = check_config(TrainConfig.from_dict(values), given, saved_note)
-    config.lr = saved.lr
+    # A run under way keeps its base rate, so its schedule up to now stays as it was; a --lr
+    # given now takes over at the checkpoint's step (checks.check_config checks it as --lr), and
+    # the trainer drops it again if it equals the rate the schedule already gives there
+    # (optimization.settled_overrides). A restart drops the rate changes made after its step.
+    overrides = [o for o in saved["lr_overrides"] if restart is None or o[0] <= restart.step]
     if given.get("lr") is not None:
-        # Takes over at the checkpoint's step; the trainer drops it again if it equals the rate
-        # the schedule already gives there (optimization.drop_unchanged_override).
-        config.lr_overrides = saved.lr_overrides + [[step, given["lr"]]]
-    return config
+        overrides.append([step, given["lr"]])
+    values.update(lr=saved["lr"], lr_overrides=overrides)
+    return check_config(TrainConfig.from_dict(values), given, saved_note)
 
 
-def checkpoint_step(run_dir):
+def checkpoint_step(run_dir: str) -> Optional[int]:
     """The step of the latest checkpoint in `run_dir`, read without building a model."""
     latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
     if latest is None:
@@ -109,13 +124,14 @@ def checkpoint_step(run_dir):
     return int(tf.train.load_variable(latest, "step/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
-def read_class_names(run_dir):
+def read_class_names(run_dir: str) -> List[str]:
     with open(os.path.join(run_dir, "data", "class_names.txt")) as f:
         return [line.rstrip("\n") for line in f]
 
 
 def restore_model(run_dir: str, checkpoint: Optional[str] = None,
-                  strategy: Optional[tf.distribute.Strategy] = None):
+                  strategy: Optional[tf.distribute.Strategy] = None,
+                  ) -> Tuple[keras.Model, TrainConfig, List[str], str, int]:
     """(model, config, class names, checkpoint path, step) of a run, from its checkpoint.
 
     With a `strategy`, the model is built in its scope (one copy per tower).
