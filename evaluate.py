@@ -10,13 +10,16 @@ from training import entry  # first: it quiets TensorFlow before TensorFlow load
 
 # isort: split
 
+from typing import List
+
 from absl import app
 
 import flags
-from training.evaluate_run import EvalSettings, run
+from training.eval_settings import EvalSettings
+from training.evaluate_run import run
 
 
-def main(argv):
+def main(argv: List[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     settings = EvalSettings(**flags.given_settings(EvalSettings))

@@ -1,7 +1,7 @@
 """Command-line flags shared by train.py, evaluate.py and predict.py.
 
 The flags are made from the settings' own declarations: every field of TrainConfig
-(training/config.py) and of EvalSettings (training/evaluate_run.py) that carries help text becomes
+(training/config.py) and of EvalSettings (training/eval_settings.py) that carries help text becomes
 a flag of the same name, its type, default and valid values (read from the registries) included.
 Training flags left unset take the dataset's recipe (training/recipes.py) or, when resuming, the
 run's saved settings; the defaults shown are those of a new digits run.
@@ -12,23 +12,23 @@ import typing
 from absl import flags
 
 from training.config import TrainConfig
-from training.evaluate_run import EvalSettings
+from training.eval_settings import EvalSettings
 
 FLAGS = flags.FLAGS
 
 
-def _flag_name(field):
+def _flag_name(field: dataclasses.Field):
     return field.metadata.get("flag") or field.name
 
 
-def _base_type(field):
+def _base_type(field: dataclasses.Field):
     """int, float, bool, str or tuple, from the annotation (Optional[X] -> X)."""
     kind = field.type
     args = [a for a in typing.get_args(kind) if a is not type(None)]
     return args[0] if typing.get_origin(kind) is typing.Union and len(args) == 1 else kind
 
 
-def define_flags(settings_class):
+def define_flags(settings_class: type) -> None:
     """One flag per field of `settings_class` with help text, unless a flag of that name exists
     (a setting shared with an earlier class is declared there)."""
     for field in dataclasses.fields(settings_class):
@@ -51,7 +51,7 @@ def define_flags(settings_class):
             flags.DEFINE_string(name, default, help_text)
 
 
-def given_settings(settings_class):
+def given_settings(settings_class: type) -> dict:
     """{field: value} of the flags of `settings_class` set on the command line, in the fields'
     types; the fields not given keep their defaults (a recipe's or a saved run's, for training)."""
     given = {}

@@ -1,5 +1,8 @@
 """flags.py: the flags are made from the settings' declarations, choices from the registries."""
 import dataclasses
+import os
+import subprocess
+import sys
 
 import pytest
 from absl import flags as absl_flags
@@ -10,10 +13,11 @@ import input_pipeline
 from input_pipeline.crops import CROP_COUNTS
 from training import devices, optimization
 from training.config import TrainConfig
-from training.evaluate_run import EvalSettings
+from training.eval_settings import EvalSettings
 from training.recipes import RECIPES
 
 FLAGS = absl_flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_every_setting_with_help_is_a_flag_with_its_default_and_help():
@@ -65,3 +69,12 @@ def test_given_settings_holds_only_what_the_command_line_set_in_the_fields_types
             run_dir="runs/x", crops=10, batch_size=8)
     finally:
         FLAGS.unparse_flags()
+
+
+def test_the_flags_are_made_without_loading_the_evaluation():
+    # train.py's flags come from the settings' declarations, not from the application that
+    # evaluates (a fresh process: this one has imported everything).
+    code = "import sys, flags; print('training.evaluate_run' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True,
+                         text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}).stdout
+    assert out.strip().splitlines()[-1] == "False"

@@ -3,47 +3,24 @@ import dataclasses
 import json
 import os
 import time
-from typing import Optional
+from typing import Callable, List, Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 import input_pipeline
-from input_pipeline.crops import CROP_COUNTS, crops_per_image
-from input_pipeline.examples import held_out_split
+from input_pipeline.crops import crops_per_image
+from input_pipeline.examples import Examples, held_out_split
 from training import devices, evaluation, recipes
-from training.config import setting
+from training.config import TrainConfig
+from training.eval_settings import EvalSettings
 from training.export import export_saved_model
 from training.run_dir import DONE_FILE, load_run_config, read_class_names, restore_model
 
 
-@dataclasses.dataclass
-class EvalSettings:
-    """What evaluate.py scores. The fields without help text share train.py's flags of the same
-    name (batch_size, num_gpus, towers_on_cpu, dataset, data_dir)."""
-    run_dir: str = setting(None, "The run directory to evaluate or predict with.",
-                           flag="checkpoint_dir")
-    checkpoint: Optional[str] = setting(None, "A specific checkpoint (default: the latest).")
-    crops: int = setting(1, "Evaluation crops per image: centre, 10 (corners + centre, "
-                         "mirrored) or the paper's 144; softmax averaged over them.",
-                         lambda: CROP_COUNTS)
-    batch_size: int = 64  # images per step, split across the towers
-    num_gpus: Optional[int] = None
-    towers_on_cpu: bool = False
-    dataset: Optional[str] = None  # evaluate on other data with the same classes
-    eval_split: Optional[str] = setting(
-        None, "Which held-out split to score: for a pre-split folder with both val/ and test/, "
-        "val (the default, scored during training) or test.")
-    data_dir: Optional[str] = None
-    export_dir: Optional[str] = setting(None, "Write a SavedModel for serving (JPEG/PNG bytes "
-                                        "in, class probabilities and names out) to this "
-                                        "directory.")
-    watch: bool = setting(False, "Evaluate each new checkpoint as training writes it.")
-    watch_timeout: float = setting(3600.0, "--watch: seconds to wait for a new checkpoint.")
-
-
-def examples_to_score(settings, config, class_names):
+def examples_to_score(settings: EvalSettings, config: TrainConfig,
+                      class_names: List[str]) -> Examples:
     """The run's saved held-out split, or (with --dataset / --data_dir) other data relabelled to
     the run's classes."""
     if settings.dataset is None and settings.data_dir is None:
@@ -63,7 +40,9 @@ def examples_to_score(settings, config, class_names):
     return dataclasses.replace(examples, labels=relabel[examples.labels])
 
 
-def print_report(report, class_names, crops, path, print_fn=print):
+def print_report(report: dict, class_names: List[str], crops: int, path: str,
+                 print_fn: Callable[..., None] = print) -> None:
+    """The report's scores and per-class table, as evaluate.py prints them."""
     used = report["crops_used"]
     note = ("" if used == crops else
             f" (--crops={crops} without the mirrored ones: the model trained without flips)")
@@ -75,7 +54,9 @@ def print_report(report, class_names, crops, path, print_fn=print):
     print_fn(report["per_class_text"])
 
 
-def write_report(run_dir, report, class_names, step, crops, path):
+def write_report(run_dir: str, report: dict, class_names: List[str], step: int, crops: int,
+                 path: str) -> None:
+    """metrics*.json, confusion_matrix*.csv and TensorBoard scalars under run_dir/eval/."""
     out = os.path.join(run_dir, "eval")
     os.makedirs(out, exist_ok=True)
     # Scores of a split chosen with --eval_split go beside, not over, the default split's.
@@ -101,7 +82,10 @@ def write_report(run_dir, report, class_names, step, crops, path):
 
 
 def evaluate_checkpoint(settings: EvalSettings, strategy: tf.distribute.Strategy,
-                        checkpoint: Optional[str] = None, print_fn=print) -> dict:
+                        checkpoint: Optional[str] = None,
+                        print_fn: Callable[..., None] = print) -> dict:
+    """Scores one checkpoint (default: --checkpoint, else the latest) on the held-out split,
+    prints and writes the report, and exports the model when asked; the report."""
     model, config, class_names, path, step = restore_model(
         settings.run_dir, checkpoint or settings.checkpoint, strategy=strategy)
     examples = examples_to_score(settings, config, class_names)
@@ -110,7 +94,7 @@ def evaluate_checkpoint(settings: EvalSettings, strategy: tf.distribute.Strategy
     bar = keras.utils.Progbar(len(examples), verbose=1 if print_fn is print else 0)
     seen = [0]
 
-    def progress(n):
+    def progress(n: int) -> None:
         seen[0] += n
         bar.update(seen[0])
     # A model trained without flips is not scored on mirrored crops, and one trained on whole
@@ -141,8 +125,8 @@ def evaluate_checkpoint(settings: EvalSettings, strategy: tf.distribute.Strategy
     return report
 
 
-def watch(settings: EvalSettings, strategy: tf.distribute.Strategy, print_fn=print,
-          poll_seconds: float = 2.0):
+def watch(settings: EvalSettings, strategy: tf.distribute.Strategy,
+          print_fn: Callable[..., None] = print, poll_seconds: float = 2.0) -> List[dict]:
     """Evaluates each new checkpoint as it appears, until training writes its final one or no new
     checkpoint comes for `watch_timeout` seconds. Returns the reports."""
     directory = os.path.join(settings.run_dir, "checkpoints")
@@ -162,7 +146,7 @@ def watch(settings: EvalSettings, strategy: tf.distribute.Strategy, print_fn=pri
         time.sleep(poll_seconds)
 
 
-def _final_checkpoint(run_dir):
+def _final_checkpoint(run_dir: str):
     path = os.path.join(run_dir, DONE_FILE)
     if not os.path.exists(path):
         return None
@@ -170,7 +154,9 @@ def _final_checkpoint(run_dir):
         return json.load(f)["checkpoint"]
 
 
-def run(settings: EvalSettings, print_fn=print):
+def run(settings: EvalSettings, print_fn: Callable[..., None] = print) -> List[dict]:
+    """evaluate.py: scores the run's latest checkpoint (or each new one, with --watch) in the
+    precision it trained in; the reports."""
     if not os.path.isdir(settings.run_dir or ""):
         raise ValueError(f"--checkpoint_dir={settings.run_dir!r} is not a directory")
     config = load_run_config(settings.run_dir)  # a clear error before any work if not a run
