@@ -11,19 +11,17 @@ files in the page cache, as on any machine with room for them), and the re-encod
 what each form costs for each dataset's training and held-out images (the memory cache holds the
 raw bytes), beside the data's own size where it is known.
 """
-import argparse
 import glob
-import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
+
+from harness import argument_parser, write_json  # noqa: E402  (benchmarks/harness.py)
 
 # Training images per dataset and its recipe's input size: CIFAR-10 and ImageNet as released,
 # Tiny ImageNet's 100,000, mini-ImageNet's 60,000 less the 30% this project holds out. The data's
@@ -59,11 +57,9 @@ def measure(examples, image_size, scratch, repeats):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__, num_images=2000)
     parser.add_argument("--data_dir", required=True, help="a folder of real photos (any depth)")
-    parser.add_argument("--num_images", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json")
     args = parser.parse_args()
     from input_pipeline.examples import Examples, is_image_file
     paths = sorted(p for p in glob.glob(os.path.join(os.path.expanduser(args.data_dir), "**", "*"),
@@ -102,9 +98,7 @@ def main():
         table[name] = dict(d, raw_bytes=raw, jpeg_bytes=jpeg)
         print(f"{name:<14} {d['images']:>10,} {d['image_size']:>5} | {raw / 1e9:16.2f} GB "
               f"{jpeg / 1e9:7.2f} GB | {'%.2f GB' % (own / 1e9) if own else 'varies':>15}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(per_size=results, datasets=table), f, indent=2)
+    write_json(args.json, dict(per_size=results, datasets=table))
 
 
 if __name__ == "__main__":

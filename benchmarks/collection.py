@@ -9,7 +9,6 @@ photos in flower_photos or ImageNet, so decoding costs what it costs on real dat
 `complete.json` written last) is never made again. `subset_view` gives the first N images of
 every class as a tree of symbolic links, so N = 10,000 and 50,000 read the same files as 200,000.
 """
-import argparse
 import json
 import multiprocessing
 import os
@@ -17,6 +16,8 @@ import time
 
 import numpy as np
 from PIL import Image
+
+from harness import argument_parser  # benchmarks/harness.py
 
 COMPLETE = "complete.json"
 
@@ -91,10 +92,8 @@ def subset_view(root, num_images, classes=100):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__, num_images=200_000, classes=100)
     parser.add_argument("--root", default=os.path.expanduser("~/.cache/googlenet-tf/scale"))
-    parser.add_argument("--num_images", type=int, default=200_000)
-    parser.add_argument("--classes", type=int, default=100)
     args = parser.parse_args()
     make_collection(os.path.expanduser(args.root), args.num_images, args.classes)
 

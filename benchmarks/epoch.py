@@ -11,29 +11,19 @@ the bottleneck, as it should be); large means the GPU or CPU waits for input. Th
 end-to-end epoch with the augmentation on the towers (--augment_on=device) and on the host once
 more: the ratio is what --augment_on=auto's choice for these towers rests on.
 """
-import argparse
-import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from pipeline import write_jpegs  # benchmarks/pipeline.py
 
-from pipeline import write_jpegs  # noqa: E402  (benchmarks/pipeline.py)
+from harness import argument_parser, write_json  # benchmarks/harness.py
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num_images", type=int, default=2000)
-    parser.add_argument("--source_size", type=int, default=256)
-    parser.add_argument("--model", default="googlenet")
-    parser.add_argument("--image_size", type=int, default=64)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--jit_compile", action="store_true")
-    parser.add_argument("--json")
+    parser = argument_parser(__doc__, num_images=2000, source_size=256, model="googlenet",
+                             image_size=64, batch_size=32, classes=10, jit_compile=False)
     args = parser.parse_args()
 
     from runtime import configure_malloc
@@ -132,9 +122,7 @@ def main():
     print(f"input stall: {100 * stall:.1f}% of the epoch -> {results['bound']}-bound")
     print(f"augmenting on the towers: {results['augment_on_device_over_host']:.2f}x the speed of "
           f"augmenting on the host (mean of the two host epochs)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ classes the first ten batches hold. A class-sorted order read through a buffer s
 data shows p ~ 0 and a handful of classes. `--time_epoch` also reads one whole epoch (no model) and
 prints its img/s and the process's peak resident memory, to compare the cache modes' costs.
 """
-import argparse
-import json
 import os
 import resource
 import shutil
@@ -25,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 
 import numpy as np
 
-from harness import timed  # noqa: F401  (benchmarks/harness.py puts the project on the path)
+from harness import argument_parser, write_json  # benchmarks/harness.py
 
 
 def chi_square(counts, expected):
@@ -41,18 +39,14 @@ def monte_carlo_p(statistic, frequencies, batch, draws=20_000, seed=0):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argument_parser(__doc__, image_size=32, batch_size=64, seed=0)
     parser.add_argument("--dataset", default="tiny_imagenet")
     parser.add_argument("--data_dir", required=True)
-    parser.add_argument("--image_size", type=int, default=32)
-    parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--cache", default="memory",
                         choices=["memory", "disk", "disk_jpeg", "none"])
     parser.add_argument("--test_fraction", type=float, default=0.3)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--time_epoch", action="store_true",
                         help="also time one whole epoch and report the peak RSS")
-    parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
     import input_pipeline
@@ -109,10 +103,7 @@ def measure(args, pipeline, splits, fill_seconds):
         timing = dict(epoch_img_per_s=rate, peak_rss_bytes=peak)
         print(f"one epoch from the {args.cache} cache: {rate:,.0f} img/s; peak RSS of the "
               f"process {peak / 1e9:.2f} GB; {pipeline.describe_cache()}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(vars(args), results=results, fill_seconds=fill_seconds, **timing), f,
-                      indent=2)
+    write_json(args.json, dict(vars(args), results=results, fill_seconds=fill_seconds, **timing))
 
 
 if __name__ == "__main__":

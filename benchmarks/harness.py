@@ -1,14 +1,65 @@
-"""What the benchmarks share: timing with warm-up, one model's training step and inference on one
-device, and settings measured in a child process."""
+"""What the benchmarks share: their command line and JSON report, timing with warm-up, one model's
+training step and inference on one device, and settings measured in a child process.
+
+Importing it puts the project's root on sys.path, so a benchmark run as
+`python benchmarks/<script>.py` imports the project as train.py does.
+"""
+import argparse
 import json
 import os
 import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
+
+# Arguments several benchmarks take, with what they mean; each script gives its own defaults.
+COMMON_ARGUMENTS = {
+    "model": dict(help="network (inception/'s registry)"),
+    "image_size": dict(type=int, help="model input size in pixels"),
+    "batch_size": dict(type=int, help="images per step"),
+    "classes": dict(type=int, help="classes of the model (and of generated data)"),
+    "width_multiplier": dict(type=float, help="scales every layer's channels"),
+    "warmup": dict(type=int, help="steps run and discarded before the timing"),
+    "steps": dict(type=int, help="steps timed"),
+    "num_images": dict(type=int, help="images to generate or read"),
+    "source_size": dict(type=int, help="side of the generated JPEGs, in pixels"),
+    "epochs": dict(type=int, help="epochs to train"),
+    "seed": dict(type=int, help="seed of the split, the shuffling and the weights"),
+    "seeds": dict(help="comma-separated seeds: one run of each path per seed"),
+    "which": dict(help="comma-separated paths to run, in this order"),
+}
+
+
+def argument_parser(doc: str, **defaults) -> argparse.ArgumentParser:
+    """A benchmark's parser: the first line of its docstring `doc` as the description, --json,
+    and each of COMMON_ARGUMENTS named in `defaults` with the default given there
+    (`jit_compile=False` adds the --jit_compile switch)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for name, default in defaults.items():
+        if name == "jit_compile":
+            parser.add_argument("--jit_compile", action="store_true",
+                                help="compile the training step with XLA")
+        else:
+            parser.add_argument(f"--{name}", default=default, **COMMON_ARGUMENTS[name])
+    parser.add_argument("--json", help="also write the results here, as JSON")
+    return parser
+
+
+def write_json(path: str, results) -> None:
+    """Writes `results` to `path` as indented JSON, when --json named a file."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+def print_for_parent(result) -> None:
+    """Prints a child process's `result` as the JSON line its parent reads (`child_result`,
+    `run_child`)."""
+    print(json.dumps(result))
 
 
 def timed(fn, warmup, steps):
@@ -58,3 +109,14 @@ def child_result(script, *extra_args, drop=()):
     command = [sys.executable, os.path.abspath(script), *extra_args, *passed]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def run_child(script, *flags):
+    """`script` with only `flags` in a fresh process: the JSON it prints last, plus its wall
+    time in seconds."""
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, script, *flags], check=True, capture_output=True,
+                         text=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    result["seconds"] = time.perf_counter() - start
+    return result

@@ -31,15 +31,14 @@ start to end, data loading included), and writes them with --json.
 """
 import argparse
 import csv
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from harness import ROOT, argument_parser, print_for_parent, run_child, write_json
+
 AUX_WEIGHT = 0.3
 
 
@@ -231,16 +230,6 @@ def run_keras(args, seed):
                      *[a for a in sys.argv[1:] if not a.startswith(own)])
 
 
-def run_child(script, *flags):
-    """`script` with `flags` in a fresh process: the JSON it prints last, plus its wall time."""
-    start = time.perf_counter()
-    out = subprocess.run([sys.executable, script, *flags], check=True, capture_output=True,
-                         text=True).stdout
-    result = json.loads(out.strip().splitlines()[-1])
-    result["seconds"] = time.perf_counter() - start
-    return result
-
-
 def side_by_side(seeds, paths):
     """Runs every path ({name: seed -> result}) for every seed, one after the other, printing
     each run's per-epoch top-1; the results in run order."""
@@ -263,15 +252,10 @@ def side_by_side(seeds, paths):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__, epochs=3, seeds="0,1", which="ours,keras",
+                             model="googlenet_bn", width_multiplier=0.25, image_size=64,
+                             batch_size=64)
     parser.add_argument("--data_dir", required=True, help="tiny-imagenet-200")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--which", default="ours,keras")
-    parser.add_argument("--model", default="googlenet_bn")
-    parser.add_argument("--width_multiplier", type=float, default=0.25)
-    parser.add_argument("--image_size", type=int, default=64)
-    parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--weight_decay", type=float, default=2e-4)
     parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
@@ -288,12 +272,11 @@ def main():
     parser.add_argument("--crop_area", help="min,max: the area range of our random crop, as "
                         "train.py's --crop_area (default: the tiny_imagenet recipe's 0.25,1), for "
                         "ours and for the Keras path's controls that use our augmentation")
-    parser.add_argument("--json")
     parser.add_argument("--child_seed", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.data_dir = os.path.abspath(os.path.expanduser(args.data_dir))
     if args.child_seed is not None:
-        print(json.dumps(keras_path(args, args.child_seed)))
+        print_for_parent(keras_path(args, args.child_seed))
         return
     paths = {"ours": lambda seed, run_dir: run_ours(args, seed, run_dir),
              "keras": lambda seed: run_keras(args, seed)}
@@ -304,9 +287,7 @@ def main():
     for r in results:
         cells = " | ".join(f"{a:.2%} / {b:.2%}" for a, b in zip(r["top1"], r["top5"]))
         print(f"{r['which']:<6} {r['seed']:>4} | {cells} | {r['seconds']:.0f} s")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(settings=settings(args), results=results), f, indent=2)
+    write_json(args.json, dict(settings=settings(args), results=results))
 
 
 if __name__ == "__main__":

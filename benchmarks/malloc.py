@@ -18,14 +18,13 @@ Reported per window: ms a step, minor page faults a step, the CPU's busy cores a
 share of them; then the resident memory, and each setting's speed-up against the default.
 """
 import argparse
-import json
 import os
 import resource
 import shutil
 import tempfile
 import time
 
-from harness import child_result  # benchmarks/harness.py (puts the project root on sys.path)
+from harness import argument_parser, child_result, print_for_parent, write_json  # benchmarks/
 
 SETTINGS = ("default", "tf_threshold", "entry_points")
 
@@ -110,28 +109,22 @@ def load_examples(args):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__, source_size=256, model="googlenet_bn",
+                             width_multiplier=0.25, image_size=64, batch_size=64, warmup=30)
     parser.add_argument("--dataset", help="a dataset name (input_pipeline's registry); "
                                           "default: generated JPEGs")
     parser.add_argument("--data_dir")
     parser.add_argument("--classes", type=int, default=20,
                         help="the dataset's first N classes, or N generated ones")
     parser.add_argument("--num_images", type=int, default=4000, help="generated JPEGs")
-    parser.add_argument("--source_size", type=int, default=256, help="generated JPEGs' size")
-    parser.add_argument("--model", default="googlenet_bn")
-    parser.add_argument("--width_multiplier", type=float, default=0.25)
-    parser.add_argument("--image_size", type=int, default=64)
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--steps", type=int, default=100, help="steps in a window")
     parser.add_argument("--windows", type=int, default=3)
     parser.add_argument("--child", choices=SETTINGS, help=argparse.SUPPRESS)
-    parser.add_argument("--json")
     args = parser.parse_args()
     if args.dataset and not args.data_dir:
         parser.error("--dataset needs --data_dir")
     if args.child:
-        print(json.dumps(measure(args, args.child)))
+        print_for_parent(measure(args, args.child))
         return
     results = {name: child_result(__file__, f"--child={name}") for name in SETTINGS}
     base = sum(w["ms"] for w in results["default"]["windows"])
@@ -147,9 +140,7 @@ def main():
               + "  kernel/busy cores " + " ".join(f"{w['kernel']:.2f}/{w['cores']:.2f}"
                                                   for w in windows)
               + f"  RSS {result['rss_bytes'] / 2 ** 20:,.0f} MB  speed-up {result['speedup']:.2f}x")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(vars(args), settings=results), f, indent=2)
+    write_json(args.json, dict(vars(args), settings=results))
 
 
 if __name__ == "__main__":

@@ -12,13 +12,19 @@ forward graph (2 per multiply-add), and stated; training counts 3x the forward F
 """
 import argparse
 import importlib.util
-import json
 import os
 import time
 
 import numpy as np
 
-from harness import child_result, timed, train_and_infer  # benchmarks/harness.py
+from harness import (  # benchmarks/harness.py
+    argument_parser,
+    child_result,
+    print_for_parent,
+    timed,
+    train_and_infer,
+    write_json,
+)
 
 
 def forward_flops(model, image_size):
@@ -128,21 +134,14 @@ def torchvision_forward_flops(image_size, classes):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="googlenet")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--image_size", type=int, default=224)
-    parser.add_argument("--classes", type=int, default=1000)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--jit_compile", action="store_true")
+    parser = argument_parser(__doc__, model="googlenet", batch_size=32, image_size=224,
+                             classes=1000, warmup=3, steps=10, jit_compile=False)
     parser.add_argument("--torch_child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--json")
     args = parser.parse_args()
     if args.torch_child:
         train, infer = torchvision_googlenet(args, args.classes)
-        print(json.dumps(dict(train=train, infer=infer,
-                              flops=torchvision_forward_flops(args.image_size, args.classes))))
+        print_for_parent(dict(train=train, infer=infer,
+                              flops=torchvision_forward_flops(args.image_size, args.classes)))
         return
 
     model, train, infer = train_and_infer(args.model, args.classes, args.image_size,
@@ -188,9 +187,7 @@ def main():
               f"{r['gflop_per_s']:>10.1f}")
     results["ours_train_over_keras_fit"] = fit[0] / train[0]
     print(f"ours / model.fit (training speed): {results['ours_train_over_keras_fit']:.2f}x")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ than a GoogLeNet training step consumes images the cached pipeline delivers them
 also the images per second of host CPU time (one core's rate) and the bytes per image handed to
 the device, with the augmentation on the host and left to the device (--augment_on).
 """
-import argparse
-import json
 import os
 import resource
 import shutil
@@ -23,7 +21,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from harness import train_and_infer  # benchmarks/harness.py
+from harness import argument_parser, train_and_infer, write_json  # benchmarks/harness.py
 
 
 def rss_bytes():
@@ -94,18 +92,15 @@ def cpu_seconds():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num_images", type=int, default=4000)
+    parser = argument_parser(__doc__, num_images=4000, batch_size=32)
     parser.add_argument("--source_size", type=int, default=400,
                         help="pixels of the generated JPEGs (default: photo-sized, like "
                              "flower_photos' and ImageNet's, a few hundred pixels a side)")
     parser.add_argument("--image_size", type=int, default=64, help="model input size")
-    parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=3, help="cached epochs to time")
     parser.add_argument("--repeats", type=int, default=2, help="PIL loop / epoch 1 repeats")
     parser.add_argument("--cache", default="memory", choices=["memory", "disk", "disk_jpeg"],
                         help="the cache epoch 1 fills and epochs 2+ read")
-    parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
     from runtime import configure_malloc
@@ -181,9 +176,7 @@ def main():
             (f"{args.cache} cache: bytes on disk / decoded", disk_bytes / decoded_bytes, "")]
     for name, value, target in rows:
         print(f"{name:<40}{value:>14.2f}   {target}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,7 @@ precision train.py picks, and from it the time per epoch and for the whole recip
 pipeline is far faster than these steps (docs/benchmarks.md, "Input pipeline speed"), so the
 step sets the pace.
 """
-import argparse
-import json
-
-from harness import train_and_infer  # benchmarks/harness.py (puts the project on the path)
+from harness import argument_parser, train_and_infer, write_json  # benchmarks/harness.py
 
 # dataset -> (training images per epoch, classes, the result it reproduces)
 PUBLISHED = {
@@ -26,10 +23,8 @@ PUBLISHED = {
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__, steps=3)
     parser.add_argument("--recipes", default=",".join(PUBLISHED))
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--json")
     args = parser.parse_args()
     import keras
 
@@ -57,9 +52,7 @@ def main():
               f"{r['precision']}: {seconds:.3f} +/- {std:.3f} s/step = {rate:,.1f} img/s; "
               f"{epoch_hours:.2f} h/epoch, {r['days_in_all']:.1f} days for {r['epochs']} epochs",
               flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+    write_json(args.json, rows)
 
 
 if __name__ == "__main__":

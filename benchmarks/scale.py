@@ -55,7 +55,7 @@ import numpy as np  # noqa: E402
 from collection import make_collection, subset_view  # noqa: E402 (benchmarks/collection.py)
 from epoch_order import chi_square, monte_carlo_p  # noqa: E402 (benchmarks/epoch_order.py)
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from harness import argument_parser, print_for_parent, write_json  # noqa: E402 (benchmarks/)
 
 CLASSES = 100
 EPOCH_IMAGES = 150_000  # images read to time epochs 2+ (several epochs of the small sets)
@@ -129,7 +129,7 @@ def measure(data_dir, cache, image_size, batch_size):
             cache=cache, cache_dir=os.path.join(scratch, "cache"), model="minigooglenet",
             width_multiplier=0.25, image_size=image_size, batch_size=batch_size, epochs=2))
         trainer = Trainer(config, print_fn=lambda *a: None)
-        images, labels = next(trainer._run_dataset(0))
+        images, labels = next(trainer.run_dataset(0))
         trainer.train_step(images, labels)["total_loss"].numpy()
         first_step = time.perf_counter() - STARTED
 
@@ -243,23 +243,20 @@ def report(results):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__, image_size=64, batch_size=64)
     parser.add_argument("--root", default=os.path.expanduser("~/.cache/googlenet-tf/scale"))
     parser.add_argument("--sizes", default="10000,50000,200000")
     parser.add_argument("--caches", default="memory,disk,disk_jpeg")
-    parser.add_argument("--image_size", type=int, default=64)
-    parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--page_cache", choices=("cold", "warm"), default="cold",
                         help="the collection's files before each run: dropped from the page "
                              "cache (cold) or read just before (warm)")
-    parser.add_argument("--json")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # "N,cache": measure in this process
     args = parser.parse_args()
     root = os.path.expanduser(args.root)
     if args.child:
         n, cache = args.child.split(",")
-        print(json.dumps(measure(subset_view(root, int(n), CLASSES), cache, args.image_size,
-                                 args.batch_size)))
+        print_for_parent(measure(subset_view(root, int(n), CLASSES), cache, args.image_size,
+                                 args.batch_size))
         return
     sizes = [int(s) for s in args.sizes.split(",")]
     make_collection(root, max(sizes), CLASSES)
@@ -289,11 +286,8 @@ def main():
                   f"bytes from the disk), "
                   f"epochs 2+ {r['epoch2_images_per_second']:,.0f} img/s", flush=True)
     checks = report(results)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"page_cache": args.page_cache, "results": results,
-                       "checks": [dict(name=n, value=v, target=t) for n, v, t in checks]},
-                      f, indent=2)
+    write_json(args.json, {"page_cache": args.page_cache, "results": results,
+                           "checks": [dict(name=n, value=v, target=t) for n, v, t in checks]})
 
 
 if __name__ == "__main__":

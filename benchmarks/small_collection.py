@@ -18,10 +18,11 @@ Both are scored on val/ after every epoch. Prints each epoch's held-out top-1, t
 best epoch, ours at the last epoch, and the wall times; --json writes them.
 """
 import argparse
-import json
 import os
 
-from keras_baseline import fit_and_score, run_child, run_train_py, side_by_side  # benchmarks/
+from keras_baseline import fit_and_score, run_train_py, side_by_side  # benchmarks/
+
+from harness import argument_parser, print_for_parent, run_child, write_json  # benchmarks/
 
 CLASSES, PER_CLASS = 10, 500
 SETTINGS = dict(model="minigooglenet", width_multiplier=0.5, image_size=64, epochs=20)
@@ -85,14 +86,10 @@ def keras_tutorial(root, seed, epochs):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__, seeds="0,1", which="ours,keras", epochs=SETTINGS["epochs"])
     parser.add_argument("--data_dir", help="a pre-split folder: train/<class>/, val/<class>/")
     parser.add_argument("--tiny_imagenet", help="tiny-imagenet-200, to make the collection from")
     parser.add_argument("--root", default=os.path.expanduser("~/.cache/googlenet-tf/small"))
-    parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--which", default="ours,keras")
-    parser.add_argument("--epochs", type=int, default=SETTINGS["epochs"])
-    parser.add_argument("--json")
     parser.add_argument("--child_seed", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.data_dir:
@@ -103,7 +100,7 @@ def main():
     else:
         parser.error("give --data_dir or --tiny_imagenet")
     if args.child_seed is not None:
-        print(json.dumps(keras_tutorial(root, args.child_seed, args.epochs)))
+        print_for_parent(keras_tutorial(root, args.child_seed, args.epochs))
         return
     settings = {**SETTINGS, "epochs": args.epochs}
     flags = [f"--{k}={v}" for k, v in settings.items()]
@@ -114,9 +111,7 @@ def main():
                                              f"--data_dir={root}", f"--epochs={args.epochs}")}
     results = side_by_side([int(s) for s in args.seeds.split(",")],
                            {name: paths[name] for name in args.which.split(",")})
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(settings=settings, results=results), f, indent=2)
+    write_json(args.json, dict(settings=settings, results=results))
 
 
 if __name__ == "__main__":

@@ -28,10 +28,9 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from keras_baseline import fit_and_score  # benchmarks/keras_baseline.py
 
-from keras_baseline import fit_and_score  # noqa: E402  (benchmarks/keras_baseline.py)
+from harness import ROOT, argument_parser, print_for_parent, write_json  # benchmarks/harness.py
 
 
 def recipe(args):
@@ -122,19 +121,16 @@ def time_to(result, threshold):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__, seed=0, which="ours,keras")
     parser.add_argument("--data_dir", required=True, help="CIFAR-10 as train/ and test/ folders")
     parser.add_argument("--epochs", type=int, help="default: the cifar10 recipe's")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--thresholds", default="0.8,0.85",
                         type=lambda s: [float(v) for v in s.split(",")])
-    parser.add_argument("--which", default="ours,keras")
-    parser.add_argument("--json")
     parser.add_argument("--child_start", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.data_dir = os.path.abspath(os.path.expanduser(args.data_dir))
     if args.child_start is not None:
-        print(json.dumps(keras_path(args, args.child_start)))
+        print_for_parent(keras_path(args, args.child_start))
         return
     results = {}
     for name in args.which.split(","):
@@ -155,10 +151,7 @@ def main():
             cells.append(f"{seconds / 60:.1f} min" if seconds is not None else "not reached")
         print(f"{name:<6} | " + " | ".join(cells)
               + f" | {r['top1'][-1]:.2%} | {r['seconds'] / 60:.1f} min")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(recipe=recipe(args), thresholds=args.thresholds, results=results), f,
-                      indent=2)
+    write_json(args.json, dict(recipe=recipe(args), thresholds=args.thresholds, results=results))
 
 
 if __name__ == "__main__":

@@ -10,10 +10,15 @@ towers whatever their number. Weak scaling: every tower keeps --per_tower_batch,
 N times the images per step; efficiency = img/s with N towers / (N x img/s with one).
 """
 import argparse
-import json
 import os
 
-from harness import child_result, timed  # benchmarks/harness.py
+from harness import (  # benchmarks/harness.py
+    argument_parser,
+    child_result,
+    print_for_parent,
+    timed,
+    write_json,
+)
 
 
 def measure(args, towers):
@@ -44,23 +49,17 @@ def measure(args, towers):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__, model="googlenet", image_size=64, classes=100, warmup=2,
+                             steps=5, jit_compile=False)
     parser.add_argument("--num_gpus", type=int, default=2, help="N: the most towers to time")
-    parser.add_argument("--model", default="googlenet")
-    parser.add_argument("--image_size", type=int, default=64)
     parser.add_argument("--per_tower_batch", type=int, default=16)
-    parser.add_argument("--classes", type=int, default=100)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--jit_compile", action="store_true")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--json")
     args = parser.parse_args()
     if args.num_gpus < 1:
         parser.error(f"--num_gpus must be >= 1, got {args.num_gpus}")
 
     if args.child:
-        print(json.dumps(measure(args, args.child)))
+        print_for_parent(measure(args, args.child))
         return
     def timed_in_child(towers, per_tower):
         return child_result(__file__, f"--child={towers}", f"--per_tower_batch={per_tower}")
@@ -85,11 +84,9 @@ def main():
         print(f"one tower / {args.num_gpus} towers at the same global batch: {overhead:.2f}x "
               "(the cost of the tower machinery on shared cores)")
     print("devices:", ", ".join(results[min(1, len(results) - 1)]["devices"]))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(model=args.model, image_size=args.image_size,
-                           per_tower_batch=args.per_tower_batch, cpu_count=os.cpu_count(),
-                           results=results), f, indent=2)
+    write_json(args.json, dict(model=args.model, image_size=args.image_size,
+                               per_tower_batch=args.per_tower_batch, cpu_count=os.cpu_count(),
+                               results=results))
 
 
 if __name__ == "__main__":

@@ -16,10 +16,15 @@ Data layout is not a setting: TensorFlow's CPU convolutions only take NHWC (chan
 is what the models use.
 """
 import argparse
-import json
 import os
 
-from harness import child_result, train_and_infer  # benchmarks/harness.py
+from harness import (  # benchmarks/harness.py
+    argument_parser,
+    child_result,
+    print_for_parent,
+    train_and_infer,
+    write_json,
+)
 
 SETTINGS = {
     "default": {},
@@ -51,18 +56,11 @@ def measure(args, setting):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="googlenet")
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--image_size", type=int, default=224)
-    parser.add_argument("--classes", type=int, default=1000)
-    parser.add_argument("--width_multiplier", type=float, default=1.0)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=5)
+    parser = argument_parser(__doc__, model="googlenet", batch_size=16, image_size=224,
+                             classes=1000, width_multiplier=1.0, warmup=2, steps=5)
     parser.add_argument("--settings", default=",".join(SETTINGS),
                         help="comma-separated subset of: " + ", ".join(SETTINGS))
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--json")
     args = parser.parse_args()
     chosen = [s.strip() for s in args.settings.split(",")]
     unknown = [s for s in chosen if s not in SETTINGS]
@@ -70,7 +68,7 @@ def main():
         parser.error(f"unknown --settings {unknown}; valid: {', '.join(SETTINGS)}")
 
     if args.child:
-        print(json.dumps(measure(args, SETTINGS[args.child])))
+        print_for_parent(measure(args, SETTINGS[args.child]))
         return
     if "default" not in chosen:
         chosen.insert(0, "default")
@@ -88,11 +86,9 @@ def main():
         print(f"{name:<32}{r['train_seconds']:>11.3f} +/- {r['train_std']:.3f}"
               f"{r['train_speedup']:>9.2f}x{r['inference_seconds']:>11.3f} +/- "
               f"{r['inference_std']:.3f}{r['inference_speedup']:>9.2f}x")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(model=args.model, batch_size=args.batch_size,
-                           image_size=args.image_size, cpu_count=os.cpu_count(),
-                           settings=results), f, indent=2)
+    write_json(args.json, dict(model=args.model, batch_size=args.batch_size,
+                               image_size=args.image_size, cpu_count=os.cpu_count(),
+                               settings=results))
 
 
 if __name__ == "__main__":
