@@ -1,4 +1,6 @@
 """Tests for training/step.py: the loss is what the paper says, and towers average exactly once."""
+import collections
+
 import keras
 import numpy as np
 import pytest
@@ -57,9 +59,59 @@ def test_loss_is_main_plus_weighted_aux_plus_weight_decay():
     plain = numpy_cross_entropy(outputs["logits"], labels.numpy(), 0.0).mean()
     assert float(metrics["cross_entropy"]) == pytest.approx(plain, rel=1e-5)
     assert abs(plain - ce["logits"]) > 1e-3
-    # Biases are not decayed.
-    assert not any(v.path.endswith("bias") for v in model.trainable_variables
-                   if v.path.endswith("kernel"))
+
+
+# The layers with weights, written out from the papers (not read from inception/): every conv and
+# every fully connected layer has its kernel decayed; nothing else is.
+GOOGLENET_MODULES = ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")  # Table 1's rows
+MODULE_CONVS = ("branch1x1", "branch3x3_reduce", "branch3x3", "branch5x5_reduce", "branch5x5",
+                "branch_pool_proj")  # Table 1's columns: #1x1 .. pool proj
+GOOGLENET_AUX = ("conv_1x1/conv/kernel", "fc/kernel", "logits/kernel")  # conv 1x1, FC 1024, linear
+
+
+def googlenet_kernels():
+    """GoogLeNet's 59 convs and 5 FC layers: the stem's 3 convs, 6 per inception module (9 of
+    them: 57 in the network of Table 1), then per aux head a conv and 2 FC, and the classifier."""
+    stem = ("conv1_7x7_s2", "conv2_3x3_reduce", "conv2_3x3")
+    convs = [f"{name}/conv/kernel" for name in stem]
+    convs += [f"inception_{m}/{conv}/conv/kernel"
+              for m in GOOGLENET_MODULES for conv in MODULE_CONVS]
+    return convs + 2 * list(GOOGLENET_AUX) + ["logits/kernel"]
+
+
+def inception_v3_kernels():
+    """Inception v3's 96 convs and 2 FC layers: 94 convs in the network (the stem's 5, three
+    35x35 blocks of 7, the 35->17 reduction's 4, four 17x17 blocks of 10, the 17->8 reduction's
+    6, two 8x8 blocks of 9: Figures 5-7, as Keras applications' InceptionV3), the aux head's 1x1
+    and 5x5 convs, and the two classifiers."""
+    network = 5 + 3 * 7 + 4 + 4 * 10 + 6 + 2 * 9
+    return ([f"conv{i}/conv/kernel" for i in range(1, network + 1)]
+            + ["conv_1x1/conv/kernel", "conv_5x5/conv/kernel", "logits/kernel", "logits/kernel"])
+
+
+@pytest.mark.parametrize("name, image_size, kernels, batch_norm", [
+    ("googlenet", 32, googlenet_kernels(), False),
+    ("googlenet_bn", 32, googlenet_kernels(), True),
+    ("inception_v3", 75, inception_v3_kernels(), True),
+])
+def test_weight_decay_takes_every_conv_and_dense_kernel_and_nothing_else(name, image_size,
+                                                                         kernels, batch_norm):
+    model = inception.build_model(name, NUM_CLASSES, image_size, width_multiplier=0.125)
+    decayed = decayed_weights(model)
+    assert sorted(v.path for v in decayed) == sorted(kernels)
+    assert len(kernels) == (64 if name.startswith("googlenet") else 98)
+    # The rest of what trains: a bias per conv and FC layer without batch norm; with it, a
+    # gamma and a beta per conv (which then has no bias) and a bias per FC layer.
+    convs = sum(k.endswith("/conv/kernel") for k in kernels)
+    decayed_ids = {id(v) for v in decayed}
+    rest = collections.Counter(v.path.rsplit("/", 1)[1] for v in model.trainable_variables
+                               if id(v) not in decayed_ids)
+    assert rest == (dict(gamma=convs, beta=convs, bias=len(kernels) - convs) if batch_norm
+                    else dict(bias=len(kernels)))
+    # Batch norm's moving statistics are not trained, and not decayed either.
+    moving = [v for v in model.non_trainable_variables if "moving" in v.path]
+    assert len(moving) == (2 * convs if batch_norm else 0)
+    assert not {id(v) for v in moving} & decayed_ids
 
 
 def sharded(strategy, tensor):
