@@ -8,6 +8,7 @@ always at the end, so logs stay short.
 import os
 import sys
 import time
+from typing import Dict, Optional
 
 
 def _interactive():
@@ -17,7 +18,7 @@ def _interactive():
         return False
 
 
-def format_value(value):
+def format_value(value: object) -> str:
     """Rates and counts as whole numbers with thousands separators; other floats to 4 digits."""
     if isinstance(value, int):
         return f"{value:,}"
@@ -27,7 +28,10 @@ def format_value(value):
 
 
 class ProgressBar:
-    def __init__(self, total, enabled=True, interval=None, width=20):
+    """done/total of a loop on one line; `enabled=False` keeps the timing but draws nothing."""
+
+    def __init__(self, total: int, enabled: bool = True, interval: Optional[float] = None,
+                 width: int = 20) -> None:
         self.total = max(int(total), 1)
         self.enabled = enabled
         self.tty = _interactive()
@@ -37,7 +41,8 @@ class ProgressBar:
         self._first = None  # (time, done) of the first update: the rate is measured from there
         self._last_draw = -float("inf")
 
-    def line(self, done, values):
+    def line(self, done: int, values: Dict[str, object]) -> str:
+        """The bar's text at `done` of total, with `values` by name and the time left."""
         filled = int(self.width * min(done, self.total) / self.total)
         bar = "=" * filled + (">" if filled < self.width else "") + "." * (self.width - filled - 1)
         digits = len(f"{self.total:,}")
@@ -52,7 +57,9 @@ class ProgressBar:
             text += f" - {int(left) // 60}:{int(left) % 60:02d} left"
         return text
 
-    def update(self, done, **values):
+    def update(self, done: int, **values: object) -> None:
+        """Draws the bar at `done` (on a terminal at most every `interval` seconds, in a log
+        every 30 s), and always at the end."""
         if self._first is None:
             self._first = (time.perf_counter(), done)
         if not self.enabled:

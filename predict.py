@@ -7,6 +7,7 @@ from training import entry  # first: it quiets TensorFlow before TensorFlow load
 # isort: split
 
 import sys
+from typing import List
 
 import numpy as np
 import tensorflow as tf
@@ -21,7 +22,7 @@ from training.run_dir import restore_model
 FLAGS = absl_flags.FLAGS
 
 
-def main(argv):
+def main(argv: List[str]) -> None:
     paths = argv[1:]
     if not FLAGS.checkpoint_dir or not paths:
         raise app.UsageError("usage: predict.py --checkpoint_dir=RUN_DIR IMAGE [IMAGE ...]")

@@ -6,6 +6,7 @@ points' start-up (training/entry.py), not in the data or training packages that 
 """
 import ctypes
 import os
+from typing import List
 
 # glibc's mallopt parameter numbers (malloc.h)
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -2, -3, -8
@@ -19,7 +20,7 @@ _SETTINGS = (
 _applied = []  # the _SETTINGS entries configure_malloc applied, for reapply_malloc_settings
 
 
-def configure_malloc():
+def configure_malloc() -> List[str]:
     """Sets glibc's malloc for training; call it before TensorFlow starts its threads.
 
     - At most 2 arenas. tf.data decodes on many threads; with glibc's default of 8 arenas per
@@ -46,7 +47,7 @@ def configure_malloc():
     return [name for _, _, name in _applied]
 
 
-def reapply_malloc_settings():
+def reapply_malloc_settings() -> None:
     """Sets again what `configure_malloc` set (nothing, if it was not called).
 
     TensorFlow (2.21, on Python 3.11) fixes glibc's mmap threshold at 128 KB the first time a
@@ -64,7 +65,7 @@ def reapply_malloc_settings():
         mallopt(parameter, value)
 
 
-def release_free_memory():
+def release_free_memory() -> None:
     """Returns the heap's free pages to the system (glibc's malloc_trim), e.g. after the cache
     fill, whose decode buffers are freed but would otherwise stay in the process's memory."""
     try:

@@ -8,6 +8,8 @@ from training import entry  # first: it quiets TensorFlow before TensorFlow load
 
 # isort: split
 
+from typing import List
+
 from absl import app
 from absl import flags as absl_flags
 
@@ -20,7 +22,7 @@ from training.run_dir import resolve_config, run_dir_of
 FLAGS = absl_flags.FLAGS
 
 
-def main(argv):
+def main(argv: List[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     given = flags.given_settings(TrainConfig)

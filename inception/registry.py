@@ -1,7 +1,7 @@
 """The model registry: one entry per network of the family, and `build_model` to make one."""
 import dataclasses
 import functools
-from typing import Callable, Optional
+from typing import Any, Callable, List, Optional
 
 from inception.googlenet import build_googlenet
 from inception.inception_v3 import build_inception_v3
@@ -42,26 +42,26 @@ MODELS = {
 }
 
 
-def model_names():
+def model_names() -> List[str]:
     return sorted(MODELS)
 
 
-def get_model_spec(name):
+def get_model_spec(name: str) -> ModelSpec:
     if name not in MODELS:
         raise ValueError(f"Unknown model {name!r}; valid names: {', '.join(model_names())}")
     return MODELS[name]
 
 
-def default_image_size(name):
+def default_image_size(name: str) -> int:
     return get_model_spec(name).default_image_size
 
 
-def min_image_size(name):
+def min_image_size(name: str) -> int:
     return get_model_spec(name).min_image_size
 
 
 def build_model(name: str, num_classes: int, image_size: Optional[int] = None,
-                **options) -> InceptionModel:
+                **options: Any) -> InceptionModel:
     """Builds model `name` for `num_classes` classes and square `image_size` inputs.
 
     Inputs are float32 NHWC images scaled to [-1, 1]. `model(x, training=True)` returns

@@ -21,7 +21,7 @@ per batch (measured in benchmarks/pipeline.py).
 import os
 import random
 import time
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -66,7 +66,7 @@ class InputPipeline:
                  shard: Optional[Tuple[int, int]] = None,
                  augmentation: Augmentation = Augmentation(),
                  report_dir: Optional[str] = None, subset: Optional[str] = None,
-                 max_skipped_fraction: float = 0.5, progress: bool = False):
+                 max_skipped_fraction: float = 0.5, progress: bool = False) -> None:
         if cache not in CACHE_MODES:
             raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
         shard_index = 0
@@ -113,12 +113,12 @@ class InputPipeline:
             print(self.describe_cache(report_dir), flush=True)
 
     # -- read -> decode -> resize -> cache: the part done once ---------------------------------
-    def _decoded(self, encode=False):
+    def _decoded(self, encode: bool = False):
         """(uint8 cache-size square, example index) of every readable example, in order; with
         `encode`, the square as JPEG bytes instead (for the compact disk cache)."""
         image_size, eval_fraction = self.image_size, self.augmentation.eval_fraction
 
-        def square(image):
+        def square(image: tf.Tensor) -> tf.Tensor:
             image = preprocessing.resize_for_cache(image, image_size, eval_fraction)
             if encode:  # in the parallel map, so the first pass's threads share the encoding
                 return tf.io.encode_jpeg(image, quality=JPEG_QUALITY, chroma_downsampling=False)
@@ -135,7 +135,7 @@ class InputPipeline:
         # after the pass and reported; they never stop the run.
         return ds.ignore_errors()
 
-    def _first_pass(self, encode=False):
+    def _first_pass(self, encode: bool = False):
         """`_decoded` in batches of _FILL_BATCH, as the first pass consumes it."""
         options = tf.data.Options()
         # The pass's parallelism is fixed (_READS_IN_FLIGHT, _DECODERS), so the autotuner has
@@ -145,12 +145,12 @@ class InputPipeline:
         options.autotune.enabled = False
         return self._decoded(encode).batch(_FILL_BATCH).prefetch(2).with_options(options)
 
-    def _read_file(self, path):
+    def _read_file(self, path: tf.Tensor):
         image = preprocessing.decode_image(tf.io.read_file(path))
         return preprocessing.resize_for_cache(image, self.image_size,
                                               self.augmentation.eval_fraction)
 
-    def _fill(self, cache_dir, progress):
+    def _fill(self, cache_dir: Optional[str], progress: bool):
         """The first pass: decodes everything into a new store (or finds a complete disk store
         made earlier from the same files). Without a cache it only finds the readable files."""
         size = self.cache_size
@@ -217,7 +217,7 @@ class InputPipeline:
         return line + skipped_note(report_dir, len(self.skipped_files))
 
     # -- shuffle -> augment -> batch -> prefetch: the part done every epoch --------------------
-    def _load_example(self, record):
+    def _load_example(self, record: tf.Tensor):
         """Without a cache: record -> (cache-size square, label), read from its file."""
         example = tf.gather(self._example_of_tensor, record)
         if self.examples.images is not None:
@@ -230,7 +230,7 @@ class InputPipeline:
             image = self._read_file(tf.gather(self._paths_tensor, example))
         return image, tf.gather(self._record_labels, record)
 
-    def _read_records(self, records):
+    def _read_records(self, records: tf.Tensor):
         """From the store: a batch of records -> (uint8 squares [B, C, C, 3], labels [B])."""
         size = self.cache_size
         if isinstance(self._store, JpegDiskStore):
@@ -269,7 +269,7 @@ class InputPipeline:
         drop_remainder = self.training if drop_remainder is None else drop_remainder
         key, count = self._key, self.num_examples
 
-        def one_epoch(e):
+        def one_epoch(e: tf.Tensor) -> tf.data.Dataset:
             epoch_key = tf.random.experimental.stateless_fold_in(key, e)
             records = tf.range(count, dtype=tf.int64)
             if training:
@@ -288,7 +288,8 @@ class InputPipeline:
             ds = ds.skip(tf.where(e == epoch, tf.constant(skip_batches, tf.int64), 0))
             augment_key = tf.random.experimental.stateless_fold_in(epoch_key, 1)
 
-            def inputs(i, batch):
+            def inputs(i: tf.Tensor, batch: Union[tf.Tensor, Tuple[tf.Tensor, tf.Tensor]],
+                       ) -> tuple:
                 images, labels = batch if self._store is None else self._read_records(batch)
                 if not training:
                     return (preprocessing.eval_crop(images, image_size,
@@ -314,6 +315,6 @@ class InputPipeline:
                                                 self.augmentation)
 
 
-def _size(nbytes):
+def _size(nbytes: int):
     return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB"
 

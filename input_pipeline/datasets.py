@@ -9,7 +9,7 @@ import csv
 import dataclasses
 import json
 import os
-from typing import Callable, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -38,13 +38,14 @@ DATASETS = {
 }
 
 
-def get_dataset(name):
+def get_dataset(name: str) -> DatasetSpec:
     if name not in DATASETS:
         raise ValueError(f"Unknown dataset {name!r}; valid names: {', '.join(sorted(DATASETS))}")
     return DATASETS[name]
 
 
-def stratified_split(examples, test_fraction, seed):
+def stratified_split(examples: Examples, test_fraction: float,
+                     seed: int) -> Tuple[Examples, Examples]:
     """Per-class (stratified) train / test split of `examples`, reproducible from `seed`."""
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
@@ -58,7 +59,8 @@ def stratified_split(examples, test_fraction, seed):
     return examples.subset(np.sort(train_index)), examples.subset(np.sort(test_index))
 
 
-def _write_split(data_dir_out, meta, class_names, subsets):
+def _write_split(data_dir_out: str, meta: dict, class_names: List[str],
+                 subsets: Optional[Dict[str, Examples]]):
     """Writes class_names.txt, split.csv (when `subsets`, {name: Examples}, hold file paths) and
     dataset.json, each atomically, dataset.json last: its presence means the split is complete."""
     os.makedirs(data_dir_out, exist_ok=True)
@@ -78,7 +80,7 @@ def _write_split(data_dir_out, meta, class_names, subsets):
     os.replace(tmp + "meta", os.path.join(data_dir_out, "dataset.json"))
 
 
-def _read_split(data_dir_out):
+def _read_split(data_dir_out: str):
     """(class names, {subset name: Examples}) from a saved split."""
     with open(os.path.join(data_dir_out, "class_names.txt")) as f:
         class_names = [line.rstrip("\n") for line in f]
@@ -92,7 +94,7 @@ def _read_split(data_dir_out):
                          for name, (labels, paths) in rows.items()}
 
 
-def _layout(meta):
+def _layout(meta: dict):
     """How the held-out set was made, in words, for the start line."""
     if meta.get("folders"):
         train = meta["folders"]["train"]
@@ -104,7 +106,8 @@ def _layout(meta):
     return f"{meta['test_fraction']:.0%} of every class held out (seed {meta['seed']})"
 
 
-def _splits(name, data_dir, meta, class_names, train, held_out):
+def _splits(name: str, data_dir: Optional[str], meta: dict, class_names: List[str],
+            train: Examples, held_out: Dict[str, Examples]):
     scored = meta.get("eval_split", "test")
     return DatasetSplits(name, data_dir, list(class_names), train, held_out[scored],
                          test_name=scored,

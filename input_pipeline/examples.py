@@ -1,6 +1,6 @@
 """What every dataset reader returns: examples (file paths or decoded arrays) with their labels."""
 import dataclasses
-from typing import Optional
+from typing import List, Optional, Union
 
 import numpy as np
 
@@ -14,7 +14,7 @@ class Examples:
     paths: Optional[np.ndarray] = None
     images: Optional[np.ndarray] = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int32)
         if (self.paths is None) == (self.images is None):
             raise ValueError("Examples need exactly one of `paths` or `images`")
@@ -23,10 +23,11 @@ class Examples:
         if len(self) != len(self.labels):
             raise ValueError(f"{len(self)} examples but {len(self.labels)} labels")
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.paths if self.paths is not None else self.images)
 
-    def subset(self, index):
+    def subset(self, index: np.ndarray) -> "Examples":
+        """The examples at `index` (positions or a boolean mask), in that order."""
         return Examples(self.labels[index],
                         paths=None if self.paths is None else self.paths[index],
                         images=None if self.images is None else self.images[index])
@@ -62,19 +63,20 @@ class DatasetSplits:
     layout: str = ""  # how the held-out set was made, for the start line
 
     @property
-    def num_classes(self):
+    def num_classes(self) -> int:
         return len(self.class_names)
 
     @property
-    def held_out_names(self):
+    def held_out_names(self) -> List[str]:
         return [self.test_name, *self.extra]
 
-    def held_out(self, name=None):
+    def held_out(self, name: Optional[str] = None) -> Examples:
         """The held-out split `name` (default: the one scored during training)."""
         return held_out_split(self, name, "this run")
 
 
-def held_out_split(splits, name, owner):
+def held_out_split(splits: Union[RawDataset, DatasetSplits], name: Optional[str],
+                   owner: str) -> Examples:
     """`splits.test` or `splits.extra[name]` of a RawDataset or DatasetSplits; `owner` names
     whose splits they are in the error."""
     if name in (None, splits.test_name):
@@ -85,5 +87,6 @@ def held_out_split(splits, name, owner):
     return splits.extra[name]
 
 
-def is_image_file(name):
+def is_image_file(name: str) -> bool:
+    """An image file name by its extension, not a hidden file (macOS's ._ files)."""
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")

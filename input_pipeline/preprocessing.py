@@ -10,6 +10,7 @@ Two kinds of training crop (docs/design.md, "The two crops"):
 """
 import dataclasses
 import math
+from typing import Callable, Dict, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -31,7 +32,7 @@ class Augmentation:
     crop: str = "inception"  # one of CROP_KINDS
     pad: int = 4  # the largest shift in pixels, for crop="pad"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.crop not in CROP_KINDS:
             raise ValueError(f"Unknown crop {self.crop!r}; valid: {', '.join(CROP_KINDS)}")
 
@@ -45,7 +46,7 @@ def cache_size(image_size: int, eval_fraction: float = EVAL_CROP_FRACTION) -> in
     return int(math.ceil(image_size / eval_fraction))
 
 
-def decode_image(encoded):
+def decode_image(encoded: tf.Tensor) -> tf.Tensor:
     """Encoded JPEG / PNG / GIF / BMP bytes -> uint8 [H, W, 3] RGB, whatever the file's extension.
 
     Grayscale and CMYK JPEGs and RGBA / palette PNGs all come out as 3-channel RGB; a GIF gives
@@ -56,7 +57,8 @@ def decode_image(encoded):
     return image
 
 
-def resize_for_cache(image, image_size, eval_fraction=EVAL_CROP_FRACTION):
+def resize_for_cache(image: tf.Tensor, image_size: int,
+                     eval_fraction: float = EVAL_CROP_FRACTION) -> tf.Tensor:
     """Squashes to a `cache_size` square (all of the image kept; crops fix the aspect later)."""
     size = cache_size(image_size, eval_fraction)
     height, width = tf.shape(image)[0], tf.shape(image)[1]
@@ -68,12 +70,13 @@ def resize_for_cache(image, image_size, eval_fraction=EVAL_CROP_FRACTION):
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
-def scale_to_unit_range(image):
+def scale_to_unit_range(image: tf.Tensor) -> tf.Tensor:
     """uint8 or [0, 255] float -> float32 in [-1, 1], the models' input range."""
     return tf.cast(image, tf.float32) / 127.5 - 1.0
 
 
-def eval_crop(cached, image_size, eval_fraction=EVAL_CROP_FRACTION):
+def eval_crop(cached: tf.Tensor, image_size: int,
+              eval_fraction: float = EVAL_CROP_FRACTION) -> tf.Tensor:
     """Central crop (`eval_fraction` of each side) of a cached square, resized to `image_size`,
     scaled to [-1, 1]."""
     if eval_fraction < 1.0:
@@ -82,7 +85,8 @@ def eval_crop(cached, image_size, eval_fraction=EVAL_CROP_FRACTION):
     return scale_to_unit_range(image)
 
 
-def preprocess_for_eval(image, image_size, eval_fraction=EVAL_CROP_FRACTION):
+def preprocess_for_eval(image: tf.Tensor, image_size: int,
+                        eval_fraction: float = EVAL_CROP_FRACTION) -> tf.Tensor:
     """Any uint8 [H, W, 3] image -> the evaluation input: the same path the pipeline takes."""
     return eval_crop(resize_for_cache(image, image_size, eval_fraction), image_size,
                      eval_fraction)
@@ -98,7 +102,9 @@ _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
 _CROP_ATTEMPTS = 10
 
 
-def sample_augmentation(batch_size, seed, augmentation=Augmentation(), image_size=None):
+def sample_augmentation(batch_size: tf.Tensor, seed: tf.Tensor,
+                        augmentation: Augmentation = Augmentation(),
+                        image_size: Optional[int] = None) -> Dict[str, tf.Tensor]:
     """Random augmentation parameters for a batch of `batch_size` images, from a [2] int `seed`
     (stateless: every epoch's crops are reproducible). float32 [B] tensors, except box [B, 4]:
     the crop as normalised (y1, x1, y2, x2) of the cached square. `image_size` is needed for
@@ -111,7 +117,7 @@ def sample_augmentation(batch_size, seed, augmentation=Augmentation(), image_siz
     """
     seeds = tf.random.experimental.stateless_split(seed, 10)
 
-    def draw(i, low, high, shape=None):
+    def draw(i: int, low: float, high: float, shape: Optional[list] = None) -> tf.Tensor:
         return tf.random.stateless_uniform(shape or [batch_size], seeds[i], low, high)
     if augmentation.crop == "pad":
         box = _shifted_boxes(batch_size, seeds[9], augmentation.pad, image_size)
@@ -131,7 +137,7 @@ def sample_augmentation(batch_size, seed, augmentation=Augmentation(), image_siz
     return _with_flip_and_jitter(dict(box=box), batch_size, draw, augmentation)
 
 
-def _shifted_boxes(batch_size, seed, pad, image_size):
+def _shifted_boxes(batch_size: tf.Tensor, seed: tf.Tensor, pad: int, image_size: int):
     """[B, 4] boxes of a whole `image_size` square moved by dy, dx in -pad..pad pixels.
 
     crop_and_resize samples output pixel i of a box (y1, y2) at y1 * (C - 1) + i * (y2 - y1) *
@@ -143,7 +149,8 @@ def _shifted_boxes(batch_size, seed, pad, image_size):
     return tf.concat([start, start + 1.0], axis=1)
 
 
-def _with_flip_and_jitter(params, batch_size, draw, augmentation):
+def _with_flip_and_jitter(params: dict, batch_size: tf.Tensor, draw: Callable,
+                          augmentation: Augmentation):
     params.update(flip=tf.zeros([batch_size]), brightness=tf.zeros([batch_size]),
                   saturation=tf.ones([batch_size]), hue=tf.zeros([batch_size]),
                   contrast=tf.ones([batch_size]))
@@ -156,7 +163,8 @@ def _with_flip_and_jitter(params, batch_size, draw, augmentation):
     return params
 
 
-def apply_augmentation(images, params, image_size, augmentation=Augmentation()):
+def apply_augmentation(images: tf.Tensor, params: Dict[str, tf.Tensor], image_size: int,
+                       augmentation: Augmentation = Augmentation()) -> tf.Tensor:
     """Cached uint8 squares [B, C, C, 3] and their parameters -> [B, S, S, 3] in [-1, 1]: each
     image's own crop resized to the input size, flip, colour jitter, all as batch operations.
 

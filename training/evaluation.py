@@ -1,5 +1,5 @@
 """Evaluating a model on a pipeline across towers: probabilities, then top-k accuracy and loss."""
-from typing import List, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import keras
 import numpy as np
@@ -13,14 +13,19 @@ from training.step import make_eval_step
 
 
 def predict(model: keras.Model, strategy: tf.distribute.Strategy, pipeline: InputPipeline,
-            per_tower_batch: int, eval_step=None, progress=None) -> Tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities [N, classes] and labels [N] over one pass of `pipeline`."""
+            per_tower_batch: int, eval_step: Optional[Callable] = None,
+            progress: Optional[Callable[[int], None]] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities [N, classes] and labels [N] over one pass of `pipeline`.
+
+    `eval_step` is make_eval_step's (made here when not given); `progress` is called with the
+    number of images of each batch."""
     batches = devices.distributed_iterator(
         strategy, lambda ctx: pipeline.dataset(per_tower_batch, drop_remainder=False))
     return _collect(batches, eval_step or make_eval_step(model, strategy), progress)
 
 
-def _collect(batches, eval_step, progress):
+def _collect(batches: Iterator, eval_step: Callable,
+             progress: Optional[Callable[[int], None]]):
     """Runs `eval_step` over distributed batches; every tower's probabilities and labels."""
     probs, labels = [], []
     for images, batch_labels in batches:
@@ -32,7 +37,8 @@ def _collect(batches, eval_step, progress):
     return np.concatenate(probs), np.concatenate(labels)
 
 
-def top_k_accuracy(probs, labels, k):
+def top_k_accuracy(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """The share of `labels` among the `k` most probable classes of their row of `probs`."""
     k = min(k, probs.shape[1])
     top = np.argsort(-probs, axis=1)[:, :k]
     return float(np.mean(np.any(top == labels[:, None], axis=1)))
@@ -46,7 +52,8 @@ def scores(probs: np.ndarray, labels: np.ndarray) -> dict:
 
 
 def predict_crops(model: keras.Model, strategy: tf.distribute.Strategy, examples: Examples,
-                  image_size: int, crops: int, per_tower_batch: int, progress=None,
+                  image_size: int, crops: int, per_tower_batch: int,
+                  progress: Optional[Callable[[int], None]] = None,
                   mirror: bool = True, eval_fraction: float = EVAL_CROP_FRACTION
                   ) -> Tuple[np.ndarray, np.ndarray]:
     """Softmax averaged over `crops` crops per image: probabilities [N, classes], labels [N]."""
@@ -72,7 +79,7 @@ def full_report(probs: np.ndarray, labels: np.ndarray, class_names: List[str]) -
     return report
 
 
-def confusion_image(matrix, cell=8):
+def confusion_image(matrix: np.ndarray, cell: int = 8) -> np.ndarray:
     """The confusion matrix as a [1, H, W, 3] float image (row-normalised, darker = more)."""
     rows = matrix.sum(1, keepdims=True)
     share = matrix / np.maximum(rows, 1)

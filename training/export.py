@@ -2,7 +2,7 @@
 import os
 import shutil
 import tempfile
-from typing import List
+from typing import Dict, List
 
 import keras
 import tensorflow as tf
@@ -15,7 +15,8 @@ from input_pipeline.preprocessing import (
 
 
 class ServingModule(tf.Module):
-    def __init__(self, model, class_names, image_size, eval_fraction=EVAL_CROP_FRACTION):
+    def __init__(self, model: keras.Model, class_names: List[str], image_size: int,
+                 eval_fraction: float = EVAL_CROP_FRACTION) -> None:
         super().__init__()
         self.model = model
         self.class_names = tf.constant(list(class_names))
@@ -23,7 +24,7 @@ class ServingModule(tf.Module):
         self.eval_fraction = eval_fraction
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-    def serve(self, image_bytes):
+    def serve(self, image_bytes: tf.Tensor) -> Dict[str, tf.Tensor]:
         """JPEG / PNG / GIF / BMP bytes [N] -> probabilities [N, classes], top class id and name."""
         size, fraction = self.image_size, self.eval_fraction
         images = tf.map_fn(lambda b: preprocess_for_eval(decode_image(b), size, fraction),
@@ -36,8 +37,9 @@ class ServingModule(tf.Module):
 
 
 def export_saved_model(model: keras.Model, class_names: List[str], image_size: int,
-                       export_dir: str, eval_fraction: float = EVAL_CROP_FRACTION):
-    """Writes the SavedModel to `export_dir` (which must not hold anything yet), atomically."""
+                       export_dir: str, eval_fraction: float = EVAL_CROP_FRACTION) -> str:
+    """Writes the SavedModel to `export_dir` (which must not hold anything yet), atomically;
+    returns its absolute path."""
     export_dir = os.path.abspath(export_dir)
     if os.path.exists(export_dir) and os.listdir(export_dir):
         raise ValueError(f"--export_dir={export_dir!r} is not empty; choose a new directory")
