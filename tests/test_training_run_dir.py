@@ -66,6 +66,19 @@ def test_the_config_is_frozen_and_a_rate_given_on_resume_is_checked(tmp_path):
         rd.resolve_config({"run_dir": saved.run_dir, "lr": -1.0})
 
 
+def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(tmp_path):
+    saved = saved_run(tmp_path, model="googlenet", lr=0.05)
+    path = os.path.join(saved.run_dir, "config.json")
+    with open(path) as f:
+        values = json.load(f)
+    del values["augment_on"], values["test_fraction"]
+    with open(path, "w") as f:
+        json.dump(values, f)
+    write_checkpoint(saved.run_dir, 12)
+    config = rd.resolve_config({"run_dir": saved.run_dir, "test_fraction": 0.3, "epochs": 9})
+    assert config.augment_on == "auto" and config.test_fraction == 0.3 and config.epochs == 9
+
+
 def test_a_run_with_no_checkpoint_yet_is_started_afresh_by_a_corrected_command(tmp_path):
     # e.g. --image_size=10 was refused after config.json and the split were written.
     saved = saved_run(tmp_path, model="minigooglenet", image_size=10)

@@ -150,6 +150,11 @@ def check_known_settings(values: dict) -> None:
         raise ValueError(f"Unknown settings {sorted(unknown)}; valid: {sorted(known)}")
 
 
+def field_defaults() -> dict:
+    """Every TrainConfig field's own default, by name (None for most: the recipe decides)."""
+    return {field.name: field.default for field in dataclasses.fields(TrainConfig)}
+
+
 def settings_with_defaults(values: dict) -> dict:
     """`values` (settings by field name, e.g. the flags given) with every setting they leave
     out or None filled: the field's own default, then its dataset's recipe, then `FALLBACK`.
@@ -159,8 +164,7 @@ def settings_with_defaults(values: dict) -> dict:
     directory decides what else goes in before the config is built (run_dir.resolve_config).
     """
     check_known_settings(values)
-    filled = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
-    filled.update(values)
+    filled = {**field_defaults(), **values}
     recipe = recipes.get_recipe(filled["dataset"])
     for key, value in {**recipes.FALLBACK, **recipe.settings}.items():
         if filled.get(key) is None:

@@ -28,6 +28,7 @@ from training.config import (
     TrainConfig,
     build_model_from_config,
     check_known_settings,
+    field_defaults,
     settings_with_defaults,
 )
 from training.restart import Restart
@@ -37,14 +38,15 @@ DONE_FILE = "training_done.json"  # the last step and checkpoint of a finished r
 
 
 def load_run_settings(run_dir: str) -> dict:
-    """The settings saved in `run_dir`'s config.json, by name (checked to be TrainConfig's)."""
+    """The settings saved in `run_dir`'s config.json, by name (checked to be TrainConfig's);
+    a field the file does not hold (one added since the run was made) has its default."""
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(path):
         raise ValueError(f"{run_dir!r} is not a training run directory: it has no {CONFIG_FILE}")
     with open(path) as f:
         values = json.load(f)
     check_known_settings(values)
-    return values
+    return {**field_defaults(), **values}
 
 
 def load_run_config(run_dir: str) -> TrainConfig:
