@@ -31,6 +31,7 @@ start to end, data loading included), and writes them with --json.
 """
 import argparse
 import csv
+import datetime
 import os
 import subprocess
 import sys
@@ -59,17 +60,18 @@ def run_ours(args, seed, run_dir):
 
 
 def run_train_py(flags, run_dir):
-    """Runs train.py with `flags`: its per-epoch held-out top-1 / top-5 (from history.csv) and
-    the process's wall time."""
+    """Runs train.py with `flags`: its per-epoch held-out top-1 / top-5 (from history.csv), the
+    seconds from launch to the end of each epoch, and the process's wall time."""
     command = [sys.executable, os.path.join(ROOT, "train.py"), *flags]
     print("  " + " ".join(command[1:]), flush=True)
-    start = time.perf_counter()
+    start = time.time()
     subprocess.run(command, check=True, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    seconds = time.time() - start
     with open(os.path.join(run_dir, "history.csv"), newline="") as f:
         rows = list(csv.DictReader(f))
+    ended = [datetime.datetime.fromisoformat(r["wall_time"]).timestamp() - start for r in rows]
     return dict(top1=[float(r["heldout_top1"]) for r in rows],
-                top5=[float(r["heldout_top5"]) for r in rows], seconds=seconds)
+                top5=[float(r["heldout_top5"]) for r in rows], epoch_end=ended, seconds=seconds)
 
 
 def our_augmentation(args):

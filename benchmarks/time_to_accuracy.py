@@ -20,7 +20,6 @@ whose held-out top-1 reaches it. Prints the per-epoch top-1 and the times, and w
 --json.
 """
 import argparse
-import datetime
 import json
 import os
 import subprocess
@@ -28,9 +27,9 @@ import sys
 import tempfile
 import time
 
-from keras_baseline import fit_and_score  # benchmarks/keras_baseline.py
+from keras_baseline import fit_and_score, run_train_py  # benchmarks/keras_baseline.py
 
-from harness import ROOT, argument_parser, print_for_parent, write_json  # benchmarks/harness.py
+from harness import argument_parser, print_for_parent, write_json  # benchmarks/harness.py
 
 
 def recipe(args):
@@ -44,18 +43,9 @@ def recipe(args):
 
 def run_ours(args, run_dir):
     """train.py with the recipe: per-epoch held-out top-1 and seconds since launch."""
-    import csv
-    command = [sys.executable, os.path.join(ROOT, "train.py"), "--dataset=cifar10",
-               f"--data_dir={args.data_dir}", f"--run_dir={run_dir}", f"--seed={args.seed}",
-               *([f"--epochs={args.epochs}"] if args.epochs else [])]
-    print("  " + " ".join(command[1:]), flush=True)
-    start = time.time()
-    subprocess.run(command, check=True, capture_output=True, text=True)
-    total = time.time() - start
-    with open(os.path.join(run_dir, "history.csv"), newline="") as f:
-        rows = list(csv.DictReader(f))
-    ended = [datetime.datetime.fromisoformat(r["wall_time"]).timestamp() - start for r in rows]
-    return dict(top1=[float(r["heldout_top1"]) for r in rows], epoch_end=ended, seconds=total)
+    return run_train_py(["--dataset=cifar10", f"--data_dir={args.data_dir}",
+                         f"--run_dir={run_dir}", f"--seed={args.seed}",
+                         *([f"--epochs={args.epochs}"] if args.epochs else [])], run_dir)
 
 
 def keras_path(args, started):
