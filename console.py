@@ -1,4 +1,5 @@
-"""A one-line console progress bar: done/total, a bar, named values, time left.
+"""What the console shows: a one-line progress bar (done/total, a bar, named values, time left)
+and the way numbers and sizes are written in it and in messages.
 
 Used for the first pass over the data (input_pipeline) and for each training epoch (training), so
 it belongs to neither package. On a terminal the line is
@@ -25,6 +26,11 @@ def format_value(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value)
+
+
+def format_bytes(nbytes: int) -> str:
+    """A size as people read it: '1.23 GB' from 100 MB up, else '12.3 MB'."""
+    return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB"
 
 
 class ProgressBar:

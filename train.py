@@ -14,7 +14,9 @@ from absl import app
 from absl import flags as absl_flags
 
 import flags
+from training import guard
 from training.config import TrainConfig
+from training.devices import worker_from_tf_config
 from training.loop import Trainer
 from training.restart import find_restart
 from training.run_dir import resolve_config, run_dir_of
@@ -26,9 +28,13 @@ def main(argv: List[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     given = flags.given_settings(TrainConfig)
-    restart = (find_restart(run_dir_of(given), FLAGS.restart_from)
-               if FLAGS.restart_from is not None else None)
-    result = Trainer(resolve_config(given, restart), restart=restart).train()
+    run_dir = run_dir_of(given)
+    # Only the chief writes the run directory (other workers of a job write scratch files).
+    is_chief = worker_from_tf_config(given.get("strategy") or "auto").is_chief
+    with guard.writing(run_dir, is_chief, warn=print):
+        restart = (find_restart(run_dir, FLAGS.restart_from)
+                   if FLAGS.restart_from is not None else None)
+        result = Trainer(resolve_config(given, restart), restart=restart).train()
     if "top1" not in result:  # another worker than the chief: it has no evaluation to report
         print(f"Worker {result['worker']} done at step {result['step']}; the chief evaluates "
               f"the model and writes the run directory.")

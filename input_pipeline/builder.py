@@ -26,7 +26,8 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
-from console import ProgressBar
+import disk_space
+from console import ProgressBar, format_bytes
 from input_pipeline import preprocessing
 from input_pipeline.examples import Examples
 from input_pipeline.preprocessing import Augmentation
@@ -163,6 +164,8 @@ class InputPipeline:
             if store is not None:
                 self._reused = True
                 return store
+            if self.cache_mode == "disk":  # raw records: the size is known before the pass
+                disk_space.check_free(path, len(self.examples) * int(np.prod(shape)))
             store = store_class(path, shape).start()
         elif self.cache_mode == "memory":
             store = MemoryStore(len(self.examples), shape)
@@ -186,9 +189,11 @@ class InputPipeline:
                 done = int(index[-1]) + 1
                 if bar is not None:
                     bar.update(done, **{"img/s": round(done / (time.perf_counter() - start))})
-        except BaseException:
+        except BaseException as error:
             if isinstance(store, DiskStore):
                 store.abandon()
+                if disk_space.is_disk_full(error):
+                    raise disk_space.DiskFull(disk_space.disk_full_message(store.path)) from None
             raise
         if bar is not None and done < total:  # the last files were unreadable
             bar.update(total, **{"img/s": round(total / (time.perf_counter() - start))})
@@ -212,7 +217,7 @@ class InputPipeline:
             where = "in RAM" if self.cache_mode == "memory" else f"at {self._store.path}"
             verb = "reused" if self._reused else "holds"
             per_image = self._store.nbytes / max(self.num_examples, 1) / 1e3
-            line = (f"Cache ({self.cache_mode}) {verb} {n}: {_size(self._store.nbytes)} "
+            line = (f"Cache ({self.cache_mode}) {verb} {n}: {format_bytes(self._store.nbytes)} "
                     f"({per_image:.1f} KB per image) {where}")
         return line + skipped_note(report_dir, len(self.skipped_files))
 
@@ -313,8 +318,3 @@ class InputPipeline:
         params = {name: value for name, value in inputs.items() if name != "images"}
         return preprocessing.apply_augmentation(inputs["images"], params, self.image_size,
                                                 self.augmentation)
-
-
-def _size(nbytes: int):
-    return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB"
-

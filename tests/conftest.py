@@ -1,9 +1,12 @@
 """Shared test set-up: split the CPU into logical devices so multi-tower code runs without a GPU.
 
 TensorFlow fixes its device list the first time it initialises, so this runs at import time, before
-any test touches TensorFlow. Tests that need towers use `cpu_devices(n)`.
+any test touches TensorFlow. Tests that need towers use `cpu_devices(n)`. Also the fixture images
+and the way end-to-end tests run train.py (`train_args`, `run`, the `data_dir` fixture).
 """
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -73,3 +76,26 @@ def scalars(log_dir):
         values[tag] = [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)
                        if e.tensor_proto.dtype == tf.float32.as_datatype_enum]
     return {k: v for k, v in values.items() if v}, events
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """Three classes of six 36x36 JPEGs: 12 train images, 3 steps per epoch at batch 4."""
+    root = tmp_path_factory.mktemp("cli") / "photos"
+    write_image_folder(str(root), classes=("daisy", "roses", "tulips"), per_class=6, size=(36, 36))
+    return str(root)
+
+
+def train_args(data_dir, run_dir, *extra):
+    """train.py on the `data_dir` fixture, small and fast."""
+    return [sys.executable, os.path.join(ROOT, "train.py"), "--dataset=folder",
+            f"--data_dir={data_dir}", f"--run_dir={run_dir}", "--image_size=32",
+            "--width_multiplier=0.125", "--batch_size=4", *extra]
+
+
+def run(args, timeout=300):
+    return subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=timeout)

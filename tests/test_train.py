@@ -10,29 +10,8 @@ import textwrap
 import time
 
 import numpy as np
-import pytest
 
-from conftest import write_image_folder
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli") / "photos"
-    write_image_folder(str(root), classes=("daisy", "roses", "tulips"), per_class=6, size=(36, 36))
-    return str(root)
-
-
-def train_args(data_dir, run_dir, *extra):
-    return [sys.executable, os.path.join(ROOT, "train.py"), "--dataset=folder",
-            f"--data_dir={data_dir}", f"--run_dir={run_dir}", "--image_size=32",
-            "--width_multiplier=0.125", "--batch_size=4", *extra]
-
-
-def run(args, timeout=300):
-    return subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=timeout)
+from conftest import ENV, ROOT, run, train_args, write_image_folder
 
 
 def test_two_cpu_towers_end_to_end(data_dir, tmp_path):

@@ -25,6 +25,19 @@ def test_rows_are_appended_under_one_header_and_later_epochs_dropped(tmp_path):
     assert not (tmp_path / "history.csv.tmp").exists()
 
 
+def test_an_appended_row_is_taken_back_exactly_and_a_new_file_goes_with_it(tmp_path):
+    history = History(str(tmp_path))
+    history.append(**row(1))
+    history.undo_append()  # the first save failed: no file, so the next append writes a header
+    assert not (tmp_path / "history.csv").exists()
+    history.append(**row(1))
+    before = (tmp_path / "history.csv").read_bytes()
+    history.append(**row(2))
+    history.undo_append()
+    assert (tmp_path / "history.csv").read_bytes() == before
+    assert [r["epoch"] for r in history.rows()] == ["1"]
+
+
 def test_a_row_needs_every_column(tmp_path):
     with pytest.raises(ValueError, match="lacks"):
         History(str(tmp_path)).append(epoch=1, step=3)

@@ -1,12 +1,28 @@
 """Checkpoints (model, optimizer, step, epoch) in the run directory's `checkpoints/`.
 
 tf.train.CheckpointManager writes each checkpoint's files first and then replaces the `checkpoint`
-index file atomically, so a run killed mid-save still restores the previous checkpoint.
+index file atomically, so a run killed mid-save still restores the previous checkpoint. A save
+that fails (a full disk) removes its partial files and leaves the previous checkpoint the latest.
 """
+import glob
 import os
+import shutil
 
 import keras
 import tensorflow as tf
+
+import disk_space
+
+
+def remove_partial_saves(directory: str) -> None:
+    """What an interrupted save leaves in a checkpoint directory: TensorFlow's `ckpt-N_temp`
+    directories and `checkpoint.tmp…` index files."""
+    pattern = os.path.join(glob.escape(directory), "{}")
+    for path in glob.glob(pattern.format("*_temp*")) + glob.glob(pattern.format("checkpoint.tmp*")):
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.exists(path):
+            os.remove(path)
 
 
 def random_state_variables(model):
@@ -62,7 +78,24 @@ class Checkpoints:
             tf.train.Checkpoint(loss_scale=self.loss_scale).read(path).expect_partial()
         return path
 
+    def latest_bytes(self) -> int:
+        """The size of the latest checkpoint's files: what the next one will need (0: none)."""
+        if self.latest is None:
+            return 0
+        return sum(os.path.getsize(f) for f in glob.glob(glob.escape(self.latest) + ".*"))
+
     def save(self, step, epoch):
+        """Saves a checkpoint; raises DiskFull, before writing anything when the last one's size
+        is not free, or after removing the partial files when the disk fills during the save."""
+        needed = self.latest_bytes()
+        disk_space.check_free(self.directory, needed)
         self.step.assign(step)
         self.epoch.assign(epoch)
-        return self.manager.save(checkpoint_number=step)
+        try:
+            return self.manager.save(checkpoint_number=step)
+        except BaseException as error:
+            remove_partial_saves(self.directory)
+            if disk_space.is_disk_full(error):
+                path = disk_space.path_written(error, self.directory)
+                raise disk_space.DiskFull(disk_space.disk_full_message(path, needed)) from None
+            raise

@@ -1,9 +1,10 @@
 """`history.csv` in the run directory: one row per finished epoch, readable without TensorBoard.
 
-The row is appended when the epoch ends, before its checkpoint is saved. A resumed run first drops
-the rows of epochs after its checkpoint (an epoch whose checkpoint a crash lost is trained again
-and gets its row again), so across interrupts and restarts every epoch has exactly one row, that
-of the training its checkpoint holds.
+The row is appended when the epoch ends, before its checkpoint is saved, and cut off again if that
+save fails (a full disk). A resumed run first drops the rows of epochs after its checkpoint (an
+epoch whose checkpoint a crash lost is trained again and gets its row again), so across
+interrupts, crashes and restarts every epoch has exactly one row, that of the training its
+checkpoint holds.
 """
 import csv
 import json
@@ -61,6 +62,7 @@ class History:
         if missing:
             raise ValueError(f"history row lacks {sorted(missing)}")
         new_file = not os.path.exists(self.path)
+        self._before_append = 0 if new_file else os.path.getsize(self.path)
         with open(self.path, "a", newline="") as f:
             writer = csv.writer(f)
             if new_file:
@@ -68,6 +70,14 @@ class History:
             writer.writerow([_format(row[name]) for name in COLUMNS])
             f.flush()
             os.fsync(f.fileno())
+
+    def undo_append(self):
+        """Cuts the last appended row off again (in place: it needs no free space); a file that
+        row created goes, header and all."""
+        if self._before_append:
+            os.truncate(self.path, self._before_append)
+        else:
+            os.remove(self.path)
 
 
 PROGRESS_FILE = "epoch_progress.json"

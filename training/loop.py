@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import disk_space
 import input_pipeline
 from console import ProgressBar
 from training import devices, evaluation, optimization, recipes
@@ -217,6 +218,8 @@ class Trainer:
         try:
             return self._train()
         except tf.errors.ResourceExhaustedError as error:
+            if disk_space.is_disk_full(error):  # TensorFlow's code for ENOSPC too
+                raise
             raise ValueError(self._out_of_memory_message(error)) from None
         finally:
             self.role.close()
@@ -339,7 +342,8 @@ class Trainer:
 
     def _end_epoch(self, epoch: _Epoch, step: int):
         """Evaluates (when due), logs the epoch, appends its history row, then saves its
-        checkpoint: a crash in between leaves a row that the resumed run drops and rewrites."""
+        checkpoint: a crash in between leaves a row that the resumed run drops and rewrites, and
+        a failed save takes the row back."""
         config, meter = self.config, epoch.meter
         train_seconds = epoch.seconds
         done = epoch.index + 1
@@ -360,7 +364,11 @@ class Trainer:
                                     / max(meter.train_seconds, 1e-9), 1),
             epoch_seconds=round(meter.train_seconds + eval_seconds, 2),
             wall_time=datetime.datetime.now().astimezone().isoformat(timespec="seconds"))
-        path = self.checkpoints.save(step, done)
+        try:
+            path = self.checkpoints.save(step, done)
+        except BaseException:
+            self.role.unrecord_epoch()
+            raise
         self.role.epoch_saved()
         line = f"Epoch {done}/{config.epochs}: train loss {loss:.4f} top-1 {top1:.4f}"
         if result:

@@ -98,7 +98,15 @@ def set_aside_after(run_dir, restart):
 
 
 def _keep_only_up_to(run_dir, restart):
-    """Rewrites the checkpoint index: `restart` is the latest, the later ones are forgotten.
+    """Rewrites the checkpoint index: `restart` is the latest, the later ones are forgotten."""
+    state = tf.train.get_checkpoint_state(_checkpoint_dir(run_dir))
+    kept = [p for p in state.all_model_checkpoint_paths if _read(p, "step") <= restart.step]
+    rewrite_checkpoint_index(run_dir, kept, restart.path)
+
+
+def rewrite_checkpoint_index(run_dir, keep, latest):
+    """Rewrites the run's checkpoint index to list only the paths `keep` (oldest first), with
+    `latest` as the latest; the files of the others are left where they are.
 
     The saved timestamps go with their paths: CheckpointManager forgets (without deleting) any
     listed checkpoint not newer than `last_preserved_timestamp`, which is what a missing
@@ -106,19 +114,17 @@ def _keep_only_up_to(run_dir, restart):
     state = tf.train.get_checkpoint_state(_checkpoint_dir(run_dir))
     all_stamps = (list(state.all_model_checkpoint_timestamps)
                   or [state.last_preserved_timestamp + 1.0] * len(state.all_model_checkpoint_paths))
-    paths, stamps = [], []
-    for path, stamp in zip(state.all_model_checkpoint_paths, all_stamps):
-        if _read(path, "step") <= restart.step:
-            paths.append(os.path.basename(path))  # relative, as CheckpointManager writes them
-            stamps.append(stamp)
+    stamp_of = dict(zip(state.all_model_checkpoint_paths, all_stamps))
+    keep = [p for p in state.all_model_checkpoint_paths if p in set(keep)]
     logger = tf.get_logger()
     level = logger.level
     logger.setLevel("ERROR")  # its deprecation notice; CheckpointManager has no such method
     try:
         tf.compat.v1.train.update_checkpoint_state(
-            _checkpoint_dir(run_dir), os.path.basename(restart.path),
-            all_model_checkpoint_paths=paths,
-            all_model_checkpoint_timestamps=stamps,
+            _checkpoint_dir(run_dir), os.path.basename(latest),
+            # relative, as CheckpointManager writes them
+            all_model_checkpoint_paths=[os.path.basename(p) for p in keep],
+            all_model_checkpoint_timestamps=[stamp_of[p] for p in keep],
             last_preserved_timestamp=state.last_preserved_timestamp)
     finally:
         logger.setLevel(level)

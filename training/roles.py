@@ -79,6 +79,11 @@ class Role:
         if self.is_chief:
             self.history.append(**row)
 
+    def unrecord_epoch(self):
+        """The epoch's checkpoint did not land: its row goes again."""
+        if self.is_chief:
+            self.history.undo_append()
+
     def epoch_saved(self):
         """The epoch's checkpoint is written: its mid-epoch sums are no longer needed, and the
         learning curves (history.png) are redrawn."""
@@ -86,7 +91,7 @@ class Role:
             EpochMeter.clear(self.run_dir)
             try:
                 write_run_plot(self.run_dir)
-            except OSError as error:  # a picture is never worth stopping the training for
+            except Exception as error:  # a picture is never worth stopping the training for
                 logging.warning("Could not draw %s's history.png: %s", self.run_dir, error)
 
     def finish(self, step: int, checkpoint: str, evaluation: Optional[dict]) -> dict:

@@ -6,7 +6,9 @@
       checkpoints/     model, optimizer, step, epoch
       train/ eval/     TensorBoard logs
       history.csv      one row per epoch (training.history)
-      set_aside/       what a --restart_from abandoned (training.restart)
+      set_aside/       what a --restart_from abandoned (training.restart), damaged
+                       checkpoints (training.recovery)
+      train.lock       held by the train.py writing the run (training.run_lock)
       skipped_files.txt  images that could not be decoded, if any
       training_done.json written when training finished (evaluate.py --watch stops there)
 
@@ -16,6 +18,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 from typing import List, Optional, Tuple
 
 import keras
@@ -31,7 +34,9 @@ from training.config import (
     field_defaults,
     settings_with_defaults,
 )
+from training.recovery import recover_latest
 from training.restart import Restart
+from training.run_lock import LOCK_FILE, RunLock
 
 CONFIG_FILE = "config.json"
 DONE_FILE = "training_done.json"  # the last step and checkpoint of a finished run
@@ -82,7 +87,7 @@ def resolve_config(given: dict, restart: Optional[Restart] = None) -> TrainConfi
     if restart is not None and not os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
         raise ValueError(f"--restart_from: {run_dir!r} holds no run to restart")
     if not os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
-        if os.path.isdir(run_dir) and os.listdir(run_dir):
+        if os.path.isdir(run_dir) and set(os.listdir(run_dir)) - {LOCK_FILE}:
             raise ValueError(f"--run_dir={run_dir!r} exists, is not empty and holds no "
                              f"{CONFIG_FILE}: it is not a run of this program; choose another")
         return check_config(TrainConfig.from_dict(values), given)
@@ -131,6 +136,17 @@ def read_class_names(run_dir: str) -> List[str]:
         return [line.rstrip("\n") for line in f]
 
 
+def _latest_readable(run_dir: str) -> Optional[str]:
+    """The newest checkpoint that reads whole; damaged newer ones are set aside when no
+    train.py holds the run (it owns the checkpoint index), else only skipped."""
+    lock = RunLock(run_dir)
+    move = lock.try_acquire()
+    try:
+        return recover_latest(run_dir, warn=lambda line: print(line, file=sys.stderr), move=move)
+    finally:
+        lock.release()
+
+
 def restore_model(run_dir: str, checkpoint: Optional[str] = None,
                   strategy: Optional[tf.distribute.Strategy] = None,
                   ) -> Tuple[keras.Model, TrainConfig, List[str], str, int]:
@@ -139,6 +155,8 @@ def restore_model(run_dir: str, checkpoint: Optional[str] = None,
     With a `strategy`, the model is built in its scope (one copy per tower).
     """
     config = load_run_config(run_dir)
+    if checkpoint is None:
+        checkpoint = _latest_readable(run_dir)
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = build_model_from_config(config)
         checkpoints = Checkpoints(run_dir, model)

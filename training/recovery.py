@@ -1,0 +1,115 @@
+"""A damaged checkpoint costs one checkpoint, not the run; a crash leaves no half-written files.
+
+A checkpoint that cannot be read whole (a truncated .data file, a bad block) is moved, never
+deleted, to `<run_dir>/set_aside/damaged-ckpt-<N>/` with one warning line, and the newest readable
+one becomes the run's latest again. train.py does this under the run directory's lock before it
+resumes; evaluate.py and predict.py do it when no train.py holds the run (with one running they
+only skip the damaged checkpoint, since the trainer owns the checkpoint index).
+"""
+import glob
+import os
+import shutil
+from typing import Callable, List, Optional
+
+import tensorflow as tf
+
+from training.checkpoints import remove_partial_saves
+from training.history import HISTORY_FILE
+from training.restart import SET_ASIDE_DIR, rewrite_checkpoint_index
+
+CHECKPOINT_DIR = "checkpoints"
+INDEX_FILE = "checkpoint"  # tf.train.CheckpointManager's list of the checkpoints it keeps
+
+
+class NoReadableCheckpoint(ValueError):
+    """Every checkpoint of the run was damaged (all are now set aside)."""
+
+
+def unreadable_reason(path: str) -> Optional[str]:
+    """Why the checkpoint at `path` cannot be read whole, or None when every tensor reads."""
+    try:
+        reader = tf.train.load_checkpoint(path)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, IndexError, ValueError, RuntimeError, OSError) as error:
+        return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    return None
+
+
+def remove_partial_files(run_dir: str) -> None:
+    """Removes what an interrupted write leaves: a checkpoint's partial files and this program's
+    `*.tmp` files (config, history and epoch sums are written to one and renamed)."""
+    remove_partial_saves(os.path.join(run_dir, CHECKPOINT_DIR))
+    for path in glob.glob(os.path.join(glob.escape(run_dir), "*.tmp")):
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+
+
+def _listed(directory: str) -> List[str]:
+    """The checkpoints the index lists, newest first (absolute paths)."""
+    state = tf.train.get_checkpoint_state(directory)
+    if state is None:
+        return []
+    paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+    return list(reversed(paths))
+
+
+def _set_aside(run_dir: str, path: str) -> str:
+    """Moves the checkpoint's files to set_aside/damaged-<name>/ (a new folder each time)."""
+    destination = os.path.join(run_dir, SET_ASIDE_DIR, f"damaged-{os.path.basename(path)}")
+    base, n = destination, 1
+    while os.path.exists(destination):
+        n += 1
+        destination = f"{base}-{n}"
+    os.makedirs(destination)
+    for file in glob.glob(glob.escape(path) + ".*"):
+        shutil.move(file, os.path.join(destination, os.path.basename(file)))
+    return destination
+
+
+def recover_latest(run_dir: str, warn: Callable[[str], None], move: bool = True,
+                   ) -> Optional[str]:
+    """The newest checkpoint of `run_dir` that reads whole, or None when it has none.
+
+    Each newer damaged one gets a warning and, with `move`, is set aside and dropped from the
+    index. Raises NoReadableCheckpoint when there were checkpoints and none reads (with `move`,
+    the run directory is then left as a run with nothing trained, its history.csv copied aside).
+    """
+    directory = os.path.abspath(os.path.join(run_dir, CHECKPOINT_DIR))
+    damaged, found = [], None
+    for path in _listed(directory):
+        if not tf.io.gfile.exists(path + ".index"):
+            continue  # deleted by the trainer's keep-N since the index was read, or missing
+        reason = unreadable_reason(path)
+        if reason is None:
+            found = path
+            break
+        if tf.io.gfile.exists(path + ".index"):  # still there: damaged, not being deleted
+            damaged.append((path, reason))
+    if not damaged:
+        return found
+    kept = [p for p in reversed(_listed(directory)) if p not in dict(damaged)]
+    for path, reason in damaged:
+        where = _set_aside(run_dir, path) if move else None
+        moved = f"moved to {where}" if where else "skipped"
+        using = f"using {os.path.basename(found)}" if found else "no other checkpoint reads"
+        warn(f"Warning: checkpoint {path} cannot be read whole ({reason}); {moved}; {using}.")
+    if found is None:
+        aside = os.path.join(run_dir, SET_ASIDE_DIR)
+        if move:
+            history = os.path.join(run_dir, HISTORY_FILE)
+            if os.path.exists(history):
+                shutil.copy2(history, os.path.join(aside, HISTORY_FILE))
+            shutil.move(os.path.join(directory, INDEX_FILE),
+                        os.path.join(aside, f"{INDEX_FILE}-damaged"))
+        raise NoReadableCheckpoint(
+            f"no checkpoint in {os.path.join(run_dir, CHECKPOINT_DIR)!r} can be read whole"
+            + (f"; all were moved to {aside!r} with the run's history.csv. The same command now "
+               f"starts the run afresh in {run_dir!r}; another --run_dir starts it elsewhere"
+               if move else "; stop the train.py that holds the run, then run this again"))
+    if move:
+        rewrite_checkpoint_index(run_dir, [p for p in kept if tf.io.gfile.exists(p + ".index")],
+                                 found)
+    return found
