@@ -13,7 +13,7 @@ import input_pipeline
 from conftest import cpu_devices, write_image, write_image_folder
 from input_pipeline.crops import paper_144_crops, ten_crops
 from input_pipeline.preprocessing import decode_image, preprocess_for_eval
-from training import devices, recipes
+from training import devices, evaluation, recipes
 from training.evaluate_run import EvalSettings, evaluate_checkpoint, run, watch
 from training.loop import Trainer
 from training.run_dir import resolve_config, restore_model
@@ -58,8 +58,20 @@ def test_accuracy_matches_an_independent_numpy_computation(trained_run):
     assert report["confusion_matrix"].sum() == 9
     metrics = json.load(open(os.path.join(run_dir, "eval", "metrics.json")))
     assert metrics["top1"] == pytest.approx(top1) and "ant" in metrics["per_class"]
+    recalls = [np.mean(ranked[test.labels == c, 0] == c) for c in np.unique(test.labels)]
+    assert metrics["balanced"] == pytest.approx(np.mean(recalls))
     csv_rows = open(os.path.join(run_dir, "eval", "confusion_matrix.csv")).read().splitlines()
     assert csv_rows[0].endswith("ant,bee,cat,dog,eel,fox") and len(csv_rows) == 7
+
+
+def test_balanced_accuracy_is_the_mean_recall_over_the_classes_present():
+    # Class 0: 8 images, 6 right; class 1: 2 images, 1 right; class 2 has none here.
+    # top-1 = 7/10; balanced = (6/8 + 1/2) / 2 = 0.625.
+    labels = np.array([0] * 8 + [1] * 2)
+    predicted = np.array([0] * 6 + [1, 2] + [1, 0])
+    probs = np.eye(3)[predicted]
+    assert evaluation.balanced_accuracy(probs, labels) == pytest.approx(0.625)
+    assert evaluation.scores(probs, labels)["top1"] == pytest.approx(0.7)
 
 
 def test_ten_crops_only_average(trained_run):

@@ -50,7 +50,7 @@ def print_report(report: dict, class_names: List[str], crops: int, path: str,
     print_fn(f"Checkpoint {path}: {report['count']} images{split}, {used} crop(s) per "
              f"image{note}")
     print_fn(f"  top-1 accuracy {report['top1']:.4f}   top-5 accuracy {report['top5']:.4f}   "
-             f"mean loss {report['loss']:.4f}")
+             f"balanced accuracy {report['balanced']:.4f}   mean loss {report['loss']:.4f}")
     print_fn(report["per_class_text"])
 
 
@@ -62,7 +62,7 @@ def write_report(run_dir: str, report: dict, class_names: List[str], step: int, 
     # Scores of a split chosen with --eval_split go beside, not over, the default split's.
     suffix = (f"_{report['split']}" if report.get("split_chosen") else "") + (
         "" if crops == 1 else f"_{crops}crops")
-    metrics = {k: report[k] for k in ("top1", "top5", "loss", "count")}
+    metrics = {k: report[k] for k in ("top1", "top5", "balanced", "loss", "count")}
     metrics.update(checkpoint=path, step=step, crops=crops,
                    crops_used=report["crops_used"], per_class=report["per_class"])
     with open(os.path.join(out, f"metrics{suffix}.json"), "w") as f:
@@ -74,7 +74,7 @@ def write_report(run_dir: str, report: dict, class_names: List[str], step: int, 
             f.write(name + "," + ",".join(str(int(v)) for v in row) + "\n")
     writer = tf.summary.create_file_writer(out)
     with writer.as_default(step=step):
-        for key in ("top1", "top5", "loss"):
+        for key in ("top1", "top5", "balanced", "loss"):
             tf.summary.scalar(f"evaluate/{key}{suffix}", report[key])
         tf.summary.image(f"evaluate/confusion_matrix{suffix}",
                          evaluation.confusion_image(matrix))

@@ -44,10 +44,19 @@ def top_k_accuracy(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float(np.mean(np.any(top == labels[:, None], axis=1)))
 
 
+def balanced_accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The mean over the classes present in `labels` of each one's recall (its share of images
+    predicted as itself): top-1 with every class weighing the same, whatever its size."""
+    predictions = probs.argmax(1)
+    classes = np.unique(labels)
+    return float(np.mean([np.mean(predictions[labels == c] == c) for c in classes]))
+
+
 def scores(probs: np.ndarray, labels: np.ndarray) -> dict:
-    """top1, top5 and mean cross-entropy loss of `probs` against `labels`."""
+    """top1, top5, balanced accuracy and mean cross-entropy loss of `probs` against `labels`."""
     true_class = probs[np.arange(len(labels)), labels]
     return dict(top1=top_k_accuracy(probs, labels, 1), top5=top_k_accuracy(probs, labels, 5),
+                balanced=balanced_accuracy(probs, labels),
                 loss=float(np.mean(-np.log(np.maximum(true_class, 1e-12)))), count=len(labels))
 
 
