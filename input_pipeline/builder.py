@@ -55,6 +55,10 @@ _DECODERS = 2 * (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity"
                  else os.cpu_count() or 1)
 
 
+# uniform: each epoch a permutation of every image; balanced: each class equally often.
+SAMPLINGS = ("uniform", "balanced")
+
+
 class InputPipeline:
     """Decodes and caches `examples` once; `dataset(...)` then gives one epoch at a time.
 
@@ -67,9 +71,13 @@ class InputPipeline:
                  shard: Optional[Tuple[int, int]] = None,
                  augmentation: Augmentation = Augmentation(),
                  report_dir: Optional[str] = None, subset: Optional[str] = None,
-                 max_skipped_fraction: float = 0.5, progress: bool = False) -> None:
+                 max_skipped_fraction: float = 0.5, progress: bool = False,
+                 sampling: str = "uniform") -> None:
         if cache not in CACHE_MODES:
             raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+        self.sampling = sampling
         shard_index = 0
         if shard is not None:
             num_shards, shard_index = shard
@@ -98,7 +106,15 @@ class InputPipeline:
         self._example_of = (self._store.example_index if self._store is not None
                             else self._readable)
         self.num_examples = len(self._example_of)
-        self._record_labels = tf.constant(examples.labels[self._example_of], tf.int32)
+        record_labels = examples.labels[self._example_of]
+        self._record_labels = tf.constant(record_labels, tf.int32)
+        if sampling == "balanced":
+            # The records grouped by class, and where each present class starts and how many.
+            classes, starts, counts = np.unique(np.sort(record_labels, kind="stable"),
+                                                return_index=True, return_counts=True)
+            self._by_class = tf.constant(np.argsort(record_labels, kind="stable"), tf.int64)
+            self._class_starts = tf.constant(starts, tf.int64)
+            self._class_counts = tf.constant(counts, tf.float64)
         if self._store is None:  # what `_load_example` reads from, every epoch
             self._example_of_tensor = tf.constant(self._example_of, tf.int64)
             if examples.paths is not None:
@@ -277,7 +293,10 @@ class InputPipeline:
         def one_epoch(e: tf.Tensor) -> tf.data.Dataset:
             epoch_key = tf.random.experimental.stateless_fold_in(key, e)
             records = tf.range(count, dtype=tf.int64)
-            if training:
+            if training and self.sampling == "balanced":
+                records = self._balanced_records(
+                    count, tf.random.experimental.stateless_fold_in(epoch_key, 2))
+            elif training:
                 # shuffle: the whole epoch's order at once, as a permutation of record numbers.
                 records = tf.random.experimental.stateless_shuffle(
                     records, seed=tf.random.experimental.stateless_fold_in(epoch_key, 0))
@@ -311,6 +330,16 @@ class InputPipeline:
             return ds.map(inputs, num_parallel_calls=AUTOTUNE)
 
         return tf.data.Dataset.range(epoch, last).flat_map(one_epoch).prefetch(AUTOTUNE)
+
+    def _balanced_records(self, count: int, seed: tf.Tensor) -> tf.Tensor:
+        """`sampling="balanced"`: an epoch of `count` records, each of a class drawn uniformly
+        from the classes present, then a record of that class drawn uniformly (with
+        replacement): every class is seen equally often, whatever its size."""
+        draws = tf.random.stateless_uniform([2, count], seed=seed, dtype=tf.float64)
+        num_classes = tf.cast(tf.size(self._class_counts), tf.float64)
+        classes = tf.cast(tf.floor(draws[0] * num_classes), tf.int64)
+        within = tf.cast(tf.floor(draws[1] * tf.gather(self._class_counts, classes)), tf.int64)
+        return tf.gather(self._by_class, tf.gather(self._class_starts, classes) + within)
 
     def augment(self, inputs: dict) -> tf.Tensor:
         """A batch of `dataset(augment_on="device")` -> the float32 training batch, wherever it

@@ -397,3 +397,35 @@ def test_augmenting_on_the_device_gives_the_host_batch(tmp_path, cache):
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="augment_on must be host or device, got 'gpu'"):
         pipeline.dataset(4, augment_on="gpu")
+
+
+def test_balanced_sampling_draws_every_class_equally_often_with_its_own_images():
+    # 900 / 90 / 10 images; each image's pixels say its class (0, 100 or 200).
+    labels = np.repeat([0, 1, 2], [900, 90, 10])
+    images = np.broadcast_to((labels * 100).astype(np.uint8)[:, None, None, None],
+                             (1000, 4, 4, 3)).copy()
+    examples = Examples(labels, images=images)
+    balanced = InputPipeline(examples, image_size=4, training=True, cache="memory", seed=3,
+                             augmentation=IDENTITY, sampling="balanced")
+    epochs = []
+    for e in range(2):
+        batches = list(balanced.dataset(100, epoch=e))
+        pixels = np.concatenate([x.numpy()[:, 0, 0, 0] for x, _ in batches])
+        drawn = np.concatenate([y.numpy() for _, y in batches])
+        assert len(drawn) == 1000  # an epoch is as long as the data
+        # Each label comes with an image of its class ([-1, 1] pixels: 0 -> -1, 100 -> -0.22, ...).
+        np.testing.assert_allclose(pixels, drawn * 100 / 127.5 - 1, atol=0.01)
+        counts = np.bincount(drawn, minlength=3)
+        assert chisquare(counts).pvalue > 0.001, counts  # ~333 each, not 900 / 90 / 10
+        epochs.append(drawn)
+    assert np.mean(epochs[0] != epochs[1]) > 0.5
+    again = InputPipeline(examples, image_size=4, training=True, cache="memory", seed=3,
+                          augmentation=IDENTITY, sampling="balanced")
+    np.testing.assert_array_equal(
+        np.concatenate([y.numpy() for _, y in again.dataset(100, epoch=1)]), epochs[1])
+    uniform = InputPipeline(examples, image_size=4, training=True, cache="memory", seed=3,
+                            augmentation=IDENTITY)
+    assert np.bincount(np.concatenate([y.numpy() for _, y in uniform.dataset(100)])).tolist() \
+        == [900, 90, 10]
+    with pytest.raises(ValueError, match="sampling must be one of uniform, balanced"):
+        InputPipeline(examples, image_size=4, training=True, sampling="oversample")

@@ -335,3 +335,20 @@ def test_the_step_updates_the_weights_exactly_as_model_fit_does():
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
         moved = max(moved, float(np.abs(a.numpy() - c.numpy()).max()))
     assert moved > 1e-3  # both trained
+
+
+def test_class_weights_scale_each_examples_losses_main_and_aux_alike():
+    logits = np.array([[2.0, 0.0], [0.5, 1.5], [1.0, -1.0]], np.float32)
+    labels = np.array([0, 1, 1], np.int32)
+
+    def model(images, training):
+        return {"logits": tf.constant(logits), "aux1": tf.constant(logits)}
+    config = StepConfig(global_batch_size=3, num_classes=2, aux_weight=0.3,
+                        class_weights=(0.5, 2.0))
+    total, _ = tower_losses(model, None, tf.constant(labels), config)
+    # Hand-computed: per-example cross-entropy -log softmax[label], weighted 0.5, 2, 2; the
+    # global-batch mean of the main loss plus 0.3 x that of the aux loss (the same logits).
+    log_softmax = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    ce = -log_softmax[np.arange(3), labels]
+    expected = (1 + 0.3) * np.sum(np.array([0.5, 2.0, 2.0]) * ce) / 3
+    assert float(total) == pytest.approx(expected, rel=1e-5)

@@ -1,13 +1,15 @@
 """The training step: a small top-level function run by every tower under tf.distribute.
 
 Per tower: forward in training mode; loss = main cross-entropy + aux_weight x (sum of the aux
-cross-entropies), each averaged over the GLOBAL batch (`tf.nn.compute_average_loss`), plus the L2
+cross-entropies), each averaged over the GLOBAL batch (`tf.nn.compute_average_loss`; with class
+weights, each example's losses times its class's weight), plus the L2
 weight decay divided by the number of towers. A Keras 3 optimizer's `apply_gradients` inside
 `strategy.run` sums the towers' gradients (docs/reference.md, "Traps seen in other projects' issue
 trackers"), so that sum is exactly the gradient of the global-batch mean: averaged once, weight
 decay counted once.
 """
 import dataclasses
+from typing import Optional, Tuple
 
 import keras
 import tensorflow as tf
@@ -20,6 +22,8 @@ class StepConfig:
     aux_weight: float = 0.3
     label_smoothing: float = 0.0
     weight_decay: float = 0.0
+    # One loss weight per class (--class_weight=balanced), or None: every example weighs 1.
+    class_weights: Optional[Tuple[float, ...]] = None
 
 
 def cross_entropy(labels, logits, num_classes, label_smoothing):
@@ -40,12 +44,14 @@ def tower_losses(model, images, labels, config):
     outputs = model(images, training=True)
     per_example = {name: cross_entropy(labels, logits, config.num_classes, config.label_smoothing)
                    for name, logits in outputs.items()}
-    total = tf.nn.compute_average_loss(per_example["logits"],
+    weights = (None if config.class_weights is None
+               else tf.gather(tf.constant(config.class_weights, tf.float32), labels))
+    total = tf.nn.compute_average_loss(per_example["logits"], sample_weight=weights,
                                        global_batch_size=config.global_batch_size)
     for name, losses in per_example.items():
         if name != "logits":
             total += config.aux_weight * tf.nn.compute_average_loss(
-                losses, global_batch_size=config.global_batch_size)
+                losses, sample_weight=weights, global_batch_size=config.global_batch_size)
     if config.weight_decay:
         l2 = tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in decayed_weights(model)])
         total += tf.nn.scale_regularization_loss(config.weight_decay * l2)
