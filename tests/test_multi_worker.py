@@ -27,8 +27,10 @@ WORKER = textwrap.dedent("""
                                  batch_size=4, epochs=int(epochs), log_every=1, lr=0.01,
                                  lr_schedule="constant", warmup_epochs=0,
                                  strategy="multi_worker"))
-    trainer = loop.Trainer(config, print_fn=lambda *a: None)
+    printed = []
+    trainer = loop.Trainer(config, print_fn=printed.append)
     result = trainer.train()
+    print("START", next(line for line in printed if line.startswith("Training ")))
     model = trainer.model
     ordered = model.trunk.weights + [w for k in sorted(model.aux_heads)
                                      for w in model.aux_heads[k].weights]
@@ -48,12 +50,13 @@ def free_ports(n):
     return ports
 
 
-def start_workers(tmp_path, data_dir, run_dir, epochs, model, command_line=False):
-    """Two workers on 127.0.0.1: WORKER (which saves the weights), or with `command_line` the
-    real train.py with the same settings."""
+def start_workers(tmp_path, data_dir, run_dir, epochs, model, command_line=False, workers=None):
+    """Two workers on 127.0.0.1 (at the addresses `workers`, by default two free ports): WORKER
+    (which saves the weights and prints its start line), or with `command_line` the real
+    train.py with the same settings."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    workers = workers or [f"127.0.0.1:{p}" for p in free_ports(2)]
     processes = []
     for index in range(2):
         env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -78,7 +81,9 @@ def test_two_workers_train_the_same_model(tmp_path):
     write_image_folder(data_dir, classes=("a", "b", "c"), per_class=8, size=(36, 36))
     run_dir = str(tmp_path / "run")
     # GoogLeNet: its aux heads' weights must stay in step across workers too.
-    processes = start_workers(tmp_path, data_dir, run_dir, epochs=2, model="googlenet")
+    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    processes = start_workers(tmp_path, data_dir, run_dir, epochs=2, model="googlenet",
+                              workers=workers)
     outputs = []
     try:
         for process in processes:
@@ -95,6 +100,18 @@ def test_two_workers_train_the_same_model(tmp_path):
     assert [r[:3] for r in results] == [["0", "True", "8"], ["1", "False", "8"]]
     assert results[1][3] != run_dir and not results[1][3].startswith(run_dir)
     assert results[1][4] == "False"  # the non-chief's scratch directory is gone
+    # Each start line places its worker in the job, names both workers, and gives the job's
+    # training set, towers and batch beside its own shard and tower.
+    chief_line, other_line = [out.split("START ")[1].splitlines()[0] for out, _ in outputs]
+    job = f"workers [{workers[0]}, {workers[1]}]: 16 train images in all, 8 readable in this "
+    assert f"Training googlenet on folder as worker 0 of 2 (chief), {job}worker's shard" in (
+        chief_line)
+    assert f"Training googlenet on folder as worker 1 of 2, {job}worker's shard" in other_line
+    assert "/ 8 test images (readable; " in chief_line
+    assert "/ 8 test images (scored by the chief; " in other_line
+    for line in (chief_line, other_line):
+        assert ("3 classes, 2 workers x 1 tower(s), 2 in all (this one: [cpu_0]), global batch 4 "
+                "across the job (2 per tower), 4 steps/epoch, lr 0.01 (constant), ") in line
 
     chief, other = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
     assert len(chief.files) == len(other.files) > 10

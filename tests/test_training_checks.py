@@ -1,4 +1,6 @@
 """Tests for training/checks.py: every setting that cannot train is refused, naming its flag."""
+import dataclasses
+
 import pytest
 
 from training.checks import check_config
@@ -34,10 +36,12 @@ def check(given):
     (dict(lr_schedule="cosine", lr_decay_epochs=(5.0,)),
      "--lr_decay_epochs=5: decay epochs are used only by --lr_schedule=exponential_step; this "
      "run's schedule is cosine"),
-    # A recipe's setting that no longer fits the command is named as the recipe's.
-    (dict(dataset="imagenet", epochs=50),
-     "--lr_decay_epochs=70,140,210,280 \\(the imagenet default\\): every decay epoch must fall "
-     "within the run"),
+    # Decay epochs the user gave are taken as given: outside the run, refused, not scaled.
+    (dict(dataset="imagenet", epochs=1, lr_decay_epochs=(70.0, 140.0)),
+     "^--lr_decay_epochs=70,140: every decay epoch must fall within the run, after 0 and before "
+     "--epochs=1$"),
+    (dict(dataset="imagenet", epochs=30, lr_decay_epochs=(7.0, 30.0)),
+     "^--lr_decay_epochs=7,30: every decay epoch must fall within the run"),
     (dict(lr_gamma=0.0), "--lr_gamma=0: must be a number > 0 and <= 1"),
     (dict(lr_gamma=2.0), "--lr_gamma=2: must be a number > 0 and <= 1"),
     (dict(warmup_epochs=-1.0), "--warmup_epochs=-1: must be a number >= 0"),
@@ -71,6 +75,9 @@ def test_settings_that_cannot_train_are_refused(given, message):
     {},
     dict(dataset="imagenet"),
     dict(dataset="imagenet", epochs=50, lr_decay_epochs=(20.0, 40.0)),
+    # The recipe's 70,140,210,280 of 300 epochs, scaled to the run (training/recipes.py).
+    dict(dataset="imagenet", epochs=1),
+    dict(dataset="imagenet", epochs=50),
     dict(batch_size=33, num_gpus=3, lr=1e-5, epochs=1, warmup_epochs=1.0, momentum=0.0,
          label_smoothing=0.0, aux_weight=0.0, dropout_rate=0.0, keep_checkpoints=0),
     dict(dataset="folder", image_size=32, width_multiplier=4.0, test_fraction=0.5),
@@ -86,3 +93,12 @@ def test_settings_that_can_train_pass(given):
                                      "cifar10", "imagenet"])
 def test_every_dataset_recipe_passes(dataset):
     check(dict(dataset=dataset))
+
+
+def test_a_setting_the_user_did_not_give_is_named_with_where_it_came_from():
+    # The recipe's decay epochs with a run shorter than them (as a config built by hand could
+    # hold): the refusal says they are the recipe's, so the user knows which flag to pass.
+    config = dataclasses.replace(with_defaults(TrainConfig(dataset="imagenet")), epochs=50)
+    with pytest.raises(ValueError, match="^--lr_decay_epochs=70,140,210,280 \\(the imagenet "
+                                         "default\\): every decay epoch must fall within the run"):
+        check_config(config, {"dataset", "epochs"})

@@ -324,6 +324,21 @@ def test_out_of_memory_suggests_a_smaller_batch(data_dir, tmp_path, monkeypatch)
     assert not os.path.exists(os.path.join(config.run_dir, "checkpoints", "checkpoint"))
 
 
+def test_the_start_line_gives_the_data_towers_batch_and_learning_rate(data_dir, tmp_path):
+    run_dir = str(tmp_path / "start")
+    lines = []
+    config = resolve_config(settings(data_dir, run_dir, lr=0.1, lr_schedule="exponential_step",
+                                     lr_decay_epochs=(1.0, 1.5), mixed_precision=False))
+    Trainer(config, towers=cpu_devices(2), print_fn=lines.append)._announce(0)
+    # 12 train images, 4 a step: 3 steps an epoch, so the decay at epoch 1.5 falls at step
+    # int(4.5) = 4, epoch 1.333.
+    assert lines == [
+        "Training minigooglenet on folder: 12 train / 6 test images (readable; 30% of every "
+        "class held out (seed 0)), 3 classes, 2 tower(s) [cpu_0, cpu_1], global batch 4, "
+        "3 steps/epoch, lr 0.1 (x0.1 at epochs 1, 1.333), float32, augmented on the host. "
+        f"Run dir: {run_dir}"]
+
+
 def test_a_second_signal_stops_at_once_through_the_handler_outside_the_loop():
     outside = []
 

@@ -2,10 +2,13 @@
 import dataclasses
 
 import pytest
+from test_training_run_dir import write_checkpoint
 
 import input_pipeline
+from training import optimization
 from training.config import TrainConfig, with_defaults
 from training.recipes import FALLBACK, RECIPES, get_recipe
+from training.run_dir import resolve_config, save_run_config
 
 
 def test_every_dataset_has_exactly_one_recipe_and_unknown_names_are_listed():
@@ -45,3 +48,52 @@ def test_a_crop_area_given_replaces_only_the_recipes_crop_range():
 def test_crop_area_is_refused_for_a_recipe_that_shifts_whole_images():
     with pytest.raises(ValueError, match=r"--crop_area .* shifts whole images .*'pad', up to 4"):
         get_recipe("cifar10").augmentation_for(50_000, crop_area=(0.5, 1.0))
+
+
+def imagenet_decay_epochs(**given):
+    return with_defaults(TrainConfig(dataset="imagenet", **given)).lr_decay_epochs
+
+
+def test_the_recipes_decay_epochs_fall_at_the_same_fractions_of_the_epochs_given():
+    # MindSpore's 70, 140, 210, 280 of its 300 epochs.
+    assert imagenet_decay_epochs() == (70, 140, 210, 280)
+    assert imagenet_decay_epochs(epochs=300) == (70, 140, 210, 280)
+    assert imagenet_decay_epochs(epochs=30) == (7, 14, 21, 28)
+    assert imagenet_decay_epochs(epochs=600) == (140, 280, 420, 560)
+    # 7/30, 14/30, 21/30 and 28/30 of one epoch.
+    assert imagenet_decay_epochs(epochs=1) == pytest.approx((0.233333333, 0.466666667, 0.7,
+                                                             0.933333333))
+    # Decay epochs the user gave are the user's.
+    assert imagenet_decay_epochs(epochs=30, lr_decay_epochs=(10.0, 20.0)) == (10.0, 20.0)
+    # A recipe without decay epochs has none at any length.
+    assert with_defaults(TrainConfig(dataset="cifar10", epochs=3)).lr_decay_epochs == ()
+
+
+def test_a_one_epoch_imagenet_run_is_accepted_and_decays_at_the_recipes_fractions(tmp_path):
+    # python train.py --dataset=imagenet --data_dir=... --epochs=1, a smoke test.
+    config = resolve_config(dict(dataset="imagenet", data_dir="/data/imagenet", epochs=1,
+                                 run_dir=str(tmp_path / "run")))
+    schedule = optimization.schedule_from_config(config, 30, ())
+    # A 30-step epoch: 7/30 of it is step 7, and 28/30 step 28 (27.999999999999996 in floating
+    # point, not step 27).
+    assert schedule.boundaries == [7, 14, 21, 28]
+    assert schedule.describe() == ("lr 0.1 (1-epoch warm-up; x0.3 at epochs 0.233, 0.467, 0.7, "
+                                   "0.933)")
+
+
+def test_a_resumed_run_keeps_its_saved_decay_epochs(tmp_path):
+    data = dict(dataset="imagenet", data_dir="/data/imagenet")
+    short, full = str(tmp_path / "short"), str(tmp_path / "full")
+    save_run_config(resolve_config(dict(data, run_dir=short, epochs=30)))
+    save_run_config(resolve_config(dict(data, run_dir=full)))
+    write_checkpoint(short, 12)
+    write_checkpoint(full, 12)
+    # Extended, each run keeps the decay epochs it has trained with: none is scaled again.
+    assert resolve_config({"run_dir": short, "epochs": 60}).lr_decay_epochs == (7, 14, 21, 28)
+    assert resolve_config({"run_dir": full, "epochs": 600}).lr_decay_epochs == (70, 140, 210,
+                                                                               280)
+    # Nor cut short below them.
+    with pytest.raises(ValueError, match=r"^--lr_decay_epochs=7,14,21,28 \(as saved in "
+                                         r".*config.json\): every decay epoch must fall within "
+                                         r"the run, after 0 and before --epochs=20$"):
+        resolve_config({"run_dir": short, "epochs": 20})

@@ -86,7 +86,8 @@ class TrainConfig:
                                          lambda: optimization.SCHEDULES)
     lr_decay_epochs: Optional[tuple] = setting(
         None, "exponential_step: epochs at which the rate is multiplied by --lr_gamma, e.g. "
-        "70,140,210,280.")
+        "70,140,210,280. Default: the recipe's, at the same fractions of the run when --epochs "
+        "is given (70,140,210,280 of 300 epochs are 7,14,21,28 of --epochs=30).")
     lr_gamma: Optional[float] = setting(None, "exponential_step: the factor at each decay epoch.")
     warmup_epochs: Optional[float] = setting(None, "Linear learning-rate warm-up, in epochs.")
     momentum: float = setting(0.9, "SGD momentum.")
@@ -160,8 +161,11 @@ def settings_with_defaults(values: dict) -> dict:
     out or None filled: the field's own default, then its dataset's recipe, then `FALLBACK`.
 
     The image size, when neither given nor in the recipe, is the model's own default; the run
-    directory, when not given, is runs/<dataset>-<model>. Settings, not a TrainConfig: the run
-    directory decides what else goes in before the config is built (run_dir.resolve_config).
+    directory, when not given, is runs/<dataset>-<model>. Decay epochs not given fall at the
+    recipe's fractions of the run's --epochs (`recipes.Recipe.decay_epochs_for`), so a smoke test
+    with --epochs=1 keeps the recipe's shape instead of being refused for decay epochs the user
+    never set. Settings, not a TrainConfig: the run directory decides what else goes in before
+    the config is built (run_dir.resolve_config), and a resumed run keeps its saved settings.
     """
     check_known_settings(values)
     filled = {**field_defaults(), **values}
@@ -169,6 +173,8 @@ def settings_with_defaults(values: dict) -> dict:
     for key, value in {**recipes.FALLBACK, **recipe.settings}.items():
         if filled.get(key) is None:
             filled[key] = value
+    if values.get("lr_decay_epochs") is None:
+        filled["lr_decay_epochs"] = recipe.decay_epochs_for(filled["epochs"])
     if filled["image_size"] is None:
         filled["image_size"] = inception.default_image_size(filled["model"])
     if filled["run_dir"] is None:

@@ -265,20 +265,42 @@ class Trainer:
 
     # -- the loop's parts ----------------------------------------------------------------------
     def _announce(self, step: int):
+        """The start line: what trains on what, with which towers, batch and learning rate. In a
+        multi-worker job it also places this worker in the job and gives the job's totals beside
+        this worker's shard and towers."""
         config = self.config
         if self.restored:
             self.print(f"Resumed from {self.restored} at step {step} "
                        f"(epoch {step // self.steps_per_epoch + 1}).")
         if self.set_aside:
             self.print(f"The later checkpoints, history and logs were moved to {self.set_aside}.")
-        held_out = (self.test_data.num_examples if self.test_data is not None
-                    else len(self.splits.test))
-        towers = ", ".join(devices.describe_tower(d) for d in self.towers)
-        self.print(f"Training {config.model} on {config.dataset}: {self.train_data.num_examples} "
-                   f"train / {held_out} {self.splits.test_name} images (readable; "
-                   f"{self.splits.layout}), {config.num_classes} classes, {len(self.towers)} "
-                   f"tower(s) [{towers}], global batch {config.batch_size}, "
-                   f"{self.steps_per_epoch} steps/epoch, {self.precision}, augmented on the "
+        worker, job = self.worker, ""
+        towers = f"[{', '.join(devices.describe_tower(d) for d in self.towers)}]"
+        batch = f"global batch {config.batch_size}"
+        name, layout = self.splits.test_name, self.splits.layout
+        if self.test_data is not None:
+            held_out = f"{self.test_data.num_examples} {name} images (readable; {layout})"
+        else:  # a worker that does not evaluate does not read them
+            held_out = f"{len(self.splits.test)} {name} images (scored by the chief; {layout})"
+        images = f"{self.train_data.num_examples} train / {held_out}"
+        if worker.multi_worker:
+            job = (f" as worker {worker.index} of {worker.count}"
+                   f"{' (chief)' if worker.is_chief else ''}, workers "
+                   f"[{', '.join(worker.addresses)}]")
+            images = (f"{len(self.splits.train)} train images in all, "
+                      f"{self.train_data.num_examples} readable in this worker's shard / "
+                      f"{held_out}")
+            # MultiWorkerMirroredStrategy gives every worker as many towers as this one (its
+            # num_replicas_in_sync is that product): the job's towers are known, not guessed.
+            total = self.strategy.num_replicas_in_sync
+            towers = (f"{worker.count} workers x {total // worker.count} tower(s), {total} in "
+                      f"all (this one: {towers})")
+            batch += f" across the job ({self.per_tower_batch} per tower)"
+        else:
+            towers = f"{len(self.towers)} tower(s) {towers}"
+        self.print(f"Training {config.model} on {config.dataset}{job}: {images}, "
+                   f"{config.num_classes} classes, {towers}, {batch}, {self.steps_per_epoch} "
+                   f"steps/epoch, {self.schedule.describe()}, {self.precision}, augmented on the "
                    f"{self.augment_on}. Run dir: {config.run_dir}")
 
     def run_dataset(self, start_step: int) -> Iterator:

@@ -32,7 +32,9 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.steps_per_epoch = int(steps_per_epoch)
         self.total_steps = max(1, int(epochs * steps_per_epoch))
         self.warmup_steps = int(round(warmup_epochs * steps_per_epoch))
-        self.boundaries = [int(e * steps_per_epoch) for e in decay_epochs]
+        # The tolerance keeps a fractional epoch that is a whole step (28/30 of a 30-step epoch,
+        # 27.999999999999996 in floating point) on that step, not the one before.
+        self.boundaries = [int(e * steps_per_epoch + 1e-6) for e in decay_epochs]
         self.gamma = float(gamma)
         self.overrides = sorted((int(s), float(v)) for s, v in overrides)
 
@@ -60,6 +62,26 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
             override = value * self.factor(step) / tf.maximum(self.factor(start), 1e-12)
             lr = tf.where(tf.cast(step, tf.float32) >= start, override, lr)
         return lr
+
+    def describe(self) -> str:
+        """The schedule as the start line gives it, in epochs, from the steps it uses: e.g.
+        'lr 0.1 (1-epoch warm-up; x0.3 at epochs 70, 140, 210, 280)'."""
+        def epochs(steps):
+            return f"{round(steps / self.steps_per_epoch, 3):g}"
+        parts = []
+        if self.warmup_steps:
+            parts.append(f"{epochs(self.warmup_steps)}-epoch warm-up")
+        if self.schedule == "exponential_step" and self.boundaries:
+            plural = "s" if len(self.boundaries) > 1 else ""
+            parts.append(f"x{self.gamma:g} at epoch{plural} "
+                         f"{', '.join(epochs(b) for b in self.boundaries)}")
+        elif self.schedule in ("polynomial", "cosine"):
+            shape = "linear" if self.schedule == "polynomial" else "cosine"
+            parts.append(f"{shape} to 0 at epoch {epochs(self.total_steps)}")
+        else:
+            parts.append("constant")
+        parts += [f"set to {rate:g} at step {step}" for step, rate in self.overrides]
+        return f"lr {self.lr:g} ({'; '.join(parts)})"
 
     def get_config(self):
         return dict(lr=self.lr, schedule=self.schedule, steps_per_epoch=self.steps_per_epoch)

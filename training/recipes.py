@@ -1,7 +1,8 @@
 """One training recipe per dataset: its augmentation and its defaults for every TrainConfig setting.
 
-A setting a run leaves unset takes its dataset's recipe, then `FALLBACK`. The recipes train well:
-the paper / MindSpore recipe for ImageNet-sized data, the Tiny ImageNet recipe of
+A setting a run leaves unset takes its dataset's recipe, then `FALLBACK`; the recipe's decay epochs
+fall at the same fractions of a run given other --epochs (`Recipe.decay_epochs_for`). The recipes
+train well: the paper / MindSpore recipe for ImageNet-sized data, the Tiny ImageNet recipe of
 docs/reference.md, "Variants the project covers", a short one for CIFAR-10 and a quick one for
 the digits. docs/results.md, "The published recipes", gives each published recipe's command and
 measured cost.
@@ -20,6 +21,18 @@ class Recipe:
     augmentation: Augmentation = Augmentation()
     small_augmentation: Optional[Augmentation] = None
     small_below: int = 0
+
+    def decay_epochs_for(self, epochs: float) -> tuple:
+        """The recipe's decay epochs for a run of `epochs` epochs, at the same fractions of the
+        run as in the recipe's own length (70 of its 300 epochs is 7 of 30, 0.2333 of 1), so a
+        short trial or a longer run keeps the schedule's shape. Unscaled when `epochs` is not a
+        positive number, which training/checks.py refuses."""
+        own = tuple(self.settings.get("lr_decay_epochs", FALLBACK["lr_decay_epochs"]))
+        length = self.settings["epochs"]
+        valid = isinstance(epochs, (int, float)) and not isinstance(epochs, bool) and epochs > 0
+        if not valid or epochs == length:
+            return own
+        return tuple(e * epochs / length for e in own)
 
     def augmentation_for(self, num_train_images: int, crop_area=None) -> Augmentation:
         """The augmentation for a collection of that size; `crop_area` (min, max), when given,
