@@ -2,6 +2,8 @@
 
     python benchmarks/epoch.py                          # googlenet, 2000 256-px JPEGs, 64 px
     python benchmarks/epoch.py --model=minigooglenet --image_size=32 --json=epoch.json
+    python benchmarks/epoch.py --recipe=cifar10 --model=minigooglenet --image_size=32 \
+        --source_size=32 --batch_size=64 --num_images=3200    # the CIFAR-10 recipe's augmentation
 
 On a generated JPEG folder, with the real pipeline (training/input_pipeline) and the real training
 step, times one cached epoch three ways: the pipeline alone, the training step alone on one batch
@@ -24,6 +26,9 @@ from harness import argument_parser, write_json  # benchmarks/harness.py
 def main():
     parser = argument_parser(__doc__, num_images=2000, source_size=256, model="googlenet",
                              image_size=64, batch_size=32, classes=10, jit_compile=False)
+    parser.add_argument("--recipe", default=None,
+                        help="augment as this dataset's recipe does (training/recipes.py); "
+                             "default: Inception's crops and colour jitter")
     args = parser.parse_args()
 
     from runtime import configure_malloc
@@ -33,16 +38,18 @@ def main():
     import inception
     import input_pipeline
     from input_pipeline.examples import Examples
-    from training import devices
+    from training import devices, recipes
     from training.step import StepConfig, make_train_step
 
     root = tempfile.mkdtemp(prefix="epoch-bench-")
     try:
         paths, labels = write_jpegs(root, args.num_images, args.source_size, args.classes)
+        augmentation = ({} if args.recipe is None else dict(
+            augmentation=recipes.get_recipe(args.recipe).augmentation_for(len(paths))))
         start = time.perf_counter()
         pipeline = input_pipeline.InputPipeline(Examples(labels, paths=paths),
                                                 image_size=args.image_size, training=True,
-                                                cache="memory", seed=0)
+                                                cache="memory", seed=0, **augmentation)
         fill_seconds = time.perf_counter() - start
     finally:
         shutil.rmtree(root, ignore_errors=True)  # from here on only the cache is read
@@ -99,7 +106,8 @@ def main():
     device_s = timed(lambda: end_to_end("device"))
     host_again_s = timed(end_to_end)
     stall = max(0.0, 1.0 - compute_s / e2e_s)
-    results = dict(model=args.model, precision=precision, image_size=args.image_size,
+    results = dict(model=args.model, recipe=args.recipe, precision=precision,
+                   image_size=args.image_size,
                    batch_size=args.batch_size,
                    images=len(paths), jpeg_size=args.source_size, cpu_count=os.cpu_count(),
                    steps_per_epoch=steps, cache_fill_seconds=fill_seconds,
@@ -111,6 +119,7 @@ def main():
                    augment_on_device_over_host=(e2e_s + host_again_s) / (2 * device_s),
                    bound="input" if stall > 0.1 else "compute")
     print(f"{args.model}, {precision}, {args.image_size} px, batch {args.batch_size}, "
+          f"{'Inception' if args.recipe is None else args.recipe + ' recipe'} augmentation, "
           f"{steps} steps per epoch "
           f"({len(paths)} {args.source_size}-px JPEGs; cache filled once in {fill_seconds:.1f} s)")
     print(f"{'one cached epoch':<36}{'seconds':>10}{'img/s':>10}")
