@@ -15,8 +15,9 @@ from inception.registry import (
                                 get_model_spec,
                                 min_image_size,
                                 model_names,
+                                module_names,
 )
 
 __all__ = ["GOOGLENET_TABLE", "InceptionModel", "InceptionModule", "InceptionWidths", "MODELS",
            "ModelSpec", "build_model", "default_image_size", "get_model_spec", "min_image_size",
-           "model_names"]
+           "model_names", "module_names"]

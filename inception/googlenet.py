@@ -30,6 +30,9 @@ GOOGLENET_TABLE = (
     ("5b", InceptionWidths(384, 192, 384, 48, 128, 128)),
 )
 
+# The inception modules, in order: the trunk's endpoints between the stem and the classifier.
+GOOGLENET_MODULES = tuple(module for module, widths in GOOGLENET_TABLE if widths is not None)
+
 # The auxiliary classifiers sit on the outputs of 4a and 4d (Section 5 of the paper).
 AUX_SOURCES = {"aux1": "4a", "aux2": "4d"}
 

@@ -9,6 +9,9 @@ from inception.layers import ConvBlock, scale_width
 from inception.model import assemble
 
 AUX_SOURCES = {"aux": "mixed7"}
+# The mixed blocks build_inception_v3 makes, in order (Keras applications' names): the trunk's
+# endpoints between the stem and the classifier.
+INCEPTION_V3_MODULES = tuple(f"mixed{i}" for i in range(11))
 
 
 class _Builder:

@@ -22,6 +22,8 @@ MINIGOOGLENET_TABLE = (
     ("3a", "inception", (176, 160)),
     ("3b", "inception", (176, 160)),
 )
+# The modules, in order: the trunk's endpoints between the stem and the classifier.
+MINIGOOGLENET_MODULES = tuple(module for module, _, _ in MINIGOOGLENET_TABLE)
 
 
 def _inception(x, k1, k3, name):

@@ -3,9 +3,9 @@ import dataclasses
 import functools
 from typing import Any, Callable, List, Optional
 
-from inception.googlenet import build_googlenet
-from inception.inception_v3 import build_inception_v3
-from inception.minigooglenet import build_minigooglenet
+from inception.googlenet import GOOGLENET_MODULES, build_googlenet
+from inception.inception_v3 import INCEPTION_V3_MODULES, build_inception_v3
+from inception.minigooglenet import MINIGOOGLENET_MODULES, build_minigooglenet
 from inception.model import InceptionModel
 
 
@@ -19,26 +19,32 @@ class ModelSpec:
     min_image_size: int
     aux_names: tuple
     description: str
+    # The trunk's modules in order, each an endpoint of the trunk (after 'stem', before 'pool'):
+    # what --trainable=from:<module> names.
+    modules: tuple
 
 
 MODELS = {
     "googlenet": ModelSpec(
         functools.partial(build_googlenet, name="googlenet"), 224, 32, ("aux1", "aux2"),
-        "the paper's network: LRN in the stem, 40% dropout, aux heads after 4a and 4d"),
+        "the paper's network: LRN in the stem, 40% dropout, aux heads after 4a and 4d",
+        GOOGLENET_MODULES),
     "googlenet_bn": ModelSpec(
         functools.partial(build_googlenet, batch_norm=True, lrn=False, name="googlenet_bn"),
-        224, 32, ("aux1", "aux2"), "the same widths with batch norm after every conv, no LRN"),
+        224, 32, ("aux1", "aux2"), "the same widths with batch norm after every conv, no LRN",
+        GOOGLENET_MODULES),
     "googlenet_64": ModelSpec(
         # Batch norm as in the Tiny ImageNet recipe docs/reference.md cites (DeeperGoogLeNet).
         functools.partial(build_googlenet, small_input=True, batch_norm=True, lrn=False,
                           name="googlenet_64"),
-        64, 16, ("aux1", "aux2"), "for 64x64 inputs: a 5x5/1 first conv, batch norm"),
+        64, 16, ("aux1", "aux2"), "for 64x64 inputs: a 5x5/1 first conv, batch norm",
+        GOOGLENET_MODULES),
     "minigooglenet": ModelSpec(
         functools.partial(build_minigooglenet, name="minigooglenet"), 32, 8, (),
-        "the small CIFAR-10 inception network (Zhang et al. 2017)"),
+        "the small CIFAR-10 inception network (Zhang et al. 2017)", MINIGOOGLENET_MODULES),
     "inception_v3": ModelSpec(
         functools.partial(build_inception_v3, name="inception_v3"), 299, 75, ("aux",),
-        "Inception v3 with its aux head after mixed7"),
+        "Inception v3 with its aux head after mixed7", INCEPTION_V3_MODULES),
 }
 
 
@@ -58,6 +64,11 @@ def default_image_size(name: str) -> int:
 
 def min_image_size(name: str) -> int:
     return get_model_spec(name).min_image_size
+
+
+def module_names(name: str) -> tuple:
+    """The modules of model `name`'s trunk, in order (e.g. '3a'..'5b' for GoogLeNet)."""
+    return get_model_spec(name).modules
 
 
 def build_model(name: str, num_classes: int, image_size: Optional[int] = None,

@@ -118,6 +118,15 @@ def test_aux_outputs_only_in_training(name):
         assert set(no_aux(images(2, size), training=True)) == {"logits"}
 
 
+@pytest.mark.parametrize("name", inception.model_names())
+def test_the_registry_names_the_trunk_modules_in_order(name):
+    # --trainable=from:<module> takes these names (training/finetune.py).
+    model = inception.build_model(name, 3, inception.min_image_size(name), width_multiplier=0.125)
+    modules = [key for key in model.trunk.output if key not in ("stem", "pool", "logits")]
+    assert modules == list(inception.module_names(name))
+    assert len(modules) == {"minigooglenet": 10, "inception_v3": 11}.get(name, 9)
+
+
 def _one_sgd_step(model, x, y):
     optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
     before = [v.numpy().copy() for v in model.trainable_variables]

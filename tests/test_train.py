@@ -52,6 +52,10 @@ REFUSED = [  # (flags, the one error line's start); train_args gives --batch_siz
      "--lr_decay_epochs=1,5: every decay epoch must fall within the run"),
     (["--epochs=2", "--warmup_epochs=5"], "--warmup_epochs=5: the warm-up must end within"),
     (["--label_smoothing=1"], "--label_smoothing=1: must be a number >= 0 and < 1"),
+    (["--trainable=from:4x"], "--trainable=from:4x: must be all, head or from:<module>, a module "
+     "of --model=googlenet_bn: 3a, 3b,"),
+    (["--init_from=/nonexistent/run"], "--init_from=/nonexistent/run: there is no run directory, "
+     "checkpoint"),
 ]
 
 

@@ -65,6 +65,20 @@ def check(given):
     (dict(augment_on="gpu"), "--augment_on=gpu: must be one of auto, host, device"),
     (dict(mixed_precision_dtype="half"),
      "--mixed_precision_dtype=half: must be one of auto, bfloat16, float16"),
+    (dict(class_weight="inverse"), "--class_weight=inverse: must be one of none, balanced"),
+    (dict(sampling="over"), "--sampling=over: must be one of uniform, balanced"),
+    # The digits' minigooglenet has ten modules; the folders' googlenet_bn has Table 1's nine.
+    (dict(trainable="from:4e"), "^--trainable=from:4e: must be all, head or from:<module>, a "
+     "module of --model=minigooglenet: 1a, 1b, down1, 2a, 2b, 2c, 2d, down2, 3a, 3b$"),
+    (dict(dataset="folder", trainable="heads"),
+     "^--trainable=heads: must be .* --model=googlenet_bn: 3a, 3b, 4a, 4b, 4c, 4d, 4e, 5a, 5b$"),
+    (dict(dataset="folder", trainable="from:mixed5"), "--trainable=from:mixed5: must be"),
+    (dict(init_from="keras"), "^--init_from=keras: Keras' InceptionV3 weights fit "
+     "--model=inception_v3 at --width_multiplier=1 only; this run is --model=minigooglenet at "
+     "--width_multiplier=0.25$"),
+    (dict(model="inception_v3", width_multiplier=0.5, init_from="imagenet.weights.h5"),
+     "^--init_from=imagenet.weights.h5: Keras' InceptionV3 weights fit --model=inception_v3 at "
+     "--width_multiplier=1 only; this run is --model=inception_v3 at --width_multiplier=0.5$"),
 ])
 def test_settings_that_cannot_train_are_refused(given, message):
     with pytest.raises(ValueError, match=message):
@@ -84,6 +98,9 @@ def test_settings_that_cannot_train_are_refused(given, message):
     dict(dataset="folder", epochs=1),  # the recipe's 2 warm-up epochs are cut short, not refused
     dict(dataset="tiny_imagenet", crop_area=(0.19, 0.75)),
     dict(crop_area=(1.0, 1.0)),  # no crop: the whole image, resized
+    dict(class_weight="balanced", sampling="balanced", trainable="head"),
+    dict(dataset="folder", trainable="from:4e", init_from="runs/flowers"),
+    dict(model="inception_v3", width_multiplier=1.0, init_from="keras", trainable="from:mixed5"),
 ])
 def test_settings_that_can_train_pass(given):
     assert check(given).batch_size >= 1

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 import inception
+from training import finetune
 from training.pretrained import init_from_keras_inception_v3
 
 TOLERANCE = 1e-4
@@ -111,3 +112,14 @@ def test_a_model_of_another_shape_is_refused_untouched(reference):
         init_from_keras_inception_v3(narrow, reference)
     for old, new in zip(before, narrow.weights):
         np.testing.assert_array_equal(old, new.numpy())
+
+
+def test_init_from_a_keras_weights_file_maps_that_file(reference, weights_file):
+    # --init_from=<file>.h5 with --model=inception_v3 (training/finetune.py): that file, mapped
+    # as above, at the run's own image size and class count.
+    ours = inception.build_model("inception_v3", num_classes=10, image_size=75)
+    source = finetune.find_init_source(weights_file)
+    report = finetune.initialise(ours, source, class_names=[str(i) for i in range(10)])
+    assert report.source == f"Keras InceptionV3 ({weights_file!r} weights)"
+    assert len(report.loaded) == 94 * 4 and len(report.scales_set_to_one) == 94
+    assert report.loaded_values == reference.count_params() - (2048 * 1000 + 1000)

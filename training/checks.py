@@ -10,6 +10,7 @@ from typing import Collection, Optional
 
 import inception
 from training.config import TrainConfig
+from training.pretrained import KERAS_MODEL, is_keras_weights
 
 # The largest width multiplier accepted: 4x GoogLeNet is ~16x its parameters and compute, beyond
 # what a machine of this project's users trains; a larger value is almost surely a typo.
@@ -71,6 +72,17 @@ def check_config(config: TrainConfig, given: Collection[str] = (),
          f"--model={c.model} needs images of at least {smallest} pixels (its total stride; default "
          f"{inception.default_image_size(c.model)})")
     in_range("width_multiplier", 0, MAX_WIDTH_MULTIPLIER, low_open=True)
+    modules = inception.module_names(c.model)
+    need("trainable", c.trainable in ("all", "head", *(f"from:{m}" for m in modules)),
+         f"must be all, head or from:<module>, a module of --model={c.model}: "
+         f"{', '.join(modules)}")
+    if c.init_from is not None and is_keras_weights(c.init_from):
+        # Whether the weights are there is looked up when a new run starts
+        # (finetune.find_init_source): a run under way no longer reads them.
+        need("init_from", c.model == KERAS_MODEL and c.width_multiplier == 1,
+             f"Keras' InceptionV3 weights fit --model={KERAS_MODEL} at --width_multiplier=1 "
+             f"only; this run is --model={c.model} at --width_multiplier="
+             f"{_show(c.width_multiplier)}")
     in_range("test_fraction", 0, 1, low_open=True, high_open=True)
     in_range("seed", 0, MAX_SEED, integer=True)
 

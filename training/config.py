@@ -14,11 +14,12 @@ from typing import Any, Callable, Optional
 
 import inception
 import input_pipeline
-from training import devices, optimization, recipes
+from training import class_balance, devices, optimization, recipes
 
-# Settings that define what a run is; a run directory refuses a command that changes them.
+# Settings that define what a run is; a run directory refuses a command that changes them. The
+# weights a run started from are one: once it has trained, its own checkpoints hold its weights.
 IDENTITY_KEYS = ("dataset", "data_dir", "model", "image_size", "width_multiplier", "test_fraction",
-                 "seed")
+                 "seed", "init_from")
 
 
 def setting(default: Any, help: str, choices: Optional[Callable[[], tuple]] = None,
@@ -64,6 +65,26 @@ class TrainConfig:
     width_multiplier: Optional[float] = setting(None, "Scales every layer's channels (e.g. 0.25).")
     dropout_rate: Optional[float] = setting(None, "Dropout before the classifier (default: the "
                                             "model's).")
+    # -- Starting weights and what trains (training/finetune.py) ------------------------------
+    init_from: Optional[str] = setting(
+        None, "A new run's starting weights: a run directory (its latest checkpoint) or a "
+        "checkpoint path, from which every weight whose name and shape match is loaded (the "
+        "classifiers stay new when the class count or list differs); keras: "
+        "keras.applications.InceptionV3's ImageNet weights, or a Keras .h5 weights file, for "
+        "--model=inception_v3. A run that resumes reads its own checkpoint instead.")
+    trainable: str = setting(
+        "all", "What trains: all; head (the classifier and the aux heads only); from:<module>, "
+        "e.g. from:4e (that module, the ones after it and the heads). What comes before is "
+        "frozen, batch-norm statistics included.")
+    # -- Imbalanced classes (training/class_balance.py) ---------------------------------------
+    class_weight: str = setting(
+        "none", "Loss weight of each class: none (every image weighs 1) or balanced (inverse to "
+        "the class's count in the training split, the mean weight per image 1).",
+        lambda: class_balance.CLASS_WEIGHTS)
+    sampling: str = setting(
+        "uniform", "How an epoch draws its training images: uniform (each once, in a random "
+        "order) or balanced (a class drawn uniformly, then one of its images: every class equally "
+        "often, the same number of images per epoch).", lambda: input_pipeline.SAMPLINGS)
     # -- Augmentation ------------------------------------------------------------------------
     crop_area: Optional[tuple] = setting(
         None, "Area of the random training crop, as min,max fractions of the image (Inception's "

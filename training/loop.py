@@ -23,7 +23,7 @@ import tensorflow as tf
 import disk_space
 import input_pipeline
 from console import ProgressBar
-from training import devices, evaluation, optimization, recipes
+from training import class_balance, devices, evaluation, finetune, optimization, recipes
 from training.checkpoints import Checkpoints
 from training.config import TrainConfig, build_model_from_config
 from training.history import EpochMeter
@@ -102,6 +102,12 @@ class Trainer:
         self.config = config
         self.print = print_fn
         self._build_towers(towers)
+        # A new run's --init_from is looked up before anything is written (a run under way reads
+        # its own checkpoint instead, so it no longer needs the source).
+        new_run = restart is None and tf.train.latest_checkpoint(
+            os.path.join(config.run_dir, "checkpoints")) is None
+        self.init_source = (finetune.find_init_source(config.init_from)
+                            if config.init_from is not None and new_run else None)
         self.role = Role(self.worker, config)
         # Saved first, so the directory is never ours without it: a start refused after the data
         # was split leaves a run the corrected command starts afresh.
@@ -136,7 +142,8 @@ class Trainer:
         keras.mixed_precision.set_global_policy(self.precision)
 
     def _build_data(self):
-        """The split, the class count, both pipelines (first pass included), steps per epoch."""
+        """The split, the class count and balance, both pipelines (first pass included), steps
+        per epoch."""
         config, role = self.config, self.role
         self.splits = input_pipeline.load_dataset(config.dataset, config.data_dir,
                                                   run_dir=config.run_dir,
@@ -145,6 +152,12 @@ class Trainer:
         if config.num_classes not in (None, self.splits.num_classes):
             raise ValueError(f"{config.run_dir!r} was trained on {config.num_classes} classes; "
                              f"the data now has {self.splits.num_classes}")
+        # The class counts of the whole training split, on every worker of a job alike: the
+        # workers must agree on the loss weights, whatever their shard holds.
+        self.class_counts = class_balance.class_counts(self.splits.train.labels,
+                                                       self.splits.num_classes)
+        self.class_weights = (class_balance.balanced_class_weights(self.class_counts)
+                              if config.class_weight == "balanced" else None)
         augmentation = recipes.get_recipe(config.dataset).augmentation_for(
             len(self.splits.train), config.crop_area)
         common = dict(image_size=config.image_size, cache=config.cache,
@@ -154,7 +167,7 @@ class Trainer:
         shard = (self.worker.count, self.worker.index) if self.worker.multi_worker else None
         self.train_data = input_pipeline.InputPipeline(
             self.splits.train, training=True, seed=config.seed, augmentation=augmentation,
-            shard=shard, subset="train", **common)
+            shard=shard, subset="train", sampling=config.sampling, **common)
         self.test_data = (input_pipeline.InputPipeline(self.splits.test, training=False,
                                                        augmentation=augmentation,
                                                        subset=self.splits.test_name, **common)
@@ -189,6 +202,9 @@ class Trainer:
             self.model = build_model_from_config(config)
             self.optimizer, self.schedule = optimization.build_optimizer(config,
                                                                          self.steps_per_epoch)
+            # Built for every weight, frozen or not (below): the optimizer's state and so the
+            # checkpoints are laid out alike whatever --trainable is, and a run can resume with
+            # another one (the heads first, then all).
             self.optimizer.build(self.model.trainable_variables)
             self.checkpoints = Checkpoints(self.role.write_dir, self.model, self.optimizer,
                                            keep=config.keep_checkpoints)
@@ -196,15 +212,22 @@ class Trainer:
             self.restored = self.checkpoints.restore(
                 restart.path if restart is not None
                 else tf.train.latest_checkpoint(os.path.join(config.run_dir, "checkpoints")))
+        # --init_from's weights, for a new run only: a run under way has just restored its own.
+        self.init_report = (finetune.initialise(self.model, self.init_source,
+                                                self.splits.class_names)
+                            if self.init_source is not None and self.restored is None else None)
+        self.trains = finetune.freeze(self.model, config.model, config.trainable)
 
     def _build_steps(self):
         """The distributed training and evaluation steps."""
         config = self.config
-        step_config = StepConfig(config.batch_size, config.num_classes, config.aux_weight,
-                                 config.label_smoothing, config.weight_decay)
+        self.step_config = StepConfig(config.batch_size, config.num_classes, config.aux_weight,
+                                      config.label_smoothing, config.weight_decay,
+                                      class_weights=self.class_weights)
         self.augment_on = devices.augment_on(config.augment_on, self.towers)
         self.train_step = make_train_step(
-            self.model, self.optimizer, self.strategy, step_config, jit_compile=config.jit_compile,
+            self.model, self.optimizer, self.strategy, self.step_config,
+            jit_compile=config.jit_compile,
             augment=self.train_data.augment if self.augment_on == "device" else None)
         # Held-out evaluation runs on the chief alone, outside the all-reduce, with one worker's
         # towers (all of them when there is one worker).
@@ -267,13 +290,18 @@ class Trainer:
     def _announce(self, step: int):
         """The start line: what trains on what, with which towers, batch and learning rate. In a
         multi-worker job it also places this worker in the job and gives the job's totals beside
-        this worker's shard and towers."""
+        this worker's shard and towers. Before it, where the weights come from; after it, a
+        warning when the classes are imbalanced and nothing balances them."""
         config = self.config
         if self.restored:
+            started = (f" The run started from --init_from={config.init_from}; it goes on from "
+                       f"its own checkpoint." if config.init_from is not None else "")
             self.print(f"Resumed from {self.restored} at step {step} "
-                       f"(epoch {step // self.steps_per_epoch + 1}).")
+                       f"(epoch {step // self.steps_per_epoch + 1}).{started}")
         if self.set_aside:
             self.print(f"The later checkpoints, history and logs were moved to {self.set_aside}.")
+        if self.init_report is not None:
+            self.print(self.init_report.summary())
         worker, job = self.worker, ""
         towers = f"[{', '.join(devices.describe_tower(d) for d in self.towers)}]"
         batch = f"global batch {config.batch_size}"
@@ -298,10 +326,21 @@ class Trainer:
             batch += f" across the job ({self.per_tower_batch} per tower)"
         else:
             towers = f"{len(self.towers)} tower(s) {towers}"
-        self.print(f"Training {config.model} on {config.dataset}{job}: {images}, "
-                   f"{config.num_classes} classes, {towers}, {batch}, {self.steps_per_epoch} "
-                   f"steps/epoch, {self.schedule.describe()}, {self.precision}, augmented on the "
+        classes = f"{config.num_classes} classes"
+        if self.class_weights is not None:
+            present = [w for w in self.class_weights if w > 0]
+            classes += (f", balanced class weights in the loss (x{min(present):.3g} to "
+                        f"x{max(present):.3g})")
+        if config.sampling == "balanced":
+            classes += ", balanced sampling (every class equally often)"
+        trains = f", {self.trains}" if self.trains else ""
+        self.print(f"Training {config.model} on {config.dataset}{job}: {images}, {classes}"
+                   f"{trains}, {towers}, {batch}, {self.steps_per_epoch} steps/epoch, "
+                   f"{self.schedule.describe()}, {self.precision}, augmented on the "
                    f"{self.augment_on}. Run dir: {config.run_dir}")
+        warning = class_balance.imbalance_warning(self.class_counts, self.splits.class_names)
+        if warning and self.class_weights is None and config.sampling != "balanced":
+            self.print(warning)
 
     def run_dataset(self, start_step: int) -> Iterator:
         """An iterator over every epoch from `start_step` on, as one distributed dataset: one

@@ -40,6 +40,15 @@ from inception.layers import ConvBlock
 
 # Keras' ImageNet top: 1000 classes.
 KERAS_CLASSES = 1000
+# --init_from's value for Keras' ImageNet weights, and the one model of the family they fit.
+KERAS_IMAGENET = "keras"
+KERAS_MODEL = "inception_v3"
+
+
+def is_keras_weights(source: str) -> bool:
+    """Whether --init_from=`source` names Keras InceptionV3 weights: `keras` (Keras downloads its
+    ImageNet weights) or a Keras weights file (`.h5`, `.weights.h5`)."""
+    return source == KERAS_IMAGENET or source.endswith(".h5")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +58,9 @@ class InitReport:
     `loaded`: our variables given the source's values. `scales_set_to_one`: our batch-norm scales
     set to 1 because the source's batch norm has none (exactly what it computes). `initialised`:
     our variables with no counterpart in the source, left as built. `unmatched`: the source's
-    variables that went nowhere (the 1000-class top when our class count differs).
+    variables that went nowhere (the 1000-class top when our class count differs). `mismatched`:
+    our variables whose counterpart in the source has another shape or stands for other classes,
+    also left as built (a checkpoint of this program, training/finetune.py).
     """
     source: str
     loaded: Tuple[str, ...]
@@ -57,6 +68,7 @@ class InitReport:
     initialised: Tuple[str, ...]
     unmatched: Tuple[str, ...]
     loaded_values: int
+    mismatched: Tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line for the start of a run."""
@@ -64,13 +76,16 @@ class InitReport:
             # Variables grouped by their layer, so the line names heads, not every bias.
             layers = sorted({path.rsplit("/", 1)[0] for path in paths})
             return ", ".join(layers) if layers else "none"
-        line = (f"init from {self.source}: loaded {len(self.loaded)} weights "
+        line = (f"Weights from {self.source}: loaded {len(self.loaded)} weights "
                 f"({self.loaded_values:,} values)")
         if self.scales_set_to_one:
             line += (f", {len(self.scales_set_to_one)} batch-norm scales set to 1 "
                      f"(the source has none)")
-        return (line + f"; new: {names(self.initialised)}; "
-                f"not used from the source: {names(self.unmatched)}")
+        line += f"; new: {names(self.initialised)}"
+        if self.mismatched:
+            line += (f"; did not match the source (another shape or class list), so new too: "
+                     f"{names(self.mismatched)}")
+        return line + f"; not used from the source: {names(self.unmatched)}"
 
 
 def init_from_keras_inception_v3(model: keras.Model,
@@ -122,7 +137,7 @@ def init_from_keras_inception_v3(model: keras.Model,
     for gamma in set_to_one:
         gamma.assign(np.ones(gamma.shape, np.float32))
     written = {id(v) for v, _ in assignments} | {id(v) for v in set_to_one}
-    name = _variable_names(model)
+    name = variable_names(model)
     return InitReport(
         source=description,
         loaded=tuple(name[id(v)] for v, _ in assignments),
@@ -132,7 +147,8 @@ def init_from_keras_inception_v3(model: keras.Model,
         loaded_values=sum(int(np.prod(value.shape)) for _, value in assignments))
 
 
-def _variable_names(model) -> Dict[int, str]:
+def variable_names(model) -> Dict[int, str]:
+    """{id(variable): its name} for every weight of an InceptionModel."""
     # Keras paths start at the layer inside each sub-model, so the aux head's classifier is
     # 'logits/kernel' like the main one: the head's name tells them apart.
     names = {id(v): v.path for v in model.trunk.weights}
@@ -161,7 +177,7 @@ def _layer_inputs(layer) -> list:
     return list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
 
 
-def _graph_order(model: keras.Model, last: keras.layers.Layer) -> List[keras.layers.Layer]:
+def graph_order(model: keras.Model, last: keras.layers.Layer) -> List[keras.layers.Layer]:
     """The layers `last` depends on, in depth-first post-order over inputs in argument order."""
     producer = {id(layer.output): layer for layer in model.layers
                 if not isinstance(layer.output, (list, tuple, dict))}
@@ -187,12 +203,12 @@ def _graph_order(model: keras.Model, last: keras.layers.Layer) -> List[keras.lay
 
 def _conv_units(model: keras.Model, last: keras.layers.Layer
                 ) -> List[Tuple[keras.layers.Conv2D, keras.layers.BatchNormalization]]:
-    """(conv, batch norm or None) for every conv `last` depends on, in `_graph_order`.
+    """(conv, batch norm or None) for every conv `last` depends on, in `graph_order`.
 
     Ours are `ConvBlock`s holding both; Keras' are a Conv2D whose output feeds a
     BatchNormalization layer.
     """
-    order = _graph_order(model, last)
+    order = graph_order(model, last)
     consumers: Dict[int, list] = {}
     for layer in order:
         for tensor in _layer_inputs(layer):

@@ -35,7 +35,9 @@ def cross_entropy(labels, logits, num_classes, label_smoothing):
 
 
 def decayed_weights(model):
-    """Conv and dense kernels; biases and batch-norm parameters are not decayed."""
+    """Conv and dense kernels; biases and batch-norm parameters are not decayed, nor are the
+    kernels --trainable freezes (not in `trainable_variables`): decay pulls a kernel that is
+    trained towards 0, and a frozen one would only add a constant to the loss."""
     return [v for v in model.trainable_variables if v.path.endswith("kernel")]
 
 
