@@ -233,3 +233,39 @@ def test_a_full_disk_is_named_leaves_no_partial_files_and_the_same_command_resum
         assert _history_epochs(run_dir) == [1, 2]
     finally:
         subprocess.run(["umount", "-l", small], capture_output=True)
+
+
+def test_a_lock_that_made_its_directory_and_left_nothing_else_removes_both(tmp_path):
+    # A command refused for a bad setting after taking the lock leaves no run directory.
+    made = tmp_path / "new_run"
+    with RunLock(str(made)):
+        assert os.listdir(made) == [LOCK_FILE]
+    assert not made.exists()
+    # A directory that existed stays; a run's files keep the lock file beside them.
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with RunLock(str(existing)):
+        pass
+    assert existing.exists() and os.listdir(existing) == []
+    with RunLock(str(existing)):
+        (existing / "config.json").write_text("{}")
+    assert sorted(os.listdir(existing)) == ["config.json", LOCK_FILE]
+
+
+def test_a_lock_taken_on_a_file_removed_meanwhile_moves_to_the_new_file(tmp_path):
+    run_dir = str(tmp_path / "run")
+    first = RunLock(run_dir)
+    first.acquire()
+    (tmp_path / "run" / "config.json").write_text("{}")
+    stale = os.open(os.path.join(run_dir, LOCK_FILE), os.O_RDWR)  # opened before the removal
+    os.remove(os.path.join(run_dir, LOCK_FILE))
+    first.release()
+    import fcntl
+    fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the old inode: free, but not the path's
+    second = RunLock(run_dir)
+    second.acquire()  # the path's new file, not the stale inode
+    assert os.path.exists(os.path.join(run_dir, LOCK_FILE))
+    with pytest.raises(RunDirInUse):
+        RunLock(run_dir).acquire()
+    second.release()
+    os.close(stale)
