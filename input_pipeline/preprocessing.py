@@ -41,6 +41,12 @@ class Augmentation:
         """The share of the cached square that evaluation sees (and so the cache's margin)."""
         return 1.0 if self.crop == "pad" else EVAL_CROP_FRACTION
 
+    @property
+    def resizes(self) -> bool:
+        """Whether a training crop is resized to the model's input (Inception's area crops) or
+        the whole image only shifted (pad): what augmenting on a CPU tower costs depends on it."""
+        return self.crop != "pad"
+
 
 def cache_size(image_size: int, eval_fraction: float = EVAL_CROP_FRACTION) -> int:
     return int(math.ceil(image_size / eval_fraction))

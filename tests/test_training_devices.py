@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from input_pipeline.preprocessing import Augmentation
 from training import devices
 
 CPU = ["/job:localhost/replica:0/task:0/device:CPU:0"]
@@ -63,11 +64,17 @@ def test_the_start_line_names_each_gpu(monkeypatch):
     assert devices.describe_tower("/job:localhost/replica:0/task:0/device:CPU:0") == "cpu_0"
 
 
-@pytest.mark.parametrize("choice,towers,where", [
-    ("auto", GPUS, "device"), ("auto", CPU, "host"), ("host", GPUS, "host"),
-    ("device", CPU, "device")])
-def test_where_batches_are_augmented(choice, towers, where):
-    assert devices.augment_on(choice, towers) == where
+@pytest.mark.parametrize("choice,towers,resizes,where", [
+    ("auto", GPUS, True, "device"), ("auto", GPUS, False, "device"),
+    ("auto", CPU, True, "host"), ("auto", CPU, False, "device"),
+    ("host", GPUS, True, "host"), ("host", CPU, False, "host"), ("device", CPU, True, "device")])
+def test_where_batches_are_augmented(choice, towers, resizes, where):
+    assert devices.augment_on(choice, towers, resizes) == where
+
+
+def test_only_the_pad_crop_is_shift_only():
+    assert Augmentation(crop="pad", pad=4).resizes is False
+    assert Augmentation().resizes is True
 
 
 # In a fresh process (TensorFlow changes glibc's malloc once per process, and glibc keeps what it

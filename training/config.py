@@ -129,7 +129,8 @@ class TrainConfig:
         "auto", "Where training batches are cropped, flipped and colour-jittered: host (the input "
         "pipeline hands the towers float32 crops) or device (uint8 cached images and the sampled "
         "parameters go to each tower, which augments them: a third of the bytes and no host "
-        "cores). Same result either way. auto = device on GPUs, host on CPU towers.",
+        "cores). Same result either way. auto = device on GPUs; on CPU towers, device when the "
+        "recipe only shifts and flips (cifar10), host when it crops and resizes.",
         lambda: devices.AUGMENT_ON)
     deterministic: bool = setting(
         False, "Deterministic ops, so a run with a given --seed repeats exactly (slower).")

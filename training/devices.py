@@ -93,17 +93,19 @@ def precision_policy(mixed_precision, towers, dtype="auto"):
 AUGMENT_ON = ("auto", "host", "device")
 
 
-def augment_on(choice, towers):
+def augment_on(choice: str, towers: list, resizes: bool = True) -> str:
     """Where training batches are augmented, for `--augment_on` (auto, host or device).
 
     auto: on the towers when they are GPUs, which would otherwise need several host cores each to
-    keep up (docs/benchmarks.md, "The input pipeline at GPU rates"); on the host for CPU towers,
-    where the two paths were measured at the same speed (benchmarks/epoch.py).
+    keep up (docs/benchmarks.md, "The input pipeline at GPU rates"). On CPU towers, on the towers
+    when the augmentation only shifts and flips (`resizes` False: 1.24x faster there), on the host
+    when it crops and resizes (0.32x on the towers) (docs/benchmarks.md, "Is training
+    input-bound?").
     """
     if choice not in AUGMENT_ON:
         raise ValueError(f"--augment_on must be one of {', '.join(AUGMENT_ON)}, got {choice!r}")
     if choice == "auto":
-        return "device" if on_gpus(towers) else "host"
+        return "device" if on_gpus(towers) or not resizes else "host"
     return choice
 
 

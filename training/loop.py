@@ -224,7 +224,8 @@ class Trainer:
         self.step_config = StepConfig(config.batch_size, config.num_classes, config.aux_weight,
                                       config.label_smoothing, config.weight_decay,
                                       class_weights=self.class_weights)
-        self.augment_on = devices.augment_on(config.augment_on, self.towers)
+        self.augment_on = devices.augment_on(config.augment_on, self.towers,
+                                             self.train_data.augmentation.resizes)
         self.train_step = make_train_step(
             self.model, self.optimizer, self.strategy, self.step_config,
             jit_compile=config.jit_compile,
