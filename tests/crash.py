@@ -8,11 +8,12 @@ images). The script first trains a reference run with --deterministic, then trai
 command in another run directory, killing its whole process group with SIGKILL after a random
 delay and starting the exact same command again, until --kills kills were made; the last start
 runs to the end. The delay is drawn uniformly (seeded by --seed) over the attempt's expected
-length up to its last epoch's line: its start-up, then the epochs it has left, each part as long
-as the reference run and the recent attempts took (Timeline). A start that ends before its
-kill finishes the crashed run: it is checked, and the kills go on in a new one (crashed-2, ...),
-as further starts of a finished run would only score it again. Each kill is put in the phase it
-landed in, judged from what the process had printed and what was on disk once it was dead:
+length up to its last epoch's line, and a quarter more (SLACK): its start-up, then the epochs it
+has left, each part as long as the reference run and the recent attempts took (Timeline). A start
+that ends before its kill finishes the crashed run: it is checked, and the kills go on in a new
+one (crashed-2, ...), as further starts of a finished run would only score it again. Each kill is
+put in the phase it landed in, judged from what the process had printed and what was on disk
+once it was dead:
 
     start-up          before the "Training ... on ..." line (TensorFlow import, first pass, model)
     set-up            from there to the first step (history rows after the checkpoint dropped,
@@ -58,6 +59,7 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT, "PYTHONUNB
 PHASES = ("start-up", "set-up", "training", "checkpoint write", "held-out scoring",
           "epoch wrap-up", "finishing", "other")
 KEEP_CHECKPOINTS = 3  # passed to train.py: an index listing more is mid-way through a save
+SLACK = 1.25  # kill delays are drawn over this times an attempt's expected length
 
 _BAR = re.compile(r"^\s*([\d,]+)/([\d,]+) \[")
 _EPOCH = re.compile(r"^Epoch (\d+)/(\d+):")
@@ -372,7 +374,9 @@ class Timeline:
     def __init__(self, recent: int = 5) -> None:
         self.recent = recent
         self.seen: Dict[str, List[float]] = {part: [] for part in self.PARTS}
-        self.at_least: Dict[str, List[float]] = {part: [] for part in self.PARTS}
+        # (which start, seconds) of the parts kills cut short; only the recent starts' count.
+        self.at_least: Dict[str, List[Tuple[int, float]]] = {part: [] for part in self.PARTS}
+        self.starts = 0
 
     def observe(self, lines: List[Tuple[float, str]], killed_at: Optional[float] = None,
                 scoring_only: bool = False) -> None:
@@ -381,6 +385,7 @@ class Timeline:
         keep the estimate of the one start that was quick, the kills would all land before its
         end, and the run would never get past it. A start with nothing left to train
         (`scoring_only`) shows its start-up only."""
+        self.starts += 1
         part, since = "start_up", 0.0
         for t, line in lines:
             bar, end = _BAR.match(line), _EPOCH.match(line)
@@ -402,11 +407,13 @@ class Timeline:
             ran = killed_at - since
             # Past its estimate, it is likely to last a good deal longer: half again, so a few
             # such kills catch up with a machine that has slowed down.
-            self.at_least[part].append(ran * 1.5 if ran > self.expected(part) else ran)
+            self.at_least[part].append(
+                (self.starts, ran * 1.5 if ran > self.expected(part) else ran))
 
     def expected(self, part: str) -> float:
         return max(statistics.median(self.seen[part][-self.recent:] or [0.0]),
-                   max(self.at_least[part][-self.recent:], default=0.0))
+                   max((ran for start, ran in self.at_least[part]
+                        if start > self.starts - self.recent), default=0.0))
 
     def training(self, epochs_left: int) -> float:
         """The expected time from the "Training" line to the last epoch's line of a start with
@@ -502,11 +509,15 @@ class _Crasher:
                                        f"{self.attempts - 1} starts")
                 return False
             from_step = _latest_step(run_dir)
-            # A moment of the attempt's expected length; past its start-up, it is counted from
-            # the attempt's own "Training" line, so a slow start-up does not eat into its training.
+            # A moment of the attempt's expected length, and a quarter more: near the end of a
+            # run, where each start redoes its fixed costs (start-up, tracing) for a few steps,
+            # kills drawn within the estimate alone would nearly all land before the last
+            # checkpoint, and the rest of the kills would pile up there. Past its start-up, the
+            # moment is counted from the attempt's own "Training" line, so a slow start-up does
+            # not eat into its training.
             start_up = timeline.expected("start_up")
-            moment = self.rng.uniform(0.0, start_up + timeline.training(
-                self.epochs - from_step // report.steps_per_epoch))
+            moment = self.rng.uniform(0.0, SLACK * (start_up + timeline.training(
+                self.epochs - from_step // report.steps_per_epoch)))
             before = _entries(os.path.join(run_dir, "checkpoints"))
             attempt = Attempt(self._command(run),
                               os.path.join(self.logs, f"{run.name}-{self.attempts:03d}"))
