@@ -30,13 +30,13 @@ Which store a pipeline uses (`choose_cache_mode`) and what a disk store's file i
 import glob
 import hashlib
 import os
-import shutil
 import tempfile
 from typing import Optional
 
 import numpy as np
 from absl import logging
 
+import disk_space
 from input_pipeline import preprocessing
 from input_pipeline.examples import Examples
 
@@ -291,10 +291,7 @@ def available_memory_bytes() -> int:
 
 def free_disk_bytes(directory: str) -> int:
     """Free bytes on the file system that holds `directory` (or its nearest existing parent)."""
-    directory = os.path.abspath(directory)
-    while not os.path.exists(directory):
-        directory = os.path.dirname(directory)
-    return shutil.disk_usage(directory).free
+    return disk_space.free_bytes(directory)
 
 
 def source_bytes(examples: Examples) -> float:
