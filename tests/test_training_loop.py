@@ -2,7 +2,6 @@
 import csv
 import dataclasses
 import datetime
-import json
 import os
 import signal
 
@@ -189,16 +188,16 @@ def test_history_across_an_interrupt_a_lost_checkpoint_and_resumes(data_dir, tmp
     with pytest.raises(TrainingInterrupted):
         trainer.train()
     assert [r["epoch"] for r in read_history(run_dir)] == ["1"]
-    with open(os.path.join(run_dir, "epoch_progress.json")) as f:
-        progress = json.load(f)
-    assert progress["step"] == 5 and progress["steps"] == 2  # epoch 2's first two steps
+    saved = Checkpoints(run_dir, trainer.model)
+    assert saved.restore().endswith("ckpt-5")
+    assert saved.restored_meter().sums["steps"] == 2  # epoch 2's first two steps
     # The resumed epoch 2 ends; its checkpoint's save fails: the row written before it goes.
     saves = Checkpoints.save
 
-    def crash_at_epoch_2(self, step, epoch):
+    def crash_at_epoch_2(self, step, epoch, meter=None):
         if epoch == 2:
             raise OSError("disk gone")
-        return saves(self, step, epoch)
+        return saves(self, step, epoch, meter)
     monkeypatch.setattr(Checkpoints, "save", crash_at_epoch_2)
     with pytest.raises(OSError):
         Trainer(resolve_config({"run_dir": run_dir}), **quiet).train()
@@ -212,7 +211,40 @@ def test_history_across_an_interrupt_a_lost_checkpoint_and_resumes(data_dir, tmp
     assert [(r["epoch"], r["step"]) for r in rows] == [("1", "3"), ("2", "6"), ("3", "9")]
     # Held out every 2nd epoch and at the end: the other rows leave those cells empty.
     assert [bool(r["heldout_top1"]) for r in rows] == [False, True, True]
-    assert not os.path.exists(os.path.join(run_dir, "epoch_progress.json"))
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL: nothing after it runs, no handler catches it."""
+
+
+def test_a_crash_right_after_a_mid_epoch_checkpoint_keeps_the_epochs_whole_row(data_dir,
+                                                                               tmp_path,
+                                                                               monkeypatch):
+    # Once the sums were a file written after the checkpoint: a kill in between left epoch 2's
+    # row covering only the steps after the resume.
+    quiet = dict(towers=cpu_devices(1), print_fn=lambda *a: None)
+    run = dict(epochs=3, checkpoint_every=2, deterministic=True)
+    whole_dir = str(tmp_path / "whole")
+    Trainer(resolve_config(settings(data_dir, whole_dir, **run)), **quiet).train()
+    crashed_dir = str(tmp_path / "crashed")
+    saves = Checkpoints.save
+
+    def killed_after_step_4(self, step, epoch, meter=None):
+        path = saves(self, step, epoch, meter)
+        if step == 4:
+            raise Killed
+        return path
+    monkeypatch.setattr(Checkpoints, "save", killed_after_step_4)
+    with pytest.raises(Killed):
+        Trainer(resolve_config(settings(data_dir, crashed_dir, **run)), **quiet).train()
+    monkeypatch.setattr(Checkpoints, "save", saves)
+    assert Trainer(resolve_config({"run_dir": crashed_dir}), **quiet).train()["step"] == 9
+    whole, crashed = read_history(whole_dir), read_history(crashed_dir)
+    assert [r["epoch"] for r in crashed] == ["1", "2", "3"]
+    # Epoch 2 is steps 4-6: one before the crash, two after it, all three in its row.
+    for column in ("train_loss", "train_cross_entropy", "train_top1"):
+        assert [float(r[column]) for r in crashed] == pytest.approx(
+            [float(r[column]) for r in whole], rel=1e-5), column
 
 
 def test_float16_run_saves_its_loss_scale_and_resumes_with_it(data_dir, tmp_path):
@@ -359,3 +391,18 @@ def test_a_second_signal_stops_at_once_through_the_handler_outside_the_loop():
         assert signal.getsignal(signal.SIGTERM) is entry_handler
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_ctrl_c_at_an_epochs_last_step_still_ends_the_epoch(data_dir, tmp_path):
+    run_dir = str(tmp_path / "r")
+    quiet = dict(towers=cpu_devices(1), print_fn=lambda *a: None)
+    trainer = Trainer(resolve_config(settings(data_dir, run_dir, epochs=2)), **quiet)
+    interrupt_at(trainer, 3)  # the 3rd and last step of epoch 1
+    with pytest.raises(TrainingInterrupted, match="ckpt-3"):
+        trainer.train()
+    # Epoch 1 has its row and its checkpoint, once: the resumed run goes on with epoch 2.
+    assert [r["epoch"] for r in read_history(run_dir)] == ["1"]
+    assert sorted(os.listdir(os.path.join(run_dir, "checkpoints"))) == [
+        "checkpoint", "ckpt-3.data-00000-of-00001", "ckpt-3.index"]
+    assert Trainer(resolve_config({"run_dir": run_dir}), **quiet).train()["step"] == 6
+    assert [r["epoch"] for r in read_history(run_dir)] == ["1", "2"]

@@ -1,4 +1,4 @@
-"""Checkpoints (model, optimizer, step, epoch) in the run directory's `checkpoints/`.
+"""Checkpoints (model, optimizer, step, epoch, the epoch's metric sums) in `checkpoints/`.
 
 tf.train.CheckpointManager writes each checkpoint's files first and then replaces the `checkpoint`
 index file atomically, so a run killed mid-save still restores the previous checkpoint. A save
@@ -7,11 +7,13 @@ that fails (a full disk) removes its partial files and leaves the previous check
 import glob
 import os
 import shutil
+from typing import Optional
 
 import keras
 import tensorflow as tf
 
 import disk_space
+from training.history import EpochMeter
 
 
 def remove_partial_saves(directory: str) -> None:
@@ -50,6 +52,12 @@ class Checkpoints:
         if optimizer is not None:
             objects["optimizer"] = optimizer
         self._restorable = tf.train.Checkpoint(**objects)
+        # The interrupted epoch's metric sums, in the checkpoint itself: a crash cannot leave a
+        # checkpoint without the sums that belong to it (they were a file beside it once).
+        self.epoch_sums = tf.Variable(tf.zeros([len(EpochMeter.FIELDS)], tf.float64),
+                                      trainable=False, name="epoch_sums")
+        self._epoch_sums = tf.train.Checkpoint(epoch_sums=self.epoch_sums)
+        objects["epoch_sums"] = self.epoch_sums
         if self.loss_scale is not None:
             objects["loss_scale"] = self.loss_scale
         self.checkpoint = tf.train.Checkpoint(**objects)
@@ -76,7 +84,18 @@ class Checkpoints:
         if self.loss_scale is not None:
             # A checkpoint of a run in another precision has none: the scale starts afresh.
             tf.train.Checkpoint(loss_scale=self.loss_scale).read(path).expect_partial()
+        # Read apart from the rest, as checkpoints written before they held the sums have none.
+        self.epoch_sums.assign(tf.zeros_like(self.epoch_sums))
+        self._epoch_sums.read(path).expect_partial()
         return path
+
+    def restored_meter(self) -> EpochMeter:
+        """The sums of the epoch the restored checkpoint interrupted (empty at an epoch's end)."""
+        return EpochMeter.from_vector(self.epoch_sums.numpy())
+
+    def saved_at(self, step: int) -> bool:
+        """Whether the latest checkpoint is the one of `step`."""
+        return self.latest is not None and self.latest.endswith(f"-{step}")
 
     def latest_bytes(self) -> int:
         """The size of the latest checkpoint's files: what the next one will need (0: none)."""
@@ -84,13 +103,15 @@ class Checkpoints:
             return 0
         return sum(os.path.getsize(f) for f in glob.glob(glob.escape(self.latest) + ".*"))
 
-    def save(self, step, epoch):
-        """Saves a checkpoint; raises DiskFull, before writing anything when the last one's size
-        is not free, or after removing the partial files when the disk fills during the save."""
+    def save(self, step, epoch, meter: Optional[EpochMeter] = None):
+        """Saves a checkpoint, with `meter`'s sums when it interrupts an epoch; raises DiskFull,
+        before writing anything when the last one's size is not free, or after removing the
+        partial files when the disk fills during the save."""
         needed = self.latest_bytes()
         disk_space.check_free(self.directory, needed)
         self.step.assign(step)
         self.epoch.assign(epoch)
+        self.epoch_sums.assign((meter or EpochMeter()).vector())
         try:
             return self.manager.save(checkpoint_number=step)
         except BaseException as error:

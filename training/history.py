@@ -7,7 +7,6 @@ interrupts, crashes and restarts every epoch has exactly one row, that of the tr
 checkpoint holds.
 """
 import csv
-import json
 import os
 
 HISTORY_FILE = "history.csv"
@@ -80,19 +79,25 @@ class History:
             os.remove(self.path)
 
 
-PROGRESS_FILE = "epoch_progress.json"
-
-
 class EpochMeter:
     """The current epoch's training metrics, summed over its steps.
 
-    Saved beside every mid-epoch checkpoint (Ctrl+C, --checkpoint_every), so the row of an epoch
-    that was interrupted and resumed covers all its steps, not only those after the resume.
+    Saved inside every mid-epoch checkpoint (Ctrl+C, --checkpoint_every; `Checkpoints.save`), so
+    the row of an epoch that was interrupted and resumed covers all its steps, not only those
+    after the resume, whatever moment a crash picks.
     """
     FIELDS = ("steps", "total_loss", "cross_entropy", "top1", "train_seconds")
 
     def __init__(self, **sums):
         self.sums = {name: float(sums.get(name, 0.0)) for name in self.FIELDS}
+
+    @classmethod
+    def from_vector(cls, values) -> "EpochMeter":
+        """The sums in FIELDS order, as a checkpoint holds them."""
+        return cls(**dict(zip(cls.FIELDS, (float(v) for v in values))))
+
+    def vector(self):
+        return [self.sums[name] for name in self.FIELDS]
 
     def add(self, steps, seconds, total_loss, cross_entropy, top1):
         """`steps` more steps taking `seconds`, with these mean metrics."""
@@ -109,28 +114,3 @@ class EpochMeter:
     @property
     def train_seconds(self):
         return self.sums["train_seconds"]
-
-    def save(self, run_dir, step):
-        tmp = os.path.join(run_dir, PROGRESS_FILE + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump({"step": int(step), **self.sums}, f)
-        os.replace(tmp, os.path.join(run_dir, PROGRESS_FILE))
-
-    @classmethod
-    def resume(cls, run_dir, step):
-        """The sums saved with the checkpoint at `step`; empty if there are none for it."""
-        try:
-            with open(os.path.join(run_dir, PROGRESS_FILE)) as f:
-                saved = json.load(f)
-        except (OSError, ValueError):
-            return cls()
-        if saved.get("step") != step:
-            return cls()
-        return cls(**{k: v for k, v in saved.items() if k in cls.FIELDS})
-
-    @staticmethod
-    def clear(run_dir):
-        try:
-            os.remove(os.path.join(run_dir, PROGRESS_FILE))
-        except FileNotFoundError:
-            pass

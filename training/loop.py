@@ -275,10 +275,12 @@ class Trainer:
                         if due_checkpoint and step % steps_per_epoch:
                             self._save_mid_epoch(epoch, step)
                 self._flush(epoch, pending, first_step, time.perf_counter() - window_start)
-                if not stop.received:
+                # A signal at an epoch's last step still ends it: its row and checkpoint as usual.
+                if step == epoch.end_step:
                     last_eval = self._end_epoch(epoch, step)
             if stop.received:
-                path = self._save_mid_epoch(epoch, step)
+                path = (self.checkpoints.latest if step % steps_per_epoch == 0
+                        and self.checkpoints.saved_at(step) else self._save_mid_epoch(epoch, step))
                 raise TrainingInterrupted(
                     f"Stopped at step {step} of {total_steps}; checkpoint saved to {path}. "
                     f"Run the same command again to resume (without --lr, unless that rate should "
@@ -359,7 +361,9 @@ class Trainer:
 
     def _start_epoch(self, step: int):
         index = step // self.steps_per_epoch
-        meter = self.role.epoch_meter(step, index * self.steps_per_epoch)
+        # A resumed epoch continues the sums its checkpoint holds.
+        meter = (self.checkpoints.restored_meter() if step > index * self.steps_per_epoch
+                 else EpochMeter())
         return _Epoch(index, self.steps_per_epoch, step, meter, self.print is print)
 
     def _write_model_and_inputs(self, step: int, images: Any):
@@ -397,10 +401,9 @@ class Trainer:
         return evaluation.scores(probs, labels)
 
     def _save_mid_epoch(self, epoch: Optional[_Epoch], step: int):
-        path = self.checkpoints.save(step, step // self.steps_per_epoch)
-        if epoch is not None and step % self.steps_per_epoch:
-            self.role.save_meter(epoch.meter, step)
-        return path
+        mid_epoch = epoch is not None and step % self.steps_per_epoch
+        return self.checkpoints.save(step, step // self.steps_per_epoch,
+                                     epoch.meter if mid_epoch else None)
 
     def _end_epoch(self, epoch: _Epoch, step: int):
         """Evaluates (when due), logs the epoch, appends its history row, then saves its

@@ -38,7 +38,7 @@ def unreadable_reason(path: str) -> Optional[str]:
 
 def remove_partial_files(run_dir: str) -> None:
     """Removes what an interrupted write leaves: a checkpoint's partial files and this program's
-    `*.tmp` files (config, history and epoch sums are written to one and renamed)."""
+    `*.tmp` files (config.json and a rewritten history.csv are written to one and renamed)."""
     remove_partial_saves(os.path.join(run_dir, CHECKPOINT_DIR))
     for path in glob.glob(os.path.join(glob.escape(run_dir), "*.tmp")):
         try:

@@ -14,7 +14,7 @@ import time
 
 import tensorflow as tf
 
-from training.history import HISTORY_FILE, PROGRESS_FILE
+from training.history import HISTORY_FILE
 
 SET_ASIDE_DIR = "set_aside"
 # Per-epoch TensorBoard tags (summaries.write_epoch) are indexed by epoch, the rest by step.
@@ -85,9 +85,8 @@ def set_aside_after(run_dir, restart):
     aside = os.path.join(run_dir, SET_ASIDE_DIR, f"after-step-{restart.step}-{stamp}")
     os.makedirs(os.path.join(aside, "checkpoints"))
     # Copies first, so a crash part-way leaves every original in place.
-    for name in (HISTORY_FILE, PROGRESS_FILE):
-        if os.path.exists(os.path.join(run_dir, name)):
-            shutil.copy2(os.path.join(run_dir, name), os.path.join(aside, name))
+    if os.path.exists(os.path.join(run_dir, HISTORY_FILE)):
+        shutil.copy2(os.path.join(run_dir, HISTORY_FILE), os.path.join(aside, HISTORY_FILE))
     for logs in ("train", "eval"):
         _truncate_logs(os.path.join(run_dir, logs), os.path.join(aside, logs), restart)
     _keep_only_up_to(run_dir, restart)

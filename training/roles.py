@@ -2,7 +2,7 @@
 
 On one machine the only process is the chief. In a multi-worker job every worker trains its shard
 in step with the others, but only the chief owns the run directory: it writes the settings, the
-split, the history, the epoch sums and the finished marker, and it evaluates. The other workers
+split, the history and the finished marker, and it evaluates. The other workers
 write their checkpoints and logs to a scratch directory, removed when they stop, and return only
 how far they got.
 """
@@ -16,7 +16,7 @@ from absl import logging
 
 from training.config import TrainConfig
 from training.devices import Worker
-from training.history import EpochMeter, History
+from training.history import History
 from training.plot import write_run_plot
 from training.restart import set_aside_after
 from training.run_dir import DONE_FILE, save_run_config
@@ -65,16 +65,6 @@ class Role:
                 os.remove(done)
             self.history.keep_epochs_up_to(epochs_done)
 
-    def epoch_meter(self, step: int, epoch_start_step: int) -> EpochMeter:
-        """A resumed epoch continues the sums saved with its checkpoint."""
-        if self.is_chief and step > epoch_start_step:
-            return EpochMeter.resume(self.run_dir, step)
-        return EpochMeter()
-
-    def save_meter(self, meter: EpochMeter, step: int):
-        if self.is_chief:
-            meter.save(self.run_dir, step)
-
     def record_epoch(self, **row):
         if self.is_chief:
             self.history.append(**row)
@@ -85,10 +75,8 @@ class Role:
             self.history.undo_append()
 
     def epoch_saved(self):
-        """The epoch's checkpoint is written: its mid-epoch sums are no longer needed, and the
-        learning curves (history.png) are redrawn."""
+        """The epoch's checkpoint is written: the learning curves (history.png) are redrawn."""
         if self.is_chief:
-            EpochMeter.clear(self.run_dir)
             try:
                 write_run_plot(self.run_dir)
             except Exception as error:  # a picture is never worth stopping the training for
