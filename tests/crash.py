@@ -29,6 +29,9 @@ once it was dead:
                       pipeline, the exit
     other             anything else (output these rules do not expect)
 
+With --aim=checkpoint each start is killed instead as one of its next three saves is under way
+(the tiny default model saves in milliseconds; with --model=googlenet a save is caught).
+
 Then it checks each crashed run: its last start exits 0; its latest checkpoint is at step epochs x
 steps per epoch; history.csv has one row per epoch, 1..E in order, each with the reference run's
 figures; every checkpoint in checkpoints/ reads whole; and its final checkpoint equals the
@@ -61,6 +64,7 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT, "PYTHONUNB
 PHASES = ("start-up", "set-up", "training", "checkpoint write", "held-out scoring",
           "epoch wrap-up", "finishing", "other")
 KEEP_CHECKPOINTS = 3  # passed to train.py: an index listing more is mid-way through a save
+AIMS = ("random", "checkpoint")
 SLACK = 1.25  # kill delays are drawn over this times an attempt's expected length
 
 _BAR = re.compile(r"^\s*([\d,]+)/([\d,]+) \[")
@@ -450,12 +454,14 @@ def _latest_step(run_dir: str) -> int:
 
 def run_crash_test(data_dir: str, work_dir: str, kills: int, seed: int = 0, epochs: int = 6,
                    checkpoint_every: int = 2, log: Callable[[str], None] = print,
-                   model: str = "minigooglenet", width_multiplier: float = 0.125) -> Report:
+                   model: str = "minigooglenet", width_multiplier: float = 0.125,
+                   aim: str = "random") -> Report:
     """Trains work_dir/reference uninterrupted, then work_dir/crashed with SIGKILLs and resumes
     until `kills` kills were made, and checks it (module docstring). A crashed run that finishes
     by itself (a start that ends before its kill) is checked then, and the kills go on in a new
     one (crashed-2, ...): starts of a finished run only score it again. A larger `model` makes
-    checkpoints that take long enough to write for kills to land in them."""
+    checkpoints that take long enough to write for kills to land in them; `aim="checkpoint"` kills
+    each start as one of its next saves is under way instead of at a random moment."""
     started = time.monotonic()
     command = functools.partial(train_command, data_dir, epochs=epochs,
                                 checkpoint_every=checkpoint_every, model=model,
@@ -482,7 +488,7 @@ def run_crash_test(data_dir: str, work_dir: str, kills: int, seed: int = 0, epoc
     log(f"reference run: {report.reference_seconds:.1f}s ({timeline}), "
         f"{report.steps_per_epoch} steps/epoch")
 
-    crashed = _Crasher(report, command, work_dir, timeline, random.Random(seed), log)
+    crashed = _Crasher(report, command, work_dir, timeline, random.Random(seed), log, aim)
     while not report.failures and len(report.kills) < kills:
         run = CrashedRun("crashed" if not report.runs else f"crashed-{len(report.runs) + 1}")
         report.runs.append(run)
@@ -500,8 +506,9 @@ class _Crasher:
     """Starts and kills the crashed runs' attempts, adding to `report`."""
 
     def __init__(self, report: Report, command: Callable[[str], List[str]], work_dir: str,
-                 timeline: Timeline, rng: random.Random, log: Callable[[str], None]) -> None:
-        self.report, self.command, self.work_dir = report, command, work_dir
+                 timeline: Timeline, rng: random.Random, log: Callable[[str], None],
+                 aim: str) -> None:
+        self.report, self.command, self.work_dir, self.aim = report, command, work_dir, aim
         self.epochs = report.expected_step // report.steps_per_epoch
         self.timeline, self.rng, self.log = timeline, rng, log
         self.logs = os.path.join(work_dir, "logs")
@@ -535,7 +542,11 @@ class _Crasher:
             before = _entries(os.path.join(run_dir, "checkpoints"))
             attempt = Attempt(self._command(run),
                               os.path.join(self.logs, f"{run.name}-{self.attempts:03d}"))
-            if moment <= start_up:
+            if self.aim == "checkpoint":
+                reached = attempt.wait_for_training_line(timeout=1800)
+                code = (attempt.process.poll() if reached is None
+                        else self._wait_for_a_save(attempt, run_dir))
+            elif moment <= start_up:
                 code = attempt.wait(timeout=moment)
             else:
                 reached = attempt.wait_for_training_line(timeout=1800)
@@ -564,6 +575,25 @@ class _Crasher:
             if report.failures:
                 return False
         return False
+
+    def _wait_for_a_save(self, attempt: Attempt, run_dir: str) -> Optional[int]:
+        """Polls checkpoints/ until one of the next three saves (drawn) is under way: None then,
+        to kill it, or the exit code of a start that ended first. Polled only after the
+        "Training" line, once the start has swept an earlier kill's partial files away."""
+        directory = os.path.join(run_dir, "checkpoints")
+        skip, writing = self.rng.randint(0, 2), False
+        while True:
+            code = attempt.process.poll()
+            if code is not None:
+                return code
+            now = any("_temp" in name or name.startswith("checkpoint.tmp")
+                      for name in _entries(directory))
+            if now and not writing:
+                if skip == 0:
+                    return None
+                skip -= 1
+            writing = now
+            time.sleep(0.001)
 
     def finish(self, run: CrashedRun) -> None:
         """The last start of `run`, which runs to the end."""
@@ -644,13 +674,17 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="googlenet's checkpoints take long enough to write for kills to "
                              "land in them")
     parser.add_argument("--width_multiplier", type=float, default=0.125)
+    parser.add_argument("--aim", choices=AIMS, default="random",
+                        help="random: a kill at a random moment; checkpoint: as a save is under "
+                             "way")
     args = parser.parse_args(argv)
     for name in ("reference", "crashed"):
         if os.path.exists(os.path.join(args.work_dir, name)):
             parser.error(f"{os.path.join(args.work_dir, name)} exists: give a fresh --work_dir")
     report = run_crash_test(args.data_dir, args.work_dir, args.kills, seed=args.seed,
                             epochs=args.epochs, checkpoint_every=args.checkpoint_every,
-                            model=args.model, width_multiplier=args.width_multiplier)
+                            model=args.model, width_multiplier=args.width_multiplier,
+                            aim=args.aim)
     print(format_report(report))
     return 1 if report.failures else 0
 
