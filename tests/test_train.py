@@ -125,6 +125,31 @@ def test_profile_steps_writes_a_trace_of_exactly_those_steps(data_dir, tmp_path)
     assert profiles(run_dir) == {os.path.basename(os.path.dirname(trace)): trace}
 
 
+def test_a_start_that_failed_on_its_data_does_not_bind_the_corrected_schedule(data_dir, tmp_path):
+    run_dir = str(tmp_path / "run")
+    imagenet = ["--dataset=imagenet", "--model=minigooglenet"]  # after train_args' --dataset
+    # ImageNet pointed at plain class folders: refused once config.json (the recipe's 300
+    # epochs, decay epochs 70,140,210,280) is written.
+    wrong = run(train_args(data_dir, run_dir, *imagenet))
+    assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
+    assert "DATA_DIR/train/<wnid>/*.JPEG" in wrong.stderr
+    assert os.path.exists(os.path.join(run_dir, "config.json"))
+    # The corrected command, a one-epoch trial on the right layout (12 train images: 3 steps).
+    layout = tmp_path / "imagenet"
+    write_image_folder(str(layout / "train"), classes=("n01", "n02", "n03"), per_class=4,
+                       size=(36, 36))
+    write_image_folder(str(layout / "val"), classes=("n01", "n02", "n03"), per_class=2,
+                       size=(36, 36))
+    trial = run(train_args(str(layout), run_dir, *imagenet, "--epochs=1"))
+    assert trial.returncode == 0, trial.stderr[-3000:]
+    assert "Done at step 3" in trial.stdout
+    with open(os.path.join(run_dir, "config.json")) as f:
+        saved = json.load(f)
+    # The recipe's decay epochs at the same fractions of the one epoch: 70/300 of it, ...
+    assert saved["epochs"] == 1 and saved["data_dir"] == str(layout)
+    assert np.allclose(saved["lr_decay_epochs"], [70 / 300, 140 / 300, 210 / 300, 280 / 300])
+
+
 def test_restart_from_an_older_epoch_through_the_command_line(data_dir, tmp_path):
     run_dir = str(tmp_path / "run")
     first = run(train_args(data_dir, run_dir, "--model=minigooglenet", "--epochs=2",
