@@ -2,7 +2,8 @@
 
 TensorFlow fixes its device list the first time it initialises, so this runs at import time, before
 any test touches TensorFlow. Tests that need towers use `cpu_devices(n)`. Also the fixture images
-and the way end-to-end tests run train.py (`train_args`, `run`, the `data_dir` fixture).
+and the way end-to-end tests run train.py (`train_args`, `run`, the `data_dir` fixture), and what
+a --profile_steps trace holds (`profiles`, `profiled_steps`).
 """
 import os
 import subprocess
@@ -76,6 +77,36 @@ def scalars(log_dir):
         values[tag] = [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)
                        if e.tensor_proto.dtype == tf.float32.as_datatype_enum]
     return {k: v for k, v in values.items() if v}, events
+
+
+def profiled_steps(xplane_path):
+    """The step numbers of the "train" step markers in a profiler trace (an XSpace protobuf)."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    with open(xplane_path, "rb") as f:
+        space = xplane_pb2.XSpace.FromString(f.read())
+    steps = []
+    for plane in space.planes:
+        stat_names = {i: m.name for i, m in plane.stat_metadata.items()}
+        for line in plane.lines:
+            for event in line.events:
+                if plane.event_metadata[event.metadata_id].name != "train":
+                    continue
+                stats = {stat_names[s.metadata_id]: s.int64_value or s.uint64_value
+                         for s in event.stats}
+                if "step_num" in stats:
+                    steps.append(stats["step_num"])
+    return sorted(steps)
+
+
+def profiles(run_dir):
+    """{profile directory name: its trace file} under the run's TensorBoard train logs."""
+    root = os.path.join(run_dir, "train", "plugins", "profile")
+    found = {}
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        traces = [f for f in os.listdir(os.path.join(root, name)) if f.endswith(".xplane.pb")]
+        assert len(traces) == 1, (name, traces)
+        found[name] = os.path.join(root, name, traces[0])
+    return found
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

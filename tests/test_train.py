@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from conftest import ENV, ROOT, run, train_args, write_image_folder
+from conftest import ENV, ROOT, profiled_steps, profiles, run, train_args, write_image_folder
 
 
 def test_two_cpu_towers_end_to_end(data_dir, tmp_path):
@@ -27,6 +27,7 @@ def test_two_cpu_towers_end_to_end(data_dir, tmp_path):
     assert re.search(r"img/s: [\d,]+ - ", bars[1]), bars[1]
     assert os.path.exists(os.path.join(run_dir, "checkpoints", "ckpt-6.index"))
     assert os.path.exists(os.path.join(run_dir, "config.json"))
+    assert not os.path.exists(os.path.join(run_dir, "train", "plugins"))  # no --profile_steps
 
 
 def test_bad_flags_get_clear_errors(data_dir, tmp_path):
@@ -56,6 +57,9 @@ REFUSED = [  # (flags, the one error line's start); train_args gives --batch_siz
      "of --model=googlenet_bn: 3a, 3b,"),
     (["--init_from=/nonexistent/run"], "--init_from=/nonexistent/run: there is no run directory, "
      "checkpoint"),
+    (["--profile_steps=3,2"], "--profile_steps=3,2: expected A,B: the first and last global "
+     "steps to profile"),
+    (["--profile_steps=two,3"], "--profile_steps=two,3: expected numbers separated by commas"),
 ]
 
 
@@ -101,6 +105,49 @@ def test_a_refused_command_leaves_nothing_that_blocks_the_corrected_one(data_dir
     resumed = run(train_args(data_dir, run_dir, "--epochs=2"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "at step 3" in resumed.stdout and "Done at step 6" in resumed.stdout
+
+
+def test_profile_steps_writes_a_trace_of_exactly_those_steps(data_dir, tmp_path):
+    run_dir = str(tmp_path / "run")
+    # 3 steps per epoch: steps 2 and 3 are the first epoch's last two.
+    first = run(train_args(data_dir, run_dir, "--model=minigooglenet", "--epochs=1",
+                           "--profile_steps=2,3"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    where = os.path.join(run_dir, "train", "plugins", "profile")
+    assert f"Profiling steps 2 to 3 into {where} (TensorBoard's Profile tab)." in first.stdout
+    (trace,) = profiles(run_dir).values()
+    assert profiled_steps(trace) == [2, 3]
+    # Resumed past the range: nothing more is profiled, and the run says so.
+    past = run(train_args(data_dir, run_dir, "--epochs=2", "--profile_steps=2,3"))
+    assert past.returncode == 0, past.stderr[-3000:]
+    assert ("--profile_steps=2,3: none of these steps is left to run (the run is at step 3 of "
+            "6); nothing is profiled.") in past.stdout
+    assert profiles(run_dir) == {os.path.basename(os.path.dirname(trace)): trace}
+
+
+def test_a_start_that_failed_on_its_data_does_not_bind_the_corrected_schedule(data_dir, tmp_path):
+    run_dir = str(tmp_path / "run")
+    imagenet = ["--dataset=imagenet", "--model=minigooglenet"]  # after train_args' --dataset
+    # ImageNet pointed at plain class folders: refused once config.json (the recipe's 300
+    # epochs, decay epochs 70,140,210,280) is written.
+    wrong = run(train_args(data_dir, run_dir, *imagenet))
+    assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
+    assert "DATA_DIR/train/<wnid>/*.JPEG" in wrong.stderr
+    assert os.path.exists(os.path.join(run_dir, "config.json"))
+    # The corrected command, a one-epoch trial on the right layout (12 train images: 3 steps).
+    layout = tmp_path / "imagenet"
+    write_image_folder(str(layout / "train"), classes=("n01", "n02", "n03"), per_class=4,
+                       size=(36, 36))
+    write_image_folder(str(layout / "val"), classes=("n01", "n02", "n03"), per_class=2,
+                       size=(36, 36))
+    trial = run(train_args(str(layout), run_dir, *imagenet, "--epochs=1"))
+    assert trial.returncode == 0, trial.stderr[-3000:]
+    assert "Done at step 3" in trial.stdout
+    with open(os.path.join(run_dir, "config.json")) as f:
+        saved = json.load(f)
+    # The recipe's decay epochs at the same fractions of the one epoch: 70/300 of it, ...
+    assert saved["epochs"] == 1 and saved["data_dir"] == str(layout)
+    assert np.allclose(saved["lr_decay_epochs"], [70 / 300, 140 / 300, 210 / 300, 280 / 300])
 
 
 def test_restart_from_an_older_epoch_through_the_command_line(data_dir, tmp_path):

@@ -61,6 +61,13 @@ def check(given):
     (dict(checkpoint_every=-5), "--checkpoint_every=-5: must be an integer >= 0"),
     (dict(keep_checkpoints=-1), "--keep_checkpoints=-1: must be an integer >= 0"),
     (dict(eval_every_epochs=0), "--eval_every_epochs=0: must be an integer >= 1"),
+    (dict(profile_steps=(3.0, 2.0)), "^--profile_steps=3,2: expected A,B: the first and last "
+     "global steps to profile, whole numbers with 1 <= A <= B$"),
+    (dict(profile_steps=(0.0, 2.0)), "^--profile_steps=0,2: expected A,B"),
+    (dict(profile_steps=(2.0,)), "^--profile_steps=2: expected A,B"),
+    (dict(profile_steps=(1.0, 2.0, 3.0)), "^--profile_steps=1,2,3: expected A,B"),
+    (dict(profile_steps=(2.5, 3.0)), "^--profile_steps=2.5,3: expected A,B"),
+    (dict(profile_steps=()), "^--profile_steps=: expected A,B"),
     (dict(cache="ram"), "--cache=ram: must be one of auto, memory, disk, disk_jpeg, none"),
     (dict(augment_on="gpu"), "--augment_on=gpu: must be one of auto, host, device"),
     (dict(mixed_precision_dtype="half"),
@@ -101,6 +108,8 @@ def test_settings_that_cannot_train_are_refused(given, message):
     dict(class_weight="balanced", sampling="balanced", trainable="head"),
     dict(dataset="folder", trainable="from:4e", init_from="runs/flowers"),
     dict(model="inception_v3", width_multiplier=1.0, init_from="keras", trainable="from:mixed5"),
+    dict(profile_steps=(1.0, 1.0)),
+    dict(profile_steps=(100.0, 110.0)),
 ])
 def test_settings_that_can_train_pass(given):
     assert check(given).batch_size >= 1

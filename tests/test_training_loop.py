@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import cpu_devices, scalars, write_image_folder
+from conftest import cpu_devices, profiled_steps, profiles, scalars, write_image_folder
 from training.checkpoints import Checkpoints
 from training.history import History
 from training.loop import Trainer, TrainingInterrupted, _StopOnSignal
@@ -245,6 +245,29 @@ def test_a_crash_right_after_a_mid_epoch_checkpoint_keeps_the_epochs_whole_row(d
     for column in ("train_loss", "train_cross_entropy", "train_top1"):
         assert [float(r[column]) for r in crashed] == pytest.approx(
             [float(r[column]) for r in whole], rel=1e-5), column
+
+
+def test_a_profile_cut_by_ctrl_c_is_written_and_the_resumed_run_profiles_the_rest(data_dir,
+                                                                                   tmp_path):
+    run_dir, lines = str(tmp_path / "r"), []
+    # Steps 2 to 100 of a run of 6 (3 per epoch); Ctrl+C during step 3.
+    trainer = Trainer(resolve_config(settings(data_dir, run_dir, profile_steps=(2.0, 100.0))),
+                      towers=cpu_devices(1), print_fn=lines.append)
+    interrupt_at(trainer, 3)
+    with pytest.raises(TrainingInterrupted, match="Stopped at step 3 of 6"):
+        trainer.train()
+    assert "Profiling steps 2 to 6 into" in "\n".join(lines)
+    (first,) = profiles(run_dir).values()
+    assert profiled_steps(first) == [2, 3]
+    # The profiler was stopped on the way out: the same process profiles the resumed run, from
+    # its checkpoint at step 3 to the end of training.
+    resumed = Trainer(resolve_config({"run_dir": run_dir}), towers=cpu_devices(1),
+                      print_fn=lines.append)
+    assert resumed.train()["step"] == 6
+    assert "Profiling steps 4 to 6 into" in "\n".join(lines)
+    traces = profiles(run_dir)
+    assert len(traces) == 2 and traces[min(traces)] == first
+    assert profiled_steps(traces[max(traces)]) == [4, 5, 6]
 
 
 def test_float16_run_saves_its_loss_scale_and_resumes_with_it(data_dir, tmp_path):

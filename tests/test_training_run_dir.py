@@ -46,12 +46,10 @@ def test_existing_run_refuses_another_model_or_dataset(tmp_path):
 
 def test_resume_keeps_saved_settings_and_takes_new_ones(tmp_path):
     saved = saved_run(tmp_path, model="googlenet", lr=0.05, epochs=5)
+    write_checkpoint(saved.run_dir, 12)
     config = rd.resolve_config({"run_dir": saved.run_dir, "epochs": 9})
     assert config.model == "googlenet" and config.epochs == 9 and config.lr == 0.05
     assert config.lr_overrides == ()
-    # No checkpoint yet: the given rate is the run's rate, from the start.
-    lowered = rd.resolve_config({"dataset": "folder", "run_dir": saved.run_dir, "lr": 0.005})
-    assert lowered.lr == 0.005 and lowered.lr_overrides == ()
 
 
 def test_the_config_is_frozen_and_a_rate_given_on_resume_is_checked(tmp_path):
@@ -81,12 +79,31 @@ def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(tmp_path)
 
 def test_a_run_with_no_checkpoint_yet_is_started_afresh_by_a_corrected_command(tmp_path):
     # e.g. --image_size=10 was refused after config.json and the split were written.
-    saved = saved_run(tmp_path, model="minigooglenet", image_size=10)
+    saved = saved_run(tmp_path, model="minigooglenet", image_size=10, lr=0.05)
     os.makedirs(os.path.join(saved.run_dir, "data"))
-    corrected = rd.resolve_config({"dataset": "folder", "run_dir": saved.run_dir,
-                                   "image_size": 64})
-    assert corrected.image_size == 64 and corrected.model == "minigooglenet"
-    assert not os.path.exists(os.path.join(saved.run_dir, "data"))
+    corrected = rd.resolve_config({"dataset": "folder", "data_dir": "/data/photos",
+                                   "run_dir": saved.run_dir, "model": "minigooglenet",
+                                   "image_size": 64, "lr": 0.005})
+    # The given rate is the run's rate, from the start.
+    assert corrected.image_size == 64 and corrected.lr == 0.005 and corrected.lr_overrides == ()
+    assert not os.path.exists(os.path.join(saved.run_dir, "data"))  # made for 10-px images
+
+
+def test_settings_saved_by_a_start_that_never_checkpointed_bind_nothing(tmp_path):
+    # An ImageNet start that failed on its data saved the recipe's 300 epochs and decay epochs
+    # 70,140,210,280, the rate it was given, and its split.
+    data = dict(dataset="imagenet", data_dir="/data/imagenet", run_dir=str(tmp_path / "run"),
+                model="minigooglenet")
+    rd.save_run_config(rd.resolve_config(dict(data, lr=0.5)))
+    os.makedirs(os.path.join(data["run_dir"], "data", "split"))
+    # A one-epoch trial has the recipe's decay epochs at the same fractions of its one epoch,
+    # not the saved ones (which no longer fall within the run), and the recipe's rate.
+    trial = rd.resolve_config(dict(data, epochs=1))
+    assert trial.epochs == 1
+    assert trial.lr_decay_epochs == pytest.approx((70 / 300, 140 / 300, 210 / 300, 280 / 300))
+    assert trial.lr == 0.1
+    # Same data, model and seed: the split stays.
+    assert os.path.isdir(os.path.join(data["run_dir"], "data", "split"))
 
 
 def test_foreign_directory_is_refused(tmp_path):

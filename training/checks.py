@@ -129,4 +129,11 @@ def check_config(config: TrainConfig, given: Collection[str] = (),
     in_range("checkpoint_every", 0, None, integer=True)
     in_range("keep_checkpoints", 0, None, integer=True)
     in_range("eval_every_epochs", 1, None, integer=True)
+    if c.profile_steps is not None:
+        steps = tuple(c.profile_steps)
+        need("profile_steps", len(steps) == 2 and all(_number(s) and float(s).is_integer()
+                                                      for s in steps)
+             and 1 <= steps[0] <= steps[1],
+             "expected A,B: the first and last global steps to profile, whole numbers with "
+             "1 <= A <= B")
     return config

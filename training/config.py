@@ -142,6 +142,11 @@ class TrainConfig:
     keep_checkpoints: int = setting(3, "How many recent checkpoints to keep; 0 keeps every one "
                                     "(to --restart_from any epoch later).")
     eval_every_epochs: int = setting(1, "Epochs between held-out evaluations.")
+    profile_steps: Optional[tuple] = setting(
+        None, "A,B: a TensorBoard profiler trace of global steps A to B (1-based, as on "
+        "TensorBoard's x axis) in <run_dir>/train/plugins/profile, for the Profile tab (pip "
+        "install '.[profile]'). The chief worker profiles; a resumed run profiles the steps of "
+        "the range it still runs.")
     # -- Set by the run, not by flags --------------------------------------------------------
     # A --lr given on resume, as ((step, lr), ...) (see optimization.py); lists in config.json.
     lr_overrides: tuple = ()

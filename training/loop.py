@@ -27,6 +27,7 @@ from training import class_balance, devices, evaluation, finetune, optimization,
 from training.checkpoints import Checkpoints
 from training.config import TrainConfig, build_model_from_config
 from training.history import EpochMeter
+from training.profiling import StepProfiler
 from training.restart import Restart
 from training.roles import Role
 from training.step import StepConfig, make_eval_step, make_train_step
@@ -119,6 +120,9 @@ class Trainer:
         self._build_model_and_optimizer(restart)
         self._build_steps()
         self.summaries = Summaries(self.role.write_dir, self.towers)
+        # The chief's trace only: another worker's logs are scratch, removed when it stops.
+        self.profiler = StepProfiler(config.profile_steps if self.role.is_chief else None,
+                                     self.summaries.train_dir)
 
     # -- build steps ---------------------------------------------------------------------------
     def _build_towers(self, towers: Optional[List[str]]):
@@ -246,6 +250,7 @@ class Trainer:
                 raise
             raise ValueError(self._out_of_memory_message(error)) from None
         finally:
+            self.profiler.stop()  # a range cut short by the end, a stop or an error
             self.role.close()
 
     def _train(self):
@@ -253,6 +258,9 @@ class Trainer:
         step = int(self.checkpoints.step.numpy())
         total_steps = config.epochs * steps_per_epoch
         self._announce(step)
+        profiling = self.profiler.plan(step + 1, total_steps)
+        if profiling:
+            self.print(profiling)
         self.role.start(epochs_done=step // steps_per_epoch)
         last_eval = epoch = None
         wrote_inputs = step > 0
@@ -262,12 +270,14 @@ class Trainer:
                 epoch = self._start_epoch(step)
                 pending, first_step, window_start = [], step, time.perf_counter()
                 while step < epoch.end_step and not stop.received:
-                    images, labels = next(batches)
-                    if not wrote_inputs:
-                        self._write_model_and_inputs(step, images)
-                        wrote_inputs = True
-                    pending.append(self.train_step(images, labels))
+                    with self.profiler.step(step + 1):
+                        images, labels = next(batches)
+                        if not wrote_inputs:
+                            self._write_model_and_inputs(step, images)
+                            wrote_inputs = True
+                        pending.append(self.train_step(images, labels))
                     step += 1
+                    self.profiler.step_done(step, pending[-1])
                     due_checkpoint = config.checkpoint_every and step % config.checkpoint_every == 0
                     if (step - epoch.start_step) % config.log_every == 0 or due_checkpoint:
                         self._flush(epoch, pending, first_step, time.perf_counter() - window_start)

@@ -76,11 +76,12 @@ def resolve_config(given: dict, restart: Optional[Restart] = None) -> TrainConfi
     """The run's config from the settings the user gave (a dict of explicitly set flags), built
     and checked once; it is frozen from here on.
 
-    A new run fills the rest from the dataset's defaults. An existing run directory keeps its
-    saved settings (so `--run_dir` alone resumes it), takes the ones given now (e.g. more
+    A new run fills the rest from the dataset's defaults. A run directory with a checkpoint keeps
+    its saved settings (so `--run_dir` alone resumes it), takes the ones given now (e.g. more
     --epochs, a new --lr), and refuses a command that would make it another run (another model,
-    dataset, data, size). With a `restart` (restart.find_restart), the run continues from that
-    older checkpoint: a --lr given takes over there, and rate changes made after it are dropped.
+    dataset, data, size). One without a checkpoint starts afresh (`_start_afresh`). With a
+    `restart` (restart.find_restart), the run continues from that older checkpoint: a --lr given
+    takes over there, and rate changes made after it are dropped.
     """
     values = settings_with_defaults(given)
     run_dir = values["run_dir"]
@@ -93,9 +94,11 @@ def resolve_config(given: dict, restart: Optional[Restart] = None) -> TrainConfi
         return check_config(TrainConfig.from_dict(values), given)
     saved = load_run_settings(run_dir)
     step = checkpoint_step(run_dir) if restart is None else restart.step
+    if step is None:
+        return _start_afresh(values, given, saved)
     changed = [key for key in IDENTITY_KEYS
                if given.get(key) is not None and given[key] != saved[key]]
-    if changed and step is not None:
+    if changed:
         key = changed[0]
         raise ValueError(
             f"Run directory {run_dir!r} holds a run with {key}={saved[key]!r}; this "
@@ -103,15 +106,6 @@ def resolve_config(given: dict, restart: Optional[Restart] = None) -> TrainConfi
             f"--run_dir for a new run")
     values = {**saved, **{k: v for k, v in given.items() if v is not None}, "run_dir": run_dir}
     saved_note = f"as saved in {os.path.join(run_dir, CONFIG_FILE)}"
-    if step is None:
-        # Nothing trained yet (a start that failed or was refused): the corrected command starts
-        # the run afresh, with what it gives and the rest as saved. A split made for other data
-        # settings is dropped; it is remade from the data.
-        values.update(lr_overrides=[], num_classes=None)
-        config = check_config(TrainConfig.from_dict(values), given, saved_note)
-        if changed:
-            shutil.rmtree(os.path.join(run_dir, "data"), ignore_errors=True)
-        return config
     # A run under way keeps its base rate, so its schedule up to now stays as it was; a --lr
     # given now takes over at the checkpoint's step (checks.check_config checks it as --lr), and
     # the trainer drops it again if it equals the rate the schedule already gives there
@@ -121,6 +115,25 @@ def resolve_config(given: dict, restart: Optional[Restart] = None) -> TrainConfi
         overrides.append([step, given["lr"]])
     values.update(lr=saved["lr"], lr_overrides=overrides)
     return check_config(TrainConfig.from_dict(values), given, saved_note)
+
+
+def _start_afresh(values: dict, given: dict, saved: dict) -> TrainConfig:
+    """The config of a command on a run directory that has no checkpoint yet (a start that
+    failed, was refused or was stopped before its first checkpoint): `values`, the command's
+    settings resolved as a new run's, with nothing taken from the `saved` ones.
+
+    A run's saved settings bind it from its first checkpoint on, as resuming reads that
+    checkpoint: before it, nothing has trained with them. Many are not the user's either but
+    derived for that command (the recipe's decay epochs at its --epochs), and kept they would
+    refuse or silently reshape the corrected command. config.json itself is still written
+    first (loop.Trainer): it is what makes the directory a run's, so a start that fails after
+    the split was written leaves a directory the corrected command accepts. A split made for
+    other data settings is dropped; it is remade from the data.
+    """
+    config = check_config(TrainConfig.from_dict(values), given)
+    if any(getattr(config, key) != saved[key] for key in IDENTITY_KEYS):
+        shutil.rmtree(os.path.join(config.run_dir, "data"), ignore_errors=True)
+    return config
 
 
 def checkpoint_step(run_dir: str) -> Optional[int]:

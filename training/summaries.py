@@ -12,7 +12,8 @@ TOWER_METRICS = ("main_loss", "aux1_loss", "aux2_loss", "aux_loss", "accuracy")
 
 class Summaries:
     def __init__(self, run_dir, towers):
-        self.train = tf.summary.create_file_writer(os.path.join(run_dir, "train"))
+        self.train_dir = os.path.join(run_dir, "train")  # a --profile_steps trace goes here too
+        self.train = tf.summary.create_file_writer(self.train_dir)
         self.eval = tf.summary.create_file_writer(os.path.join(run_dir, "eval"))
         self.towers = [tower_name(d) for d in towers]
 
