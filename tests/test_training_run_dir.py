@@ -97,13 +97,19 @@ def test_settings_saved_by_a_start_that_never_checkpointed_bind_nothing(tmp_path
     rd.save_run_config(rd.resolve_config(dict(data, lr=0.5)))
     os.makedirs(os.path.join(data["run_dir"], "data", "split"))
     # A one-epoch trial has the recipe's decay epochs at the same fractions of its one epoch,
-    # not the saved ones (which no longer fall within the run), and the recipe's rate.
-    trial = rd.resolve_config(dict(data, epochs=1))
-    assert trial.epochs == 1
+    # not the saved ones (which no longer fall within the run); the rate given before stays.
+    trial = rd.resolve_config({"run_dir": data["run_dir"], "epochs": 1})
+    assert (trial.dataset, trial.data_dir, trial.model, trial.epochs) == (
+        "imagenet", "/data/imagenet", "minigooglenet", 1)
     assert trial.lr_decay_epochs == pytest.approx((70 / 300, 140 / 300, 210 / 300, 280 / 300))
-    assert trial.lr == 0.1
+    assert trial.lr == 0.5
+    assert trial.given == ("data_dir", "dataset", "epochs", "lr", "model", "run_dir")
     # Same data, model and seed: the split stays.
     assert os.path.isdir(os.path.join(data["run_dir"], "data", "split"))
+    # --run_dir alone starts the same run again, as the failed command gave it.
+    again = rd.resolve_config({"run_dir": data["run_dir"]})
+    assert (again.dataset, again.epochs, again.lr, again.lr_decay_epochs) == (
+        "imagenet", 300, 0.5, (70, 140, 210, 280))
 
 
 def test_foreign_directory_is_refused(tmp_path):

@@ -151,10 +151,14 @@ class TrainConfig:
     # A --lr given on resume, as ((step, lr), ...) (see optimization.py); lists in config.json.
     lr_overrides: tuple = ()
     num_classes: Optional[int] = None  # from the dataset, when the run starts
+    # The names of the settings the user gave (every command on the run so far): a run
+    # directory without a checkpoint yet is resolved from them again (run_dir.resolve_config).
+    given: tuple = ()
 
     def __post_init__(self) -> None:
         # Frozen all the way down: the overrides are pairs, not the lists JSON gives back.
         object.__setattr__(self, "lr_overrides", tuple(tuple(o) for o in self.lr_overrides))
+        object.__setattr__(self, "given", tuple(self.given))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -91,11 +91,12 @@ def resolve_config(given: dict, restart: Optional[Restart] = None) -> TrainConfi
         if os.path.isdir(run_dir) and set(os.listdir(run_dir)) - {LOCK_FILE}:
             raise ValueError(f"--run_dir={run_dir!r} exists, is not empty and holds no "
                              f"{CONFIG_FILE}: it is not a run of this program; choose another")
-        return check_config(TrainConfig.from_dict(values), given)
+        return check_config(TrainConfig.from_dict({**values, "given": given_names(given)}),
+                            given)
     saved = load_run_settings(run_dir)
     step = checkpoint_step(run_dir) if restart is None else restart.step
     if step is None:
-        return _start_afresh(values, given, saved)
+        return _start_afresh(given, saved)
     changed = [key for key in IDENTITY_KEYS
                if given.get(key) is not None and given[key] != saved[key]]
     if changed:
@@ -113,24 +114,34 @@ def resolve_config(given: dict, restart: Optional[Restart] = None) -> TrainConfi
     overrides = [o for o in saved["lr_overrides"] if restart is None or o[0] <= restart.step]
     if given.get("lr") is not None:
         overrides.append([step, given["lr"]])
-    values.update(lr=saved["lr"], lr_overrides=overrides)
+    values.update(lr=saved["lr"], lr_overrides=overrides,
+                  given=tuple(sorted(set(saved["given"]) | set(given_names(given)))))
     return check_config(TrainConfig.from_dict(values), given, saved_note)
 
 
-def _start_afresh(values: dict, given: dict, saved: dict) -> TrainConfig:
+def given_names(given: dict) -> tuple:
+    """The names of the settings a command gave (flags left unset are None)."""
+    return tuple(sorted(key for key, value in given.items() if value is not None))
+
+
+def _start_afresh(given: dict, saved: dict) -> TrainConfig:
     """The config of a command on a run directory that has no checkpoint yet (a start that
-    failed, was refused or was stopped before its first checkpoint): `values`, the command's
-    settings resolved as a new run's, with nothing taken from the `saved` ones.
+    failed, was refused or was stopped before its first checkpoint): the settings the earlier
+    commands gave, with this command's over them, resolved as a new run's.
 
     A run's saved settings bind it from its first checkpoint on, as resuming reads that
-    checkpoint: before it, nothing has trained with them. Many are not the user's either but
-    derived for that command (the recipe's decay epochs at its --epochs), and kept they would
-    refuse or silently reshape the corrected command. config.json itself is still written
+    checkpoint: before it, nothing has trained with them. Only those the user gave are taken
+    again (so `--run_dir` alone starts the same run again); the others were derived for that
+    command (the recipe's decay epochs at its --epochs), and kept they would refuse or silently
+    reshape the corrected command. config.json itself is still written
     first (loop.Trainer): it is what makes the directory a run's, so a start that fails after
     the split was written leaves a directory the corrected command accepts. A split made for
     other data settings is dropped; it is remade from the data.
     """
-    config = check_config(TrainConfig.from_dict(values), given)
+    combined = {**{key: saved[key] for key in saved["given"] if key in saved},
+                **{key: value for key, value in given.items() if value is not None}}
+    values = {**settings_with_defaults(combined), "given": given_names(combined)}
+    config = check_config(TrainConfig.from_dict(values), combined)
     if any(getattr(config, key) != saved[key] for key in IDENTITY_KEYS):
         shutil.rmtree(os.path.join(config.run_dir, "data"), ignore_errors=True)
     return config
