@@ -1,6 +1,8 @@
 """Print the top classes of each image with a trained run.
 
     python predict.py --checkpoint_dir=runs/digits-minigooglenet photo1.jpg photo2.png
+
+A run trained with --ema_decay predicts with its averaged weights unless --weights=raw.
 """
 from training import entry  # first: it quiets TensorFlow before TensorFlow loads
 
@@ -26,7 +28,8 @@ def main(argv: List[str]) -> None:
     paths = argv[1:]
     if not FLAGS.checkpoint_dir or not paths:
         raise app.UsageError("usage: predict.py --checkpoint_dir=RUN_DIR IMAGE [IMAGE ...]")
-    model, config, class_names, _, _ = restore_model(FLAGS.checkpoint_dir, FLAGS.checkpoint)
+    model, config, class_names, _, _ = restore_model(FLAGS.checkpoint_dir, FLAGS.checkpoint,
+                                                     weights=FLAGS.weights)
     k = min(FLAGS.top_k, len(class_names))
     trained_with = get_recipe(config.dataset).augmentation  # evaluation sees what training did
     failures = 0

@@ -39,8 +39,11 @@ def main(argv: List[str]) -> None:
         print(f"Worker {result['worker']} done at step {result['step']}; the chief evaluates "
               f"the model and writes the run directory.")
         return
+    ema = result.get("ema")
+    averaged = (f"; averaged weights: top-1 {ema['top1']:.4f}, top-5 {ema['top5']:.4f}, "
+                f"loss {ema['loss']:.4f}" if ema else "")
     print(f"Done at step {result['step']}: test top-1 {result['top1']:.4f}, "
-          f"top-5 {result['top5']:.4f}, loss {result['loss']:.4f}")
+          f"top-5 {result['top5']:.4f}, loss {result['loss']:.4f}{averaged}")
 
 
 if __name__ == "__main__":

@@ -54,3 +54,25 @@ def test_epoch_meter_weights_by_steps_and_reads_back_from_a_vector():
     assert meter.train_seconds == 2.0
     assert meter.vector() == [4.0, 12.0, 6.0, 1.0, 2.0]
     assert EpochMeter.from_vector(np.array(meter.vector())).sums == meter.sums
+
+
+def test_a_file_with_fewer_columns_gets_the_full_header_before_a_row_is_appended(tmp_path):
+    # A history.csv without the averaged weights' columns, as a run resumed from it holds.
+    older = ["epoch", "step", "train_loss", "train_cross_entropy", "train_top1", "heldout_loss",
+             "heldout_top1", "heldout_top5", "lr", "images_per_second", "epoch_seconds",
+             "wall_time"]
+    with open(tmp_path / "history.csv", "w", newline="") as f:
+        f.write(",".join(older) + "\n1,10,2.5,2.4,0.25,2.2,0.5,1,0.1,80,12.5,2026-12-01T10:00:00\n")
+    history = History(str(tmp_path))
+    history.append(**row(2, train_top1=0.75, heldout_ema_top1=0.5, heldout_top1=0.625))
+    with open(tmp_path / "history.csv", newline="") as f:
+        lines = list(csv.reader(f))
+    assert lines[0] == list(COLUMNS) and len(lines) == 3
+    first, second = history.rows()
+    assert (first["train_top1"], first["heldout_top1"], first["wall_time"]) == (
+        "0.25", "0.5", "2026-12-01T10:00:00")
+    assert (first["heldout_ema_top1"], first["heldout_ema_loss"]) == ("", "")
+    assert (second["train_top1"], second["heldout_top1"], second["heldout_ema_top1"]) == (
+        "0.75", "0.625", "0.5")
+    history.undo_append()  # a failed save takes the row back; the older row stays, by name
+    assert [(r["epoch"], r["heldout_top5"]) for r in history.rows()] == [("1", "1")]

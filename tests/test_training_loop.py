@@ -91,12 +91,14 @@ def test_history_has_one_row_per_epoch(two_tower_run):
     run_dir, _ = two_tower_run
     rows = read_history(run_dir)
     assert list(rows[0]) == ["epoch", "step", "train_loss", "train_cross_entropy", "train_top1",
-                             "heldout_loss", "heldout_top1", "heldout_top5", "lr",
+                             "heldout_loss", "heldout_top1", "heldout_top5",
+                             "heldout_ema_loss", "heldout_ema_top1", "heldout_ema_top5", "lr",
                              "images_per_second", "epoch_seconds", "wall_time"]
     assert [(r["epoch"], r["step"]) for r in rows[:2]] == [("1", "3"), ("2", "6")]
     evals, _ = scalars(os.path.join(run_dir, "eval"))
     assert [float(r["heldout_top1"]) for r in rows[:2]] == pytest.approx(evals["top1"], abs=1e-6)
     assert [float(r["heldout_loss"]) for r in rows[:2]] == pytest.approx(evals["loss"], rel=1e-5)
+    assert {r["heldout_ema_top1"] for r in rows} == {""}  # trained without --ema_decay
     for row in rows:
         assert float(row["lr"]) == pytest.approx(0.01)
         assert 0 <= float(row["train_top1"]) <= 1 and float(row["images_per_second"]) > 0

@@ -3,6 +3,7 @@ import csv
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from training import plot
@@ -58,3 +59,25 @@ def test_the_plot_command_writes_beside_history_and_names_a_missing_one(tmp_path
     assert os.path.getsize(tmp_path / "run" / "history.png") > 0
     assert plot.main([str(tmp_path / "empty")]) == 1
     assert "history.csv' does not exist" in capsys.readouterr().err
+
+
+def test_the_averaged_weights_curves_are_drawn_when_the_history_has_them(tmp_path):
+    run_dir = str(tmp_path / "run")
+    _write_history(run_dir)
+    assert "averaged" not in plot.curves(plot.read_history(os.path.join(run_dir, "history.csv")))[
+        "loss by epoch"]
+    with open(os.path.join(run_dir, "history.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row, ema in zip(rows, ["0.30", "", "0.75", "0.85", "0.90"]):
+        row.update(heldout_ema_top1=ema, heldout_ema_top5=ema,
+                   heldout_ema_loss=ema and str(2.0 - float(ema)))
+    curves = plot.curves(rows)
+    assert curves["top-1 (%) by epoch"]["averaged"] == [(1, 30.0), (3, 75.0), (4, 85.0),
+                                                        (5, 90.0)]
+    epochs, losses = zip(*curves["loss by epoch"]["averaged"])
+    assert epochs == (1, 3, 4, 5) and losses == pytest.approx([1.7, 1.25, 1.15, 1.1])
+    path = str(tmp_path / "averaged.png")
+    drawn = plot.plot_history(rows, path)
+    image = np.asarray(Image.open(path).convert("RGB"))
+    for x, y in drawn["top-1 (%) by epoch"]["averaged"]:
+        assert tuple(image[int(round(y)), int(round(x))]) == plot.AVERAGED

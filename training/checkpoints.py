@@ -1,4 +1,5 @@
-"""Checkpoints (model, optimizer, step, epoch, the epoch's metric sums) in `checkpoints/`.
+"""Checkpoints (model, optimizer, step, epoch, an interrupted epoch's metric sums, averaged
+weights) in the run directory's `checkpoints/`.
 
 tf.train.CheckpointManager writes each checkpoint's files first and then replaces the `checkpoint`
 index file atomically, so a run killed mid-save still restores the previous checkpoint. A save
@@ -13,6 +14,7 @@ import keras
 import tensorflow as tf
 
 import disk_space
+from training.averaging import CHECKPOINT_KEY, checkpoint_object
 from training.history import EpochMeter
 
 
@@ -32,8 +34,25 @@ def random_state_variables(model):
         v for v in model.non_trainable_variables if v.path.endswith("seed_generator_state"))}
 
 
+def holds_average(path: str) -> bool:
+    """Whether the checkpoint at `path` holds averaged weights (a run with --ema_decay)."""
+    return any(name.startswith(CHECKPOINT_KEY + "/") for name, _ in tf.train.list_variables(path))
+
+
+def read_average(path: str, variables: list) -> bool:
+    """Reads the checkpoint's averaged weights into `variables` (averaging.averaged_weights'
+    order: the averages of a WeightAverage, or a model's own weights to score the averages);
+    False, reading nothing, when it holds none."""
+    if not holds_average(path):
+        return False
+    status = tf.train.Checkpoint(**{CHECKPOINT_KEY: checkpoint_object(variables)}).read(path)
+    status.assert_existing_objects_matched().expect_partial()
+    return True
+
+
 class Checkpoints:
-    def __init__(self, run_dir, model, optimizer=None, keep=3):
+    def __init__(self, run_dir, model, optimizer=None, keep=3, average=None):
+        """`average`: the run's averaging.WeightAverage, saved beside the model (None: off)."""
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         objects = dict(model=model, step=self.step, epoch=self.epoch,
@@ -60,6 +79,11 @@ class Checkpoints:
         objects["epoch_sums"] = self.epoch_sums
         if self.loss_scale is not None:
             objects["loss_scale"] = self.loss_scale
+        # Read apart, like the loss scale: a checkpoint of a run without averages restores too.
+        self.average = average
+        self.average_restored = False
+        if average is not None:
+            objects[CHECKPOINT_KEY] = average.checkpoint
         self.checkpoint = tf.train.Checkpoint(**objects)
         self.directory = os.path.join(run_dir, "checkpoints")
         # keep=0 keeps every checkpoint (CheckpointManager's None).
@@ -71,22 +95,26 @@ class Checkpoints:
         return self.manager.latest_checkpoint
 
     def restore(self, path=None):
-        """Restores `path` or the latest checkpoint; returns the path, or None with none there."""
+        """Restores `path` or the latest checkpoint; returns the path, or None with none there.
+        `average_restored` then says whether the averaged weights were in it."""
         path = path or self.latest
         if path is None:
             return None
         status = self._restorable.restore(path)
-        status.assert_existing_objects_matched()
-        if self.optimizer is None or self.loss_scale is None:
-            # Evaluation restores the model without its optimizer; a run in another precision
-            # than a float16 one leaves its loss scale unread.
-            status.expect_partial()
+        # What is left unread is expected: evaluation restores the model without its optimizer,
+        # and the loss scale and the average are read apart below (or not at all, in a run in
+        # another precision than a float16 one or without --ema_decay).
+        status.assert_existing_objects_matched().expect_partial()
         if self.loss_scale is not None:
             # A checkpoint of a run in another precision has none: the scale starts afresh.
             tf.train.Checkpoint(loss_scale=self.loss_scale).read(path).expect_partial()
         # Read apart from the rest, as checkpoints written before they held the sums have none.
         self.epoch_sums.assign(tf.zeros_like(self.epoch_sums))
         self._epoch_sums.read(path).expect_partial()
+        if self.average is not None:
+            # Without averages in it (a run that turns --ema_decay on), the average is left for
+            # the trainer to start from the weights it goes on from.
+            self.average_restored = read_average(path, self.average.averages)
         return path
 
     def restored_meter(self) -> EpochMeter:

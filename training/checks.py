@@ -117,6 +117,8 @@ def check_config(config: TrainConfig, given: Collection[str] = (),
     in_range("weight_decay", 0, None)
     in_range("label_smoothing", 0, 1, high_open=True)
     in_range("aux_weight", 0, None)
+    need("ema_decay", _number(c.ema_decay) and (c.ema_decay == 0 or 0 < c.ema_decay < 1),
+         "must be 0 (off) or a decay per step between 0 and 1, e.g. 0.999")
     if c.dropout_rate is not None:
         in_range("dropout_rate", 0, 1, high_open=True)
     if c.crop_area is not None:

@@ -116,6 +116,10 @@ class TrainConfig:
     weight_decay: Optional[float] = setting(None, "L2 weight decay on conv and dense kernels.")
     label_smoothing: Optional[float] = setting(None, "Label smoothing of the cross-entropy.")
     aux_weight: float = setting(0.3, "Weight of each auxiliary classifier's loss.")
+    ema_decay: float = setting(
+        0.0, "Keep an exponential moving average of the weights with this decay per step (e.g. "
+        "0.999 spans about the last 1000 steps; 0: off). The held-out split is scored with it "
+        "too each epoch, and evaluate.py, predict.py and the export use it by default.")
     mixed_precision: Optional[bool] = setting(
         None, "16-bit compute: bfloat16 on CPUs, float16 with loss scaling on GPUs. Default: on "
         "for CPUs with AMX bfloat16 units, where it was measured faster; off elsewhere "

@@ -8,6 +8,7 @@ import dataclasses
 from typing import Optional
 
 from input_pipeline.crops import CROP_COUNTS
+from training.averaging import WEIGHT_CHOICES
 from training.config import setting
 
 
@@ -34,3 +35,7 @@ class EvalSettings:
                                         "directory.")
     watch: bool = setting(False, "Evaluate each new checkpoint as training writes it.")
     watch_timeout: float = setting(3600.0, "--watch: seconds to wait for a new checkpoint.")
+    weights: Optional[str] = setting(
+        None, "Which weights to score, predict with or export: ema (the averaged weights of a run "
+        "trained with --ema_decay) or raw (the trained weights). Default: ema when the "
+        "checkpoint holds averaged weights, else raw.", lambda: WEIGHT_CHOICES)

@@ -16,7 +16,13 @@ from training import devices, evaluation, recipes
 from training.config import TrainConfig
 from training.eval_settings import EvalSettings
 from training.export import export_saved_model
-from training.run_dir import DONE_FILE, load_run_config, read_class_names, restore_model
+from training.run_dir import (
+    DONE_FILE,
+    load_run_config,
+    read_class_names,
+    restore_model,
+    weights_to_use,
+)
 
 
 def examples_to_score(settings: EvalSettings, config: TrainConfig,
@@ -47,8 +53,9 @@ def print_report(report: dict, class_names: List[str], crops: int, path: str,
     note = ("" if used == crops else
             f" (--crops={crops} without the mirrored ones: the model trained without flips)")
     split = f" of the {report['split']} split" if report.get("split") else ""
-    print_fn(f"Checkpoint {path}: {report['count']} images{split}, {used} crop(s) per "
-             f"image{note}")
+    weights = "averaged" if report["weights"] == "ema" else "trained"
+    print_fn(f"Checkpoint {path} ({weights} weights): {report['count']} images{split}, {used} "
+             f"crop(s) per image{note}")
     print_fn(f"  top-1 accuracy {report['top1']:.4f}   top-5 accuracy {report['top5']:.4f}   "
              f"balanced accuracy {report['balanced']:.4f}   mean loss {report['loss']:.4f}")
     print_fn(report["per_class_text"])
@@ -59,11 +66,13 @@ def write_report(run_dir: str, report: dict, class_names: List[str], step: int, 
     """metrics*.json, confusion_matrix*.csv and TensorBoard scalars under run_dir/eval/."""
     out = os.path.join(run_dir, "eval")
     os.makedirs(out, exist_ok=True)
-    # Scores of a split chosen with --eval_split go beside, not over, the default split's.
+    # Scores of a split or weights chosen with --eval_split / --weights go beside, not over,
+    # the default ones.
     suffix = (f"_{report['split']}" if report.get("split_chosen") else "") + (
+        f"_{report['weights']}" if report.get("weights_chosen") else "") + (
         "" if crops == 1 else f"_{crops}crops")
     metrics = {k: report[k] for k in ("top1", "top5", "balanced", "loss", "count")}
-    metrics.update(checkpoint=path, step=step, crops=crops,
+    metrics.update(checkpoint=path, step=step, weights=report["weights"], crops=crops,
                    crops_used=report["crops_used"], per_class=report["per_class"])
     with open(os.path.join(out, f"metrics{suffix}.json"), "w") as f:
         json.dump(metrics, f, indent=2)
@@ -87,7 +96,9 @@ def evaluate_checkpoint(settings: EvalSettings, strategy: tf.distribute.Strategy
     """Scores one checkpoint (default: --checkpoint, else the latest) on the held-out split,
     prints and writes the report, and exports the model when asked; the report."""
     model, config, class_names, path, step = restore_model(
-        settings.run_dir, checkpoint or settings.checkpoint, strategy=strategy)
+        settings.run_dir, checkpoint or settings.checkpoint, strategy=strategy,
+        weights=settings.weights)
+    weights = weights_to_use(path, settings.weights)
     examples = examples_to_score(settings, config, class_names)
     towers = strategy.num_replicas_in_sync
     per_tower = devices.check_batch_size(settings.batch_size, towers)
@@ -107,6 +118,7 @@ def evaluate_checkpoint(settings: EvalSettings, strategy: tf.distribute.Strategy
     report = evaluation.full_report(probs, labels, class_names)
     report["crops_used"] = crops_per_image(settings.crops, mirror)
     report["split"], report["split_chosen"] = settings.eval_split, settings.eval_split is not None
+    report["weights"], report["weights_chosen"] = weights, settings.weights is not None
     print_report(report, class_names, settings.crops, path, print_fn)
     write_report(settings.run_dir, report, class_names, step, settings.crops, path)
     if settings.export_dir:
@@ -115,7 +127,7 @@ def evaluate_checkpoint(settings: EvalSettings, strategy: tf.distribute.Strategy
             # The served model computes in float32: bfloat16 is only fast on some machines.
             keras.mixed_precision.set_global_policy("float32")
             try:
-                model = restore_model(settings.run_dir, path)[0]
+                model = restore_model(settings.run_dir, path, weights=weights)[0]
             finally:
                 keras.mixed_precision.set_global_policy(policy)
         export_saved_model(model, class_names, config.image_size, settings.export_dir,

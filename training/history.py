@@ -4,7 +4,8 @@ The row is appended when the epoch ends, before its checkpoint is saved, and cut
 save fails (a full disk). A resumed run first drops the rows of epochs after its checkpoint (an
 epoch whose checkpoint a crash lost is trained again and gets its row again), so across
 interrupts, crashes and restarts every epoch has exactly one row, that of the training its
-checkpoint holds.
+checkpoint holds. A file whose header lacks some of the columns is given the full header, its rows
+empty in the columns it lacked, before a row is appended to it.
 """
 import csv
 import os
@@ -16,6 +17,7 @@ COLUMNS = (
     "train_cross_entropy",  # the main logits' cross-entropy, comparable with heldout_loss
     "train_top1",
     "heldout_loss", "heldout_top1", "heldout_top5",  # empty in epochs without an evaluation
+    "heldout_ema_loss", "heldout_ema_top1", "heldout_ema_top5",  # the averaged weights' (or empty)
     "lr",                   # the rate of the epoch's last step
     "images_per_second",    # training images over the epoch's training time
     "epoch_seconds",        # training plus evaluation
@@ -42,6 +44,10 @@ class History:
         with open(self.path, newline="") as f:
             return list(csv.DictReader(f))
 
+    def _header(self):
+        with open(self.path, newline="") as f:
+            return next(csv.reader(f), [])
+
     def keep_epochs_up_to(self, epoch):
         """Drops the rows after `epoch` (they are retrained); atomic, so a crash cannot lose the
         rest."""
@@ -49,11 +55,15 @@ class History:
         kept = [row for row in rows if int(row["epoch"]) <= epoch]
         if len(kept) == len(rows):
             return
+        self._rewrite(kept)
+
+    def _rewrite(self, rows):
+        """The file with `rows` under the present header; atomic."""
         tmp = self.path + ".tmp"
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, COLUMNS)
             writer.writeheader()
-            writer.writerows(kept)
+            writer.writerows(rows)
         os.replace(tmp, self.path)
 
     def append(self, **row):
@@ -61,6 +71,8 @@ class History:
         if missing:
             raise ValueError(f"history row lacks {sorted(missing)}")
         new_file = not os.path.exists(self.path)
+        if not new_file and tuple(self._header()) != COLUMNS:
+            self._rewrite(self.rows())  # columns by name, so the row lines up with the header
         self._before_append = 0 if new_file else os.path.getsize(self.path)
         with open(self.path, "a", newline="") as f:
             writer = csv.writer(f)

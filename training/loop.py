@@ -24,6 +24,7 @@ import disk_space
 import input_pipeline
 from console import ProgressBar
 from training import class_balance, devices, evaluation, finetune, optimization, recipes
+from training.averaging import WeightAverage
 from training.checkpoints import Checkpoints
 from training.config import TrainConfig, build_model_from_config
 from training.history import EpochMeter
@@ -210,8 +211,10 @@ class Trainer:
             # checkpoints are laid out alike whatever --trainable is, and a run can resume with
             # another one (the heads first, then all).
             self.optimizer.build(self.model.trainable_variables)
+            self.average = (WeightAverage(self.model, config.ema_decay, self.strategy)
+                            if config.ema_decay else None)
             self.checkpoints = Checkpoints(self.role.write_dir, self.model, self.optimizer,
-                                           keep=config.keep_checkpoints)
+                                           keep=config.keep_checkpoints, average=self.average)
             # Every worker restores the chief's checkpoint (a shared file system on clusters).
             self.restored = self.checkpoints.restore(
                 restart.path if restart is not None
@@ -221,6 +224,10 @@ class Trainer:
                                                 self.splits.class_names)
                             if self.init_source is not None and self.restored is None else None)
         self.trains = finetune.freeze(self.model, config.model, config.trainable)
+        if self.average is not None and not self.checkpoints.average_restored:
+            # A new run's average starts from its initial (or --init_from) weights; a run that
+            # turns --ema_decay on, from the weights it resumes with.
+            self.average.reset()
 
     def _build_steps(self):
         """The distributed training and evaluation steps."""
@@ -233,7 +240,8 @@ class Trainer:
         self.train_step = make_train_step(
             self.model, self.optimizer, self.strategy, self.step_config,
             jit_compile=config.jit_compile,
-            augment=self.train_data.augment if self.augment_on == "device" else None)
+            augment=self.train_data.augment if self.augment_on == "device" else None,
+            average=self.average)
         # Held-out evaluation runs on the chief alone, outside the all-reduce, with one worker's
         # towers (all of them when there is one worker).
         self.eval_strategy = (tf.distribute.get_strategy() if self.worker.multi_worker
@@ -296,7 +304,7 @@ class Trainer:
                     f"Run the same command again to resume (without --lr, unless that rate should "
                     f"take over from here).", stop.received)
         if last_eval is None and self.role.evaluates:
-            last_eval = self.evaluate()
+            last_eval = self._evaluate_both()
         return self.role.finish(step, self.checkpoints.latest, last_eval)
 
     # -- the loop's parts ----------------------------------------------------------------------
@@ -311,6 +319,9 @@ class Trainer:
                        f"its own checkpoint." if config.init_from is not None else "")
             self.print(f"Resumed from {self.restored} at step {step} "
                        f"(epoch {step // self.steps_per_epoch + 1}).{started}")
+        if self.average is not None and self.restored and not self.checkpoints.average_restored:
+            self.print(f"{os.path.basename(self.restored)} holds no averaged weights: the average "
+                       f"(--ema_decay={config.ema_decay:g}) starts from its weights.")
         if self.set_aside:
             self.print(f"The later checkpoints, history and logs were moved to {self.set_aside}.")
         if self.init_report is not None:
@@ -347,9 +358,11 @@ class Trainer:
         if config.sampling == "balanced":
             classes += ", balanced sampling (every class equally often)"
         trains = f", {self.trains}" if self.trains else ""
+        averaged = (f", weights averaged (decay {config.ema_decay:g} per step)"
+                    if self.average is not None else "")
         self.print(f"Training {config.model} on {config.dataset}{job}: {images}, {classes}"
                    f"{trains}, {towers}, {batch}, {self.steps_per_epoch} steps/epoch, "
-                   f"{self.schedule.describe()}, {self.precision}, augmented on the "
+                   f"{self.schedule.describe()}{averaged}, {self.precision}, augmented on the "
                    f"{self.augment_on}. Run dir: {config.run_dir}")
         warning = class_balance.imbalance_warning(self.class_counts, self.splits.class_names)
         if warning and self.class_weights is None and config.sampling != "balanced":
@@ -410,6 +423,15 @@ class Trainer:
                                            self.per_tower_batch, self.eval_step)
         return evaluation.scores(probs, labels)
 
+    def _evaluate_both(self) -> dict:
+        """`evaluate()`'s scores, with those of the averaged weights under "ema" (--ema_decay):
+        they are swapped into the model for the scoring and back out after it."""
+        result = self.evaluate()
+        if self.average is not None:
+            with self.average.swapped_in():
+                result["ema"] = self.evaluate()
+        return result
+
     def _save_mid_epoch(self, epoch: Optional[_Epoch], step: int):
         mid_epoch = epoch is not None and step % self.steps_per_epoch
         return self.checkpoints.save(step, step // self.steps_per_epoch,
@@ -425,16 +447,19 @@ class Trainer:
         result = None
         eval_started = time.perf_counter()
         if self.role.evaluates and (done % config.eval_every_epochs == 0 or done == config.epochs):
-            result = self.evaluate()
+            result = self._evaluate_both()
             self.summaries.write_eval(step, result)
         eval_seconds = time.perf_counter() - eval_started
         loss, top1 = meter.mean("total_loss"), meter.mean("top1")
         self.summaries.write_epoch(done, meter.mean("cross_entropy"), top1, result)
+        ema = (result or {}).get("ema")
         self.role.record_epoch(
             epoch=done, step=step, train_loss=loss,
             train_cross_entropy=meter.mean("cross_entropy"), train_top1=top1,
             heldout_loss=result and result["loss"], heldout_top1=result and result["top1"],
-            heldout_top5=result and result["top5"], lr=float(self.schedule(step - 1)),
+            heldout_top5=result and result["top5"], heldout_ema_loss=ema and ema["loss"],
+            heldout_ema_top1=ema and ema["top1"], heldout_ema_top5=ema and ema["top5"],
+            lr=float(self.schedule(step - 1)),
             images_per_second=round(meter.sums["steps"] * config.batch_size
                                     / max(meter.train_seconds, 1e-9), 1),
             epoch_seconds=round(meter.train_seconds + eval_seconds, 2),
@@ -449,6 +474,8 @@ class Trainer:
         if result:
             line += (f" | {self.splits.test_name} top-1 {result['top1']:.4f} "
                      f"top-5 {result['top5']:.4f}")
+        if ema:
+            line += f" (averaged weights: top-1 {ema['top1']:.4f} top-5 {ema['top5']:.4f})"
         self.print(line + f" | {train_seconds + eval_seconds:.1f}s | saved "
                    f"{os.path.basename(path)}")
         return result

@@ -2,7 +2,8 @@
 
 Four panels: held-out and training top-1, then held-out and training loss (cross-entropy of the
 main logits), each against the epoch and against the hours of training (the sum of the epochs'
-times, training plus scoring). The chief redraws it after every epoch's checkpoint; to draw it
+times, training plus scoring); a run with averaged weights (--ema_decay) has their held-out
+curves too. The chief redraws it after every epoch's checkpoint; to draw it
 for any run directory (or a copied history.csv):
 
     python -m training.plot runs/cifar10-minigooglenet [--out=curves.png]
@@ -23,7 +24,9 @@ from training.history import HISTORY_FILE
 PLOT_FILE = "history.png"
 PANEL = (560, 330)  # one panel's size in pixels
 MARGIN = dict(left=70, right=20, top=40, bottom=50)
-HELD_OUT, TRAIN = (31, 119, 180), (255, 127, 14)  # blue and orange, as TensorBoard's first two
+# Blue, orange and green, as TensorBoard's first three.
+HELD_OUT, TRAIN, AVERAGED = (31, 119, 180), (255, 127, 14), (44, 160, 44)
+COLOURS = {"held-out": HELD_OUT, "train": TRAIN, "averaged": AVERAGED}
 GRID, AXIS, TEXT = (225, 225, 225), (60, 60, 60), (20, 20, 20)
 
 Point = Tuple[float, float]
@@ -44,7 +47,8 @@ def _number(text: Optional[str]) -> Optional[float]:
 
 def curves(rows: Sequence[Dict[str, str]]) -> Dict[str, Dict[str, List[Point]]]:
     """{panel: {series: [(x, y), ...]}} for the four panels; a row without a held-out score
-    (an epoch that was not scored) gives no held-out point."""
+    (an epoch that was not scored) gives no held-out point. The averaged weights' held-out
+    scores are the series "averaged", when the rows hold any."""
     hours, elapsed = [], 0.0
     for row in rows:
         elapsed += _number(row.get("epoch_seconds")) or 0.0
@@ -52,6 +56,8 @@ def curves(rows: Sequence[Dict[str, str]]) -> Dict[str, Dict[str, List[Point]]]:
     epochs = [int(row["epoch"]) for row in rows]
     series = {"held-out": "heldout_top1", "train": "train_top1"}
     losses = {"held-out": "heldout_loss", "train": "train_cross_entropy"}
+    if any(_number(row.get("heldout_ema_top1")) is not None for row in rows):
+        series["averaged"], losses["averaged"] = "heldout_ema_top1", "heldout_ema_loss"
 
     def points(xs, column, scale=1.0):
         values = [_number(row.get(column)) for row in rows]
@@ -108,7 +114,7 @@ def draw_panel(draw: ImageDraw.ImageDraw, origin: Point, title: str,
     draw.text(((left + right) / 2, oy + 12), title, fill=TEXT, font=font, anchor="mt")
     drawn = {}
     for i, (name, points) in enumerate(series.items()):
-        colour = HELD_OUT if name == "held-out" else TRAIN
+        colour = COLOURS[name]
         pixels = [to_pixel(x, y) for x, y in points]
         if len(pixels) > 1:
             draw.line(pixels, fill=colour, width=2)

@@ -24,7 +24,8 @@ from typing import List, Optional, Tuple
 import keras
 import tensorflow as tf
 
-from training.checkpoints import Checkpoints
+from training.averaging import averaged_weights
+from training.checkpoints import Checkpoints, holds_average, read_average
 from training.checks import check_config
 from training.config import (
     IDENTITY_KEYS,
@@ -171,12 +172,26 @@ def _latest_readable(run_dir: str) -> Optional[str]:
         lock.release()
 
 
+def weights_to_use(path: str, asked: Optional[str] = None) -> str:
+    """The weights to read from the checkpoint at `path`: `asked` (--weights: ema or raw), by
+    default ema when it holds averaged weights, else raw; ema asked of one without is refused."""
+    held = holds_average(path)
+    if asked == "ema" and not held:
+        raise ValueError(f"--weights=ema: checkpoint {path!r} holds no averaged weights (its run "
+                         f"trained without --ema_decay); leave --weights out to score its "
+                         f"trained weights")
+    return asked or ("ema" if held else "raw")
+
+
 def restore_model(run_dir: str, checkpoint: Optional[str] = None,
                   strategy: Optional[tf.distribute.Strategy] = None,
+                  weights: Optional[str] = None,
                   ) -> Tuple[keras.Model, TrainConfig, List[str], str, int]:
     """(model, config, class names, checkpoint path, step) of a run, from its checkpoint.
 
-    With a `strategy`, the model is built in its scope (one copy per tower).
+    With a `strategy`, the model is built in its scope (one copy per tower). The model holds the
+    `weights` (--weights) that `weights_to_use` settles on: by default the averaged ones when the
+    checkpoint has them.
     """
     config = load_run_config(run_dir)
     if checkpoint is None:
@@ -194,4 +209,6 @@ def restore_model(run_dir: str, checkpoint: Optional[str] = None,
     if path is None:
         raise ValueError(f"No checkpoint in {checkpoints.directory!r}; has this run trained "
                          f"for at least one epoch or --checkpoint_every steps?")
+    if weights_to_use(path, weights) == "ema":
+        read_average(path, averaged_weights(model))
     return model, config, read_class_names(run_dir), path, int(checkpoints.step.numpy())

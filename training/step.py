@@ -105,13 +105,15 @@ def replica_step(model, optimizer, images, labels, config, gradients_fn=tower_gr
     return metrics
 
 
-def make_train_step(model, optimizer, strategy, config, jit_compile=False, augment=None):
+def make_train_step(model, optimizer, strategy, config, jit_compile=False, augment=None,
+                    average=None):
     """A tf.function taking one distributed batch; returns {metric: [value per tower]}.
 
     With `jit_compile`, XLA compiles each tower's forward and backward pass; the cross-tower
     gradient sum and the update stay outside it (not XLA-compilable under MirroredStrategy).
     `augment`, when the pipeline leaves the augmentation to the towers, turns each tower's batch
-    into model inputs on that tower (InputPipeline.augment).
+    into model inputs on that tower (InputPipeline.augment). `average` (--ema_decay, an
+    averaging.WeightAverage) takes in each step's updated weights, on every tower.
     """
     gradients_fn = (tf.function(tower_gradients, jit_compile=True) if jit_compile
                     else tower_gradients)
@@ -120,6 +122,8 @@ def make_train_step(model, optimizer, strategy, config, jit_compile=False, augme
     def train_step(images, labels):
         per_replica = strategy.run(replica_step, args=(model, optimizer, images, labels, config,
                                                        gradients_fn, augment))
+        if average is not None:  # after the update: the read follows the write to each weight
+            average.update()
         return {name: tf.stack(strategy.experimental_local_results(value))
                 for name, value in per_replica.items()}
     return train_step

@@ -1,5 +1,6 @@
 """TensorBoard logs: `train/` (per-tower losses, totals, learning rate, speed) and `eval/`
-(held-out scores), and per-epoch curves under tags the two share."""
+(held-out scores, those of the averaged weights under `ema_` tags), and per-epoch curves under
+tags the two share."""
 import os
 
 import numpy as np
@@ -33,9 +34,12 @@ class Summaries:
         self.train.flush()
 
     def write_eval(self, step, metrics):
+        """`metrics`: the held-out scores, with the averaged weights' under "ema" (--ema_decay)."""
         with self.eval.as_default(step=step):
             for name in ("top1", "top5", "loss"):
                 tf.summary.scalar(name, metrics[name])
+                if "ema" in metrics:
+                    tf.summary.scalar(f"ema_{name}", metrics["ema"][name])
         self.eval.flush()
 
     def write_epoch(self, epoch, train_loss, train_accuracy, eval_metrics=None):
@@ -50,6 +54,9 @@ class Summaries:
             with self.eval.as_default(step=epoch):
                 tf.summary.scalar("epoch_loss", eval_metrics["loss"])
                 tf.summary.scalar("epoch_accuracy", eval_metrics["top1"])
+                if "ema" in eval_metrics:
+                    tf.summary.scalar("epoch_ema_loss", eval_metrics["ema"]["loss"])
+                    tf.summary.scalar("epoch_ema_accuracy", eval_metrics["ema"]["top1"])
             self.eval.flush()
 
     def write_model_and_inputs(self, step, model, images, image_size):
