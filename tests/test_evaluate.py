@@ -227,6 +227,8 @@ def test_export_computes_in_float32_after_a_bfloat16_evaluation(trained_run, tmp
     np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
 
 
+# About 70 s; the float16 resume test in test_training_loop.py stays in the fast suite.
+@pytest.mark.slow
 def test_evaluate_predict_and_export_a_float16_run(tmp_path):
     import keras
     data_dir = str(tmp_path / "photos")

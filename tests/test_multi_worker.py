@@ -131,6 +131,8 @@ def test_two_workers_train_the_same_model(tmp_path):
     assert len(glob.glob(os.path.join(run_dir, "eval", "events.*"))) == 1
 
 
+# About 100 s on 2 cores; test_two_workers_train_the_same_model keeps the job in the fast suite.
+@pytest.mark.slow
 def test_a_dying_worker_stops_the_job_and_a_restart_resumes(tmp_path):
     data_dir = str(tmp_path / "photos")
     write_image_folder(data_dir, classes=("a", "b", "c"), per_class=8, size=(36, 36))

@@ -225,7 +225,9 @@ def test_a_crash_right_after_a_mid_epoch_checkpoint_keeps_the_epochs_whole_row(d
     # Once the sums were a file written after the checkpoint: a kill in between left epoch 2's
     # row covering only the steps after the resume.
     quiet = dict(towers=cpu_devices(1), print_fn=lambda *a: None)
-    run = dict(epochs=3, checkpoint_every=2, deterministic=True)
+    # Not --deterministic: op determinism is process-wide and would reach later tests (XLA has no
+    # deterministic max-pool gradient); one CPU tower repeats a run closely enough.
+    run = dict(epochs=3, checkpoint_every=2)
     whole_dir = str(tmp_path / "whole")
     Trainer(resolve_config(settings(data_dir, whole_dir, **run)), **quiet).train()
     crashed_dir = str(tmp_path / "crashed")
@@ -246,7 +248,7 @@ def test_a_crash_right_after_a_mid_epoch_checkpoint_keeps_the_epochs_whole_row(d
     # Epoch 2 is steps 4-6: one before the crash, two after it, all three in its row.
     for column in ("train_loss", "train_cross_entropy", "train_top1"):
         assert [float(r[column]) for r in crashed] == pytest.approx(
-            [float(r[column]) for r in whole], rel=1e-5), column
+            [float(r[column]) for r in whole], rel=1e-4), column
 
 
 def test_a_profile_cut_by_ctrl_c_is_written_and_the_resumed_run_profiles_the_rest(data_dir,
