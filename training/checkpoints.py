@@ -17,6 +17,13 @@ import disk_space
 from training.averaging import CHECKPOINT_KEY, checkpoint_object
 from training.history import EpochMeter
 
+CHECKPOINT_DIR = "checkpoints"  # in the run directory
+
+
+def checkpoint_dir(run_dir: str) -> str:
+    """Where a run directory keeps its checkpoints."""
+    return os.path.join(run_dir, CHECKPOINT_DIR)
+
 
 def remove_partial_saves(directory: str) -> None:
     """What an interrupted save leaves in a checkpoint directory: TensorFlow's `ckpt-N_temp`
@@ -85,7 +92,7 @@ class Checkpoints:
         if average is not None:
             objects[CHECKPOINT_KEY] = average.checkpoint
         self.checkpoint = tf.train.Checkpoint(**objects)
-        self.directory = os.path.join(run_dir, "checkpoints")
+        self.directory = checkpoint_dir(run_dir)
         # keep=0 keeps every checkpoint (CheckpointManager's None).
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory,
                                                   max_to_keep=keep or None)

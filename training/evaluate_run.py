@@ -13,6 +13,7 @@ import input_pipeline
 from input_pipeline.crops import crops_per_image
 from input_pipeline.examples import Examples, held_out_split
 from training import devices, evaluation, recipes
+from training.checkpoints import checkpoint_dir
 from training.config import TrainConfig
 from training.eval_settings import EvalSettings
 from training.export import export_saved_model
@@ -141,7 +142,7 @@ def watch(settings: EvalSettings, strategy: tf.distribute.Strategy,
           print_fn: Callable[..., None] = print, poll_seconds: float = 2.0) -> List[dict]:
     """Evaluates each new checkpoint as it appears, until training writes its final one or no new
     checkpoint comes for `watch_timeout` seconds. Returns the reports."""
-    directory = os.path.join(settings.run_dir, "checkpoints")
+    directory = checkpoint_dir(settings.run_dir)
     reports, done_path, waited_since = [], None, time.time()
     while True:
         latest = tf.train.latest_checkpoint(directory)

@@ -34,6 +34,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 import inception
+from training.checkpoints import checkpoint_dir
 from training.pretrained import (
     KERAS_IMAGENET,
     InitReport,
@@ -87,7 +88,7 @@ def find_init_source(value: str) -> InitSource:
     run_dir = None
     if os.path.isfile(os.path.join(path, CONFIG_FILE)):
         run_dir = path
-        checkpoint = tf.train.latest_checkpoint(os.path.join(path, "checkpoints"))
+        checkpoint = tf.train.latest_checkpoint(checkpoint_dir(path))
         if checkpoint is None:
             _refuse(value, "this run directory holds no checkpoint yet (one is saved as each "
                            "epoch ends)")

@@ -25,7 +25,7 @@ import input_pipeline
 from console import ProgressBar
 from training import class_balance, devices, evaluation, finetune, optimization, recipes
 from training.averaging import WeightAverage
-from training.checkpoints import Checkpoints
+from training.checkpoints import Checkpoints, checkpoint_dir
 from training.config import TrainConfig, build_model_from_config
 from training.history import EpochMeter
 from training.profiling import StepProfiler
@@ -107,7 +107,7 @@ class Trainer:
         # A new run's --init_from is looked up before anything is written (a run under way reads
         # its own checkpoint instead, so it no longer needs the source).
         new_run = restart is None and tf.train.latest_checkpoint(
-            os.path.join(config.run_dir, "checkpoints")) is None
+            checkpoint_dir(config.run_dir)) is None
         self.init_source = (finetune.find_init_source(config.init_from)
                             if config.init_from is not None and new_run else None)
         self.role = Role(self.worker, config)
@@ -218,7 +218,7 @@ class Trainer:
             # Every worker restores the chief's checkpoint (a shared file system on clusters).
             self.restored = self.checkpoints.restore(
                 restart.path if restart is not None
-                else tf.train.latest_checkpoint(os.path.join(config.run_dir, "checkpoints")))
+                else tf.train.latest_checkpoint(checkpoint_dir(config.run_dir)))
         # --init_from's weights, for a new run only: a run under way has just restored its own.
         self.init_report = (finetune.initialise(self.model, self.init_source,
                                                 self.splits.class_names)

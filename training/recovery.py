@@ -13,11 +13,10 @@ from typing import Callable, List, Optional
 
 import tensorflow as tf
 
-from training.checkpoints import remove_partial_saves
+from training.checkpoints import checkpoint_dir, remove_partial_saves
 from training.history import HISTORY_FILE
 from training.restart import SET_ASIDE_DIR, rewrite_checkpoint_index
 
-CHECKPOINT_DIR = "checkpoints"
 INDEX_FILE = "checkpoint"  # tf.train.CheckpointManager's list of the checkpoints it keeps
 
 
@@ -39,7 +38,7 @@ def unreadable_reason(path: str) -> Optional[str]:
 def remove_partial_files(run_dir: str) -> None:
     """Removes what an interrupted write leaves: a checkpoint's partial files and this program's
     `*.tmp` files (config.json and a rewritten history.csv are written to one and renamed)."""
-    remove_partial_saves(os.path.join(run_dir, CHECKPOINT_DIR))
+    remove_partial_saves(checkpoint_dir(run_dir))
     for path in glob.glob(os.path.join(glob.escape(run_dir), "*.tmp")):
         try:
             os.remove(path)
@@ -77,7 +76,7 @@ def recover_latest(run_dir: str, warn: Callable[[str], None], move: bool = True,
     index. Raises NoReadableCheckpoint when there were checkpoints and none reads (with `move`,
     the run directory is then left as a run with nothing trained, its history.csv copied aside).
     """
-    directory = os.path.abspath(os.path.join(run_dir, CHECKPOINT_DIR))
+    directory = os.path.abspath(checkpoint_dir(run_dir))
     damaged, found = [], None
     for path in _listed(directory):
         if not tf.io.gfile.exists(path + ".index"):
@@ -105,7 +104,7 @@ def recover_latest(run_dir: str, warn: Callable[[str], None], move: bool = True,
             shutil.move(os.path.join(directory, INDEX_FILE),
                         os.path.join(aside, f"{INDEX_FILE}-damaged"))
         raise NoReadableCheckpoint(
-            f"no checkpoint in {os.path.join(run_dir, CHECKPOINT_DIR)!r} can be read whole"
+            f"no checkpoint in {checkpoint_dir(run_dir)!r} can be read whole"
             + (f"; all were moved to {aside!r} with the run's history.csv. The same command now "
                f"starts the run afresh in {run_dir!r}; another --run_dir starts it elsewhere"
                if move else "; stop the train.py that holds the run, then run this again"))

@@ -14,6 +14,7 @@ import time
 
 import tensorflow as tf
 
+from training.checkpoints import checkpoint_dir
 from training.history import HISTORY_FILE
 
 SET_ASIDE_DIR = "set_aside"
@@ -31,7 +32,7 @@ class Restart:
 def _checkpoint_dir(run_dir):
     # Absolute: TensorFlow joins the index's relative entries to the directory it is given, and
     # only rewrites paths it writes relative to a relative directory (runs/... is the default).
-    return os.path.abspath(os.path.join(run_dir, "checkpoints"))
+    return os.path.abspath(checkpoint_dir(run_dir))
 
 
 def _read(path, name):
@@ -68,7 +69,7 @@ def find_restart(run_dir, spec):
     have = (f"it keeps epochs {', '.join(map(str, epochs))} "
             f"({', '.join(os.path.basename(r.path) for r in kept)})" if kept
             else "it has no checkpoint")
-    where = os.path.join(run_dir, "checkpoints")
+    where = checkpoint_dir(run_dir)
     raise ValueError(f"--restart_from={spec}: no such checkpoint in {where!r}; "
                      f"{have}. Give an epoch number or a checkpoint name; --keep_checkpoints=0 "
                      f"keeps every epoch's checkpoint for later restarts")
@@ -83,7 +84,7 @@ def set_aside_after(run_dir, restart):
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     aside = os.path.join(run_dir, SET_ASIDE_DIR, f"after-step-{restart.step}-{stamp}")
-    os.makedirs(os.path.join(aside, "checkpoints"))
+    os.makedirs(checkpoint_dir(aside))
     # Copies first, so a crash part-way leaves every original in place.
     if os.path.exists(os.path.join(run_dir, HISTORY_FILE)):
         shutil.copy2(os.path.join(run_dir, HISTORY_FILE), os.path.join(aside, HISTORY_FILE))
@@ -92,7 +93,7 @@ def set_aside_after(run_dir, restart):
     _keep_only_up_to(run_dir, restart)
     for r in later:
         for path in tf.io.gfile.glob(r.path + ".*"):
-            shutil.move(path, os.path.join(aside, "checkpoints", os.path.basename(path)))
+            shutil.move(path, os.path.join(checkpoint_dir(aside), os.path.basename(path)))
     return aside
 
 

@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from training.averaging import averaged_weights
-from training.checkpoints import Checkpoints, holds_average, read_average
+from training.checkpoints import Checkpoints, checkpoint_dir, holds_average, read_average
 from training.checks import check_config
 from training.config import (
     IDENTITY_KEYS,
@@ -150,7 +150,7 @@ def _start_afresh(given: dict, saved: dict) -> TrainConfig:
 
 def checkpoint_step(run_dir: str) -> Optional[int]:
     """The step of the latest checkpoint in `run_dir`, read without building a model."""
-    latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    latest = tf.train.latest_checkpoint(checkpoint_dir(run_dir))
     if latest is None:
         return None
     return int(tf.train.load_variable(latest, "step/.ATTRIBUTES/VARIABLE_VALUE"))
