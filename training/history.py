@@ -58,7 +58,7 @@ class History:
         self._rewrite(kept)
 
     def _rewrite(self, rows):
-        """The file with `rows` under the present header; atomic."""
+        """The file with `rows` under the full header (COLUMNS); atomic."""
         tmp = self.path + ".tmp"
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, COLUMNS)

@@ -297,8 +297,9 @@ class Trainer:
                 if step == epoch.end_step:
                     last_eval = self._end_epoch(epoch, step)
             if stop.received:
-                path = (self.checkpoints.latest if step % steps_per_epoch == 0
-                        and self.checkpoints.saved_at(step) else self._save_mid_epoch(epoch, step))
+                # The epoch's end (or a --checkpoint_every save) may have saved this step already.
+                path = (self.checkpoints.latest if self.checkpoints.saved_at(step)
+                        else self._save_mid_epoch(epoch, step))
                 raise TrainingInterrupted(
                     f"Stopped at step {step} of {total_steps}; checkpoint saved to {path}. "
                     f"Run the same command again to resume (without --lr, unless that rate should "
