@@ -1,4 +1,5 @@
 """Tests for evaluate.py / predict.py and training/evaluate_run.py, evaluation.py, export.py."""
+import csv
 import dataclasses
 import json
 import os
@@ -62,6 +63,25 @@ def test_accuracy_matches_an_independent_numpy_computation(trained_run):
     assert metrics["balanced"] == pytest.approx(np.mean(recalls))
     csv_rows = open(os.path.join(run_dir, "eval", "confusion_matrix.csv")).read().splitlines()
     assert csv_rows[0].endswith("ant,bee,cat,dog,eel,fox") and len(csv_rows) == 7
+
+
+def test_a_two_tower_runs_held_out_scores_are_what_evaluate_gives(tmp_path):
+    # The towers' batch-norm statistics are kept equal (training/step.py), so the held-out set
+    # scored across two towers during training and the checkpoint scored after it on one tower
+    # give the same loss; with each tower keeping its own, the checkpoint holds only the first's.
+    data_dir = str(tmp_path / "photos")
+    write_image_folder(data_dir, classes=("ant", "bee", "cat"), per_class=10, size=(40, 52))
+    run_dir = str(tmp_path / "run")
+    config = resolve_config(dict(dataset="folder", data_dir=data_dir, run_dir=run_dir,
+                                 model="minigooglenet", width_multiplier=0.25, batch_size=4,
+                                 epochs=1, lr=0.05))
+    Trainer(config, towers=cpu_devices(2), **QUIET).train()
+    with open(os.path.join(run_dir, "history.csv")) as f:
+        row = list(csv.DictReader(f))[-1]
+    report = evaluate_checkpoint(EvalSettings(run_dir, batch_size=4), one_tower(), **QUIET)
+    assert report["count"] == 9
+    assert report["loss"] == pytest.approx(float(row["heldout_loss"]), rel=1e-4)
+    assert report["top1"] == pytest.approx(float(row["heldout_top1"]), abs=1e-6)
 
 
 def test_balanced_accuracy_is_the_mean_recall_over_the_classes_present():

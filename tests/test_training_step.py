@@ -14,6 +14,7 @@ from training.step import (
     decayed_weights,
     make_eval_step,
     make_train_step,
+    moving_statistics,
     replica_step,
     tower_losses,
 )
@@ -158,6 +159,40 @@ def test_two_towers_equal_one_tower():
             expected = numpy_cross_entropy(logits[name].numpy(), labels.numpy()[half], 0).mean()
             key = "main_loss" if name == "logits" else f"{name}_loss"
             assert float(first[key][tower]) == pytest.approx(expected, rel=1e-4)
+
+
+def test_towers_share_batch_norms_moving_statistics_their_mean():
+    """Each tower's forward pass updates its own copy of the moving statistics from its own half
+    of the batch; after the step every copy holds the mean of the two updates, which a single
+    model computes here by running each half on its own from the same start."""
+    images, labels = batch()
+    images = tf.concat([images[:4], 3.0 * images[4:] + 1.0], 0)  # two halves, unlike statistics
+    strategy = devices.make_strategy(cpu_devices(2))
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        model = inception.build_model("minigooglenet", NUM_CLASSES, 32, width_multiplier=0.25)
+        optimizer = keras.optimizers.SGD(0.1)
+        optimizer.build(model.trainable_variables)
+    keras.utils.set_random_seed(0)
+    reference = inception.build_model("minigooglenet", NUM_CLASSES, 32, width_multiplier=0.25)
+    start = [v.numpy() for v in moving_statistics(reference)]
+    halves = []
+    for half in (slice(0, 4), slice(4, 8)):
+        for variable, value in zip(moving_statistics(reference), start):
+            variable.assign(value)
+        reference(images[half], training=True)
+        halves.append([v.numpy() for v in moving_statistics(reference)])
+    config = StepConfig(global_batch_size=8, num_classes=NUM_CLASSES)
+    make_train_step(model, optimizer, strategy, config)(sharded(strategy, images),
+                                                        sharded(strategy, labels))
+    statistics = moving_statistics(model)
+    assert len(statistics) == 2 * 19  # per conv (the stem, 2 per inception, 1 per downsample)
+    apart = max(np.abs(a - b).max() for a, b in zip(*halves))
+    assert apart > 0.1  # each half alone moves the statistics differently
+    for variable, first, second in zip(statistics, *halves):
+        copies = [c.numpy() for c in strategy.experimental_local_results(variable.value)]
+        np.testing.assert_array_equal(copies[0], copies[1])
+        np.testing.assert_allclose(copies[0], (first + second) / 2, rtol=1e-5, atol=1e-6)
 
 
 def test_float16_with_loss_scaling_on_two_towers_matches_float32():

@@ -92,6 +92,31 @@ def skip_on_every_tower_if_one_overflowed(grads):
     return [g + tf.cast(poison, g.dtype) if i == first else g for i, g in enumerate(grads)]
 
 
+def moving_statistics(model: keras.Model) -> list:
+    """The moving mean and variance of every batch norm that trains (a frozen one's stay as they
+    were loaded, the same on every tower)."""
+    return [v for layer in model._flatten_layers()
+            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+            for v in (layer.moving_mean, layer.moving_variance)]
+
+
+def sync_moving_statistics(statistics: list) -> None:
+    """Sets each tower's batch-norm moving statistics to their mean over the towers.
+
+    Keras 3 creates them as mirrored variables without an aggregation, and each tower's forward
+    pass writes its own batch's statistics to its own copy: the towers drift apart, and a
+    checkpoint (which keeps the first tower's copy) and the towers' held-out scores disagree.
+    tf.keras 2 averaged the copies when read (ON_READ, MEAN); one all-reduce a step gives every
+    tower that mean (docs/design.md, "Batch norm across towers").
+    """
+    context = tf.distribute.get_replica_context()
+    if not statistics or context.num_replicas_in_sync == 1:
+        return
+    means = context.all_reduce(tf.distribute.ReduceOp.MEAN, [v.value for v in statistics])
+    for variable, mean in zip(statistics, means):
+        variable.assign(mean)
+
+
 def replica_step(model, optimizer, images, labels, config, gradients_fn=tower_gradients,
                  augment=None):
     if augment is not None:  # the batch's augmentation, on this tower's device
@@ -101,6 +126,7 @@ def replica_step(model, optimizer, images, labels, config, gradients_fn=tower_gr
         metrics["loss_scale"] = tf.identity(optimizer.dynamic_scale)  # the scale of this step
         grads = skip_on_every_tower_if_one_overflowed(grads)
     optimizer.apply_gradients(zip(grads, model.trainable_variables))  # sums across towers
+    sync_moving_statistics(moving_statistics(model))
     metrics["total_loss"] = total * tf.distribute.get_replica_context().num_replicas_in_sync
     return metrics
 
