@@ -3,6 +3,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -190,6 +191,9 @@ def test_evaluate_and_predict_command_lines(trained_run, tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "top-1 accuracy" in done.stdout and "precision" in done.stdout
+    # Written to a file, not a terminal: the progress is plain lines, its last one 9 of 9.
+    assert "\x1b" not in done.stdout and "\r" not in done.stdout
+    assert re.search(r"^9/9 \[=+\]", done.stdout, re.M), done.stdout
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
     image = write_image(tmp_path / "photo.png", fmt="PNG")

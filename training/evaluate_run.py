@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 import input_pipeline
+from console import ProgressBar
 from input_pipeline.crops import crops_per_image
 from input_pipeline.examples import Examples, held_out_split
 from training import devices, evaluation, recipes
@@ -103,7 +104,8 @@ def evaluate_checkpoint(settings: EvalSettings, strategy: tf.distribute.Strategy
     examples = examples_to_score(settings, config, class_names)
     towers = strategy.num_replicas_in_sync
     per_tower = devices.check_batch_size(settings.batch_size, towers)
-    bar = keras.utils.Progbar(len(examples), verbose=1 if print_fn is print else 0)
+    # One line redrawn on a terminal, a line every 30 s in a log file (console.py).
+    bar = ProgressBar(len(examples), enabled=print_fn is print)
     seen = [0]
 
     def progress(n: int) -> None:
