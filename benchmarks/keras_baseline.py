@@ -169,12 +169,23 @@ def keras_path(args, seed):
                          steps_per_epoch=steps if args.keras_input == "ours" else None)
 
 
+def held_out(logs, metric):
+    """The held-out value of `metric` ("accuracy" for top-1, "top5") in model.fit's logs or
+    history, whatever Keras named the main output's metric."""
+    return next(v for k, v in logs.items() if k.startswith("val_") and k.endswith(metric))
+
+
 def fit_and_score(net, train, val, optimizer, epochs, weight_decay=0.0, aux_weight=AUX_WEIGHT,
-                  steps_per_epoch=None, label_smoothing=0.0, callbacks=()):
+                  steps_per_epoch=None, label_smoothing=0.0, callbacks=(), backup_dir=None,
+                  jit_compile="auto"):
     """`model.fit` of `net` on batched (image, label) datasets: every head a cross-entropy loss
     (the aux heads weighted `aux_weight`, every head's targets smoothed by `label_smoothing` as
     training/step.py does), plus `weight_decay` times the L2 of the conv and dense kernels;
-    per-epoch top-1 / top-5 on `val`."""
+    per-epoch top-1 / top-5 on `val` of the epochs this call trained. With `backup_dir`, the
+    Keras guides' fault tolerance: keras.callbacks.BackupAndRestore saves the model and optimizer
+    there after every epoch, and a later call continues from the last one saved. `jit_compile`
+    is compile()'s: Keras' default "auto" compiles the step with XLA whenever every layer
+    allows it, on CPUs too."""
     import keras
     import tensorflow as tf
 
@@ -211,19 +222,22 @@ def fit_and_score(net, train, val, optimizer, epochs, weight_decay=0.0, aux_weig
         metrics = ["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")]
     model.compile(optimizer, loss=[loss] * len(heads),
                   loss_weights=[1.0 if h == "logits" else aux_weight for h in heads],
-                  metrics=[metrics] + [[] for _ in heads[1:]])
+                  metrics=[metrics] + [[] for _ in heads[1:]], jit_compile=jit_compile)
     autotune = tf.data.AUTOTUNE
 
     def per_head(dataset):  # one label per head
         def targets(y):
             return tf.one_hot(y, num_classes) if label_smoothing else y
         return dataset.map(lambda x, y: (x, (targets(y),) * len(heads))).prefetch(autotune)
+    callbacks = list(callbacks)
+    if backup_dir:
+        model(tf.zeros([1, size, size, 3]))  # BackupAndRestore restores into a built model
+        callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False))
     history = model.fit(per_head(train), validation_data=per_head(val), epochs=epochs,
-                        steps_per_epoch=steps_per_epoch, verbose=2, callbacks=list(callbacks))
+                        steps_per_epoch=steps_per_epoch, verbose=2, callbacks=callbacks)
     logs = history.history
-    top1 = next(v for k, v in logs.items() if k.startswith("val_") and k.endswith("accuracy"))
-    top5 = next(v for k, v in logs.items() if k.startswith("val_") and k.endswith("top5"))
-    return dict(top1=[float(v) for v in top1], top5=[float(v) for v in top5])
+    return dict(top1=[float(v) for v in held_out(logs, "accuracy")],
+                top5=[float(v) for v in held_out(logs, "top5")])
 
 
 def run_keras(args, seed):

@@ -1,6 +1,7 @@
 """Time to a held-out accuracy on CIFAR-10: train.py beside model.fit on Keras' own input path.
 
-    python benchmarks/time_to_accuracy.py --data_dir=CIFAR-10-images --thresholds=0.8,0.85
+    python benchmarks/time_to_accuracy.py --data_dir=CIFAR-10-images --thresholds=0.8,0.85 \
+        --work_dir=tta-cifar10
 
 One run of each, one after the other on the same machine, with the cifar10 recipe
 (training/recipes.py) on both sides:
@@ -13,26 +14,34 @@ One run of each, one after the other on the same machine, with the cifar10 recip
       (its warm-up and linear decay, training/optimization.EpochSchedule), label smoothing and L2
       weight decay on the conv and dense kernels; scored on test/ after every epoch.
 `--data_dir` is the image-folder form (train/<class>/, test/<class>/), which both sides read.
+Both are scored on test/ after every epoch, and each stops at the end of the first epoch that
+reaches the highest threshold (ours by a Ctrl+C, Keras by `stop_training`) or at the end of the
+schedule; `--full_schedule` trains both to the end.
 
-The clock starts when the script launches each run's process, so a run's time to a threshold
-includes its start-up and data loading (ours: the first pass) up to the end of the first epoch
-whose held-out top-1 reaches it. Prints the per-epoch top-1 and the times, and writes them with
+A path's time to a threshold is its start-up (from the launch of its process to the start of
+epoch 1: loading the data, ours' first pass) plus its epoch times (training and scoring) up to the
+end of the first epoch whose held-out top-1 reaches it. Runs of hours survive interruption: with
+`--work_dir` the same command continues each path where it stopped (ours from its last checkpoint,
+Keras from its last finished epoch with keras.callbacks.BackupAndRestore, as the Keras guides do)
+and does not run again a path that has finished. A resumed launch's start-up is not counted, nor
+is a Keras epoch cut short (it is trained again). Without --work_dir the runs go to a temporary
+directory, removed at the end. Prints the per-epoch top-1 and the times, and writes them with
 --json.
 """
 import argparse
+import csv
+import datetime
+import json
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
 
-from keras_baseline import fit_and_score, run_train_py  # benchmarks/keras_baseline.py
+from keras_baseline import fit_and_score, held_out  # benchmarks/keras_baseline.py
 
-from harness import (  # benchmarks/harness.py
-    argument_parser,
-    print_for_parent,
-    run_child,
-    write_json,
-)
+from harness import ROOT, argument_parser, write_json  # benchmarks/harness.py
 
 
 def recipe(args):
@@ -44,21 +53,96 @@ def recipe(args):
     return settings
 
 
-def run_ours(args, run_dir):
-    """train.py with the recipe: per-epoch held-out top-1 and seconds since launch."""
-    return run_train_py(["--dataset=cifar10", f"--data_dir={args.data_dir}",
-                         f"--run_dir={run_dir}", f"--seed={args.seed}",
-                         *([f"--epochs={args.epochs}"] if args.epochs else [])], run_dir)
+# --keras_jit_compile's values, as compile() takes them.
+JIT = {"auto": "auto", "on": True, "off": False}
+
+
+def finished(args, top1):
+    """Whether a path with these per-epoch top-1 values is done: it reached the highest
+    threshold (unless --full_schedule) or trained every epoch of the schedule."""
+    reached = not args.full_schedule and any(v >= max(args.thresholds) for v in top1)
+    return reached or len(top1) >= recipe(args)["epochs"]
+
+
+def stop(returncode, what, log):
+    """Ends this script in one line when a path's process did not finish."""
+    how = (f"was stopped ({signal.Signals(-returncode).name})" if returncode < 0
+           else "was stopped (Ctrl+C)" if returncode in (130, 143)
+           else f"failed (exit code {returncode})")
+    sys.exit(f"{what} {how}: see {log}. With --work_dir the same command continues it.")
+
+
+def read_ours(run_dir):
+    """train.py's history.csv rows: held-out top-1 / top-5, epoch seconds, end (unix time)."""
+    path = os.path.join(run_dir, "history.csv")
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return [dict(top1=float(r["heldout_top1"]), top5=float(r["heldout_top5"]),
+                     seconds=float(r["epoch_seconds"]),
+                     ended=datetime.datetime.fromisoformat(r["wall_time"]).timestamp())
+                for r in csv.DictReader(f)]
+
+
+def run_ours(args, work_dir):
+    """(a): train.py in `work_dir`/ours, launched (or continued) unless it has finished, and
+    stopped with a Ctrl+C once it has; its per-epoch results and start-up."""
+    run_dir = os.path.join(work_dir, "ours")
+    launches = os.path.join(work_dir, "ours_launches.txt")
+    if not finished(args, [r["top1"] for r in read_ours(run_dir)]):
+        command = [sys.executable, os.path.join(ROOT, "train.py"), "--dataset=cifar10",
+                   f"--data_dir={args.data_dir}", f"--run_dir={run_dir}", f"--seed={args.seed}",
+                   *([f"--epochs={args.epochs}"] if args.epochs else [])]
+        print("  " + " ".join(command[1:]) + f"  (output: {work_dir}/ours.log)", flush=True)
+        with open(launches, "a") as f:
+            f.write(f"{time.time()}\n")
+        with open(os.path.join(work_dir, "ours.log"), "a") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            stopped = False
+            try:
+                while process.poll() is None:
+                    time.sleep(5)
+                    if finished(args, [r["top1"] for r in read_ours(run_dir)]):
+                        stopped = True
+                        break
+            finally:  # reached, or this script interrupted: train.py saves and stops
+                if process.poll() is None:
+                    process.send_signal(signal.SIGINT)
+                    process.wait()
+        if process.returncode != 0 and not stopped:
+            stop(process.returncode, "train.py", os.path.join(work_dir, "ours.log"))
+    rows = read_ours(run_dir)
+    with open(launches) as f:
+        launched = [float(line) for line in f if line.strip()]
+    began = rows[0]["ended"] - rows[0]["seconds"]  # epoch 1's start, in the launch that ended it
+    startup = began - max(t for t in launched if t <= began + 1)  # wall_time is to the second
+    return dict(top1=[r["top1"] for r in rows], top5=[r["top5"] for r in rows],
+                epoch_seconds=[r["seconds"] for r in rows], startup=max(startup, 0.0))
+
+
+def read_keras(work_dir):
+    """The Keras path's epochs.csv: per epoch (the last record of each) top-1, top-5, seconds."""
+    path = os.path.join(work_dir, "keras", "epochs.csv")
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        by_epoch = {int(r["epoch"]): r for r in csv.DictReader(f)}
+    return [dict(top1=float(r["top1"]), top5=float(r["top5"]), seconds=float(r["seconds"]))
+            for _, r in sorted(by_epoch.items())]
 
 
 def keras_path(args, started):
-    """(b), in this process: per-epoch top-1 on test/ and seconds since `started`."""
+    """(b), in this process (launched at `started`): trains from the last backup in
+    `work_dir`/keras, appending each epoch's held-out top-1 / top-5 and seconds to its
+    epochs.csv, and its start-up to startup.json when it starts epoch 1."""
     import keras
     import tensorflow as tf
 
     import inception
     from training.optimization import EpochSchedule
     settings = recipe(args)
+    out = os.path.join(args.work_dir, "keras")
+    os.makedirs(out, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
     size, batch = 32, settings["batch_size"]
     train = keras.utils.image_dataset_from_directory(
@@ -80,33 +164,84 @@ def keras_path(args, started):
                                 width_multiplier=settings.get("width_multiplier", 1.0))
     schedule = EpochSchedule(settings["lr"], settings["lr_schedule"], steps, settings["epochs"],
                              settings.get("warmup_epochs", 0))
-    ended = []
 
     class Clock(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):  # after the epoch's validation
-            ended.append(time.time() - started)
-    result = fit_and_score(net, train, test,
-                           keras.optimizers.SGD(schedule, momentum=0.9,
-                                                nesterov=settings.get("nesterov", False)),
-                           settings["epochs"], weight_decay=settings["weight_decay"],
-                           label_smoothing=settings.get("label_smoothing", 0.0),
-                           callbacks=[Clock()])
-    return dict(top1=result["top1"], epoch_end=ended)
+        """Records each epoch before BackupAndRestore saves it (a crash between the two trains
+        the epoch again, and its last record counts)."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.began = time.time()
+            if epoch == 0:
+                with open(os.path.join(out, "startup.json"), "w") as f:
+                    json.dump(dict(seconds=self.began - started), f)
+
+        def on_epoch_end(self, epoch, logs=None):  # after the epoch's scoring on test/
+            path = os.path.join(out, "epochs.csv")
+            new = not os.path.exists(path)
+            top1 = float(held_out(logs, "accuracy"))
+            with open(path, "a", newline="") as f:
+                writer = csv.writer(f)
+                if new:
+                    writer.writerow(["epoch", "top1", "top5", "seconds"])
+                writer.writerow([epoch + 1, top1, float(held_out(logs, "top5")),
+                                 time.time() - self.began])
+            if not args.full_schedule and top1 >= max(args.thresholds):
+                self.model.stop_training = True
+    fit_and_score(net, train, test,
+                  keras.optimizers.SGD(schedule, momentum=0.9,
+                                       nesterov=settings.get("nesterov", False)),
+                  settings["epochs"], weight_decay=settings["weight_decay"],
+                  label_smoothing=settings.get("label_smoothing", 0.0), callbacks=[Clock()],
+                  backup_dir=os.path.join(out, "backup"), jit_compile=JIT[args.keras_jit_compile])
 
 
-def run_keras(args):
-    own = ("--json",)  # the parent's flags, not the child's
-    # The child's clock starts here, when its process is launched.
-    return run_child(os.path.abspath(__file__), f"--child_start={time.time()}",
-                     *[a for a in sys.argv[1:] if not a.startswith(own)])
+def run_keras(args, work_dir):
+    """(b) in a fresh process, unless it has finished: its per-epoch results and start-up."""
+    if not finished(args, [r["top1"] for r in read_keras(work_dir)]):
+        own = ("--json", "--work_dir", "--which")  # the parent's flags, not the child's
+        command = [sys.executable, os.path.abspath(__file__), f"--child_start={time.time()}",
+                   f"--work_dir={work_dir}", *[a for a in sys.argv[1:] if not a.startswith(own)]]
+        with open(os.path.join(work_dir, "keras.log"), "a") as log:
+            print(f"  model.fit  (output: {work_dir}/keras.log)", flush=True)
+            returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
+        if returncode != 0:
+            stop(returncode, "The Keras path", os.path.join(work_dir, "keras.log"))
+    rows = read_keras(work_dir)
+    with open(os.path.join(work_dir, "keras", "startup.json")) as f:
+        startup = json.load(f)["seconds"]
+    return dict(top1=[r["top1"] for r in rows], top5=[r["top5"] for r in rows],
+                epoch_seconds=[r["seconds"] for r in rows], startup=startup)
 
 
 def time_to(result, threshold):
-    """Seconds from launch to the end of the first epoch reaching `threshold`, or None."""
-    for top1, seconds in zip(result["top1"], result["epoch_end"]):
+    """Start-up plus the epoch times up to the end of the first epoch reaching `threshold`, in
+    seconds, or None."""
+    elapsed = result["startup"]
+    for top1, seconds in zip(result["top1"], result["epoch_seconds"]):
+        elapsed += seconds
         if top1 >= threshold:
-            return seconds
+            return elapsed
     return None
+
+
+def compare(args, work_dir):
+    results = {}
+    for name in args.which.split(","):
+        print(f"{name}:", flush=True)
+        results[name] = (run_ours if name == "ours" else run_keras)(args, work_dir)
+        print("  top-1 per epoch " + " ".join(f"{v:.4f}" for v in results[name]["top1"]),
+              flush=True)
+    print(f"\n{'path':<6} | " + " | ".join(f"time to {t:.0%}" for t in args.thresholds)
+          + " | epochs | last top-1 | time in all")
+    for name, r in results.items():
+        cells = []
+        for threshold in args.thresholds:
+            seconds = time_to(r, threshold)
+            cells.append(f"{seconds / 60:.1f} min" if seconds is not None else "not reached")
+        total = r["startup"] + sum(r["epoch_seconds"])
+        print(f"{name:<6} | " + " | ".join(cells)
+              + f" | {len(r['top1'])} | {r['top1'][-1]:.2%} | {total / 60:.1f} min")
+    return results
 
 
 def main():
@@ -115,31 +250,29 @@ def main():
     parser.add_argument("--epochs", type=int, help="default: the cifar10 recipe's")
     parser.add_argument("--thresholds", default="0.8,0.85",
                         type=lambda s: [float(v) for v in s.split(",")])
+    parser.add_argument("--full_schedule", action="store_true",
+                        help="train both to the schedule's end, not only to the last threshold")
+    parser.add_argument("--work_dir", help="where the runs are kept; the same command continues "
+                        "them (default: a temporary directory, removed at the end)")
+    parser.add_argument("--keras_jit_compile", choices=sorted(JIT), default="auto",
+                        help="the Keras path's compile(jit_compile=...): auto (Keras' default: "
+                        "XLA wherever the layers allow it), on or off")
     parser.add_argument("--child_start", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.data_dir = os.path.abspath(os.path.expanduser(args.data_dir))
     if args.child_start is not None:
-        print_for_parent(keras_path(args, args.child_start))
+        keras_path(args, args.child_start)
         return
-    results = {}
-    for name in args.which.split(","):
-        print(f"{name}:", flush=True)
-        if name == "ours":
-            with tempfile.TemporaryDirectory() as scratch:
-                results[name] = run_ours(args, os.path.join(scratch, "run"))
+    try:
+        if args.work_dir:
+            os.makedirs(args.work_dir, exist_ok=True)
+            results = compare(args, os.path.abspath(args.work_dir))
         else:
-            results[name] = run_keras(args)
-        print("  top-1 per epoch " + " ".join(f"{v:.4f}" for v in results[name]["top1"]),
-              flush=True)
-    print(f"\n{'path':<6} | " + " | ".join(f"time to {t:.0%}" for t in args.thresholds)
-          + " | final top-1 | wall time")
-    for name, r in results.items():
-        cells = []
-        for threshold in args.thresholds:
-            seconds = time_to(r, threshold)
-            cells.append(f"{seconds / 60:.1f} min" if seconds is not None else "not reached")
-        print(f"{name:<6} | " + " | ".join(cells)
-              + f" | {r['top1'][-1]:.2%} | {r['seconds'] / 60:.1f} min")
+            with tempfile.TemporaryDirectory() as scratch:
+                results = compare(args, scratch)
+    except KeyboardInterrupt:
+        sys.exit("Interrupted." + (" The same command continues the runs in --work_dir."
+                                   if args.work_dir else ""))
     write_json(args.json, dict(recipe=recipe(args), thresholds=args.thresholds, results=results))
 
 
