@@ -24,18 +24,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET = dict(print_fn=lambda *a: None)
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("eval")
+def train_run(base, towers=1, classes=("ant", "bee", "cat"), per_class=5, **settings):
+    """An epoch of a small minigooglenet on a folder of photos, on `towers` CPU towers:
+    (run_dir, data_dir)."""
     data_dir = str(base / "photos")
-    write_image_folder(data_dir, classes=("ant", "bee", "cat", "dog", "eel", "fox"), per_class=5,
-                       size=(40, 52))
+    write_image_folder(data_dir, classes=classes, per_class=per_class, size=(40, 52))
     run_dir = str(base / "run")
     config = resolve_config(dict(dataset="folder", data_dir=data_dir, run_dir=run_dir,
                                  model="minigooglenet", width_multiplier=0.25, batch_size=4,
-                                 epochs=1, log_every=1))
-    Trainer(config, towers=cpu_devices(1), **QUIET).train()
+                                 epochs=1, **settings))
+    Trainer(config, towers=cpu_devices(towers), **QUIET).train()
     return run_dir, data_dir
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    return train_run(tmp_path_factory.mktemp("eval"),
+                     classes=("ant", "bee", "cat", "dog", "eel", "fox"), log_every=1)
 
 
 def one_tower():
@@ -70,13 +75,7 @@ def test_a_two_tower_runs_held_out_scores_are_what_evaluate_gives(tmp_path):
     # The towers' batch-norm statistics are kept equal (training/step.py), so the held-out set
     # scored across two towers during training and the checkpoint scored after it on one tower
     # give the same loss; with each tower keeping its own, the checkpoint holds only the first's.
-    data_dir = str(tmp_path / "photos")
-    write_image_folder(data_dir, classes=("ant", "bee", "cat"), per_class=10, size=(40, 52))
-    run_dir = str(tmp_path / "run")
-    config = resolve_config(dict(dataset="folder", data_dir=data_dir, run_dir=run_dir,
-                                 model="minigooglenet", width_multiplier=0.25, batch_size=4,
-                                 epochs=1, lr=0.05))
-    Trainer(config, towers=cpu_devices(2), **QUIET).train()
+    run_dir, _ = train_run(tmp_path, towers=2, per_class=10, lr=0.05)
     with open(os.path.join(run_dir, "history.csv")) as f:
         row = list(csv.DictReader(f))[-1]
     report = evaluate_checkpoint(EvalSettings(run_dir, batch_size=4), one_tower(), **QUIET)
@@ -255,13 +254,7 @@ def test_export_computes_in_float32_after_a_bfloat16_evaluation(trained_run, tmp
 @pytest.mark.slow
 def test_evaluate_predict_and_export_a_float16_run(tmp_path):
     import keras
-    data_dir = str(tmp_path / "photos")
-    write_image_folder(data_dir, classes=("ant", "bee", "cat"), per_class=5, size=(40, 52))
-    run_dir = str(tmp_path / "run")
-    config = resolve_config(dict(dataset="folder", data_dir=data_dir, run_dir=run_dir,
-                                 model="minigooglenet", width_multiplier=0.25, batch_size=4,
-                                 epochs=1, mixed_precision_dtype="float16"))
-    Trainer(config, towers=cpu_devices(2), **QUIET).train()
+    run_dir, _ = train_run(tmp_path, towers=2, mixed_precision_dtype="float16")
     export_dir = str(tmp_path / "serving")
     [report] = run(EvalSettings(run_dir, batch_size=4, export_dir=export_dir), **QUIET)
     # Scored as trained, in float16 (on a CPU here); the export computes in float32.
