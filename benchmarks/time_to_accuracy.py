@@ -57,11 +57,22 @@ def recipe(args):
 JIT = {"auto": "auto", "on": True, "off": False}
 
 
+def reached(args, top1):
+    """Whether any of these top-1 values reaches the highest threshold, which ends a path
+    (unless --full_schedule)."""
+    return not args.full_schedule and any(v >= max(args.thresholds) for v in top1)
+
+
 def finished(args, top1):
     """Whether a path with these per-epoch top-1 values is done: it reached the highest
-    threshold (unless --full_schedule) or trained every epoch of the schedule."""
-    reached = not args.full_schedule and any(v >= max(args.thresholds) for v in top1)
-    return reached or len(top1) >= recipe(args)["epochs"]
+    threshold or trained every epoch of the schedule."""
+    return reached(args, top1) or len(top1) >= recipe(args)["epochs"]
+
+
+def path_result(rows, startup):
+    """A path's per-epoch rows (top1, top5, seconds) and start-up as the script reports them."""
+    return dict(top1=[r["top1"] for r in rows], top5=[r["top5"] for r in rows],
+                epoch_seconds=[r["seconds"] for r in rows], startup=startup)
 
 
 def stop(returncode, what, log):
@@ -116,8 +127,7 @@ def run_ours(args, work_dir):
         launched = [float(line) for line in f if line.strip()]
     began = rows[0]["ended"] - rows[0]["seconds"]  # epoch 1's start, in the launch that ended it
     startup = began - max(t for t in launched if t <= began + 1)  # wall_time is to the second
-    return dict(top1=[r["top1"] for r in rows], top5=[r["top5"] for r in rows],
-                epoch_seconds=[r["seconds"] for r in rows], startup=max(startup, 0.0))
+    return path_result(rows, max(startup, 0.0))
 
 
 def read_keras(work_dir):
@@ -185,7 +195,7 @@ def keras_path(args, started):
                     writer.writerow(["epoch", "top1", "top5", "seconds"])
                 writer.writerow([epoch + 1, top1, float(held_out(logs, "top5")),
                                  time.time() - self.began])
-            if not args.full_schedule and top1 >= max(args.thresholds):
+            if reached(args, [top1]):
                 self.model.stop_training = True
     fit_and_score(net, train, test,
                   keras.optimizers.SGD(schedule, momentum=0.9,
@@ -209,8 +219,7 @@ def run_keras(args, work_dir):
     rows = read_keras(work_dir)
     with open(os.path.join(work_dir, "keras", "startup.json")) as f:
         startup = json.load(f)["seconds"]
-    return dict(top1=[r["top1"] for r in rows], top5=[r["top5"] for r in rows],
-                epoch_seconds=[r["seconds"] for r in rows], startup=startup)
+    return path_result(rows, startup)
 
 
 def time_to(result, threshold):
