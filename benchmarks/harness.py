@@ -1,12 +1,16 @@
 """What the benchmarks share: their command line and JSON report, timing with warm-up, one model's
-training step and inference on one device, and settings measured in a child process.
+training step and inference on one device, settings measured in a child process, and train.py
+run as a user runs it, with its history.csv read back.
 
 Importing it puts the project's root on sys.path, so a benchmark run as
 `python benchmarks/<script>.py` imports the project as train.py does.
 """
 import argparse
+import csv
+import datetime
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -120,3 +124,42 @@ def run_child(script, *flags):
     result = json.loads(out.strip().splitlines()[-1])
     result["seconds"] = time.perf_counter() - start
     return result
+
+
+def read_history(run_dir: str) -> list:
+    """train.py's history.csv in `run_dir`, one dict per epoch: held-out top-1 and top-5,
+    training images per second, the epoch's seconds (training and scoring) and its end (unix
+    time); [] before the first epoch ends."""
+    path = os.path.join(run_dir, "history.csv")
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return [dict(top1=float(r["heldout_top1"]), top5=float(r["heldout_top5"]),
+                     images_per_second=float(r["images_per_second"]),
+                     seconds=float(r["epoch_seconds"]),
+                     ended=datetime.datetime.fromisoformat(r["wall_time"]).timestamp())
+                for r in csv.DictReader(f)]
+
+
+def train_py(flags: list, run_dir: str, log: str, until=None) -> int:
+    """Runs `python train.py --run_dir=run_dir *flags`, its output appended to the file `log`,
+    and returns its exit code. With `until`, a test of the run's history (`read_history`) made
+    every few seconds, a run for which it holds is stopped as a user stops one, with a Ctrl+C
+    (train.py saves a checkpoint and exits), and counts as finished (0). If this script is
+    interrupted, train.py is stopped the same way, so the same command continues it."""
+    command = [sys.executable, os.path.join(ROOT, "train.py"), f"--run_dir={run_dir}", *flags]
+    print("  " + " ".join(command[1:]) + f"  (output: {log})", flush=True)
+    with open(log, "a") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            while process.poll() is None:
+                time.sleep(5)
+                if until is not None and until(read_history(run_dir)):
+                    process.send_signal(signal.SIGINT)
+                    process.wait()
+                    return 0
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                process.wait()
+    return process.returncode

@@ -30,15 +30,20 @@ Prints held-out top-1 / top-5 after every epoch and the total wall time of every
 start to end, data loading included), and writes them with --json.
 """
 import argparse
-import csv
-import datetime
 import os
 import subprocess
 import sys
 import tempfile
 import time
 
-from harness import ROOT, argument_parser, print_for_parent, run_child, write_json
+from harness import (
+    ROOT,
+    argument_parser,
+    print_for_parent,
+    read_history,
+    run_child,
+    write_json,
+)
 
 AUX_WEIGHT = 0.3
 
@@ -67,11 +72,9 @@ def run_train_py(flags, run_dir):
     start = time.time()
     subprocess.run(command, check=True, capture_output=True, text=True)
     seconds = time.time() - start
-    with open(os.path.join(run_dir, "history.csv"), newline="") as f:
-        rows = list(csv.DictReader(f))
-    ended = [datetime.datetime.fromisoformat(r["wall_time"]).timestamp() - start for r in rows]
-    return dict(top1=[float(r["heldout_top1"]) for r in rows],
-                top5=[float(r["heldout_top5"]) for r in rows], epoch_end=ended, seconds=seconds)
+    rows = read_history(run_dir)
+    return dict(top1=[r["top1"] for r in rows], top5=[r["top5"] for r in rows],
+                epoch_end=[r["ended"] - start for r in rows], seconds=seconds)
 
 
 def our_augmentation(args):

@@ -30,7 +30,6 @@ directory, removed at the end. Prints the per-epoch top-1 and the times, and wri
 """
 import argparse
 import csv
-import datetime
 import json
 import os
 import signal
@@ -41,7 +40,7 @@ import time
 
 from keras_baseline import fit_and_score, held_out  # benchmarks/keras_baseline.py
 
-from harness import ROOT, argument_parser, write_json  # benchmarks/harness.py
+from harness import argument_parser, read_history, train_py, write_json  # benchmarks/harness.py
 
 
 def recipe(args):
@@ -83,46 +82,23 @@ def stop(returncode, what, log):
     sys.exit(f"{what} {how}: see {log}. With --work_dir the same command continues it.")
 
 
-def read_ours(run_dir):
-    """train.py's history.csv rows: held-out top-1 / top-5, epoch seconds, end (unix time)."""
-    path = os.path.join(run_dir, "history.csv")
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return [dict(top1=float(r["heldout_top1"]), top5=float(r["heldout_top5"]),
-                     seconds=float(r["epoch_seconds"]),
-                     ended=datetime.datetime.fromisoformat(r["wall_time"]).timestamp())
-                for r in csv.DictReader(f)]
-
-
 def run_ours(args, work_dir):
     """(a): train.py in `work_dir`/ours, launched (or continued) unless it has finished, and
     stopped with a Ctrl+C once it has; its per-epoch results and start-up."""
     run_dir = os.path.join(work_dir, "ours")
     launches = os.path.join(work_dir, "ours_launches.txt")
-    if not finished(args, [r["top1"] for r in read_ours(run_dir)]):
-        command = [sys.executable, os.path.join(ROOT, "train.py"), "--dataset=cifar10",
-                   f"--data_dir={args.data_dir}", f"--run_dir={run_dir}", f"--seed={args.seed}",
-                   *([f"--epochs={args.epochs}"] if args.epochs else [])]
-        print("  " + " ".join(command[1:]) + f"  (output: {work_dir}/ours.log)", flush=True)
+    if not finished(args, [r["top1"] for r in read_history(run_dir)]):
         with open(launches, "a") as f:
             f.write(f"{time.time()}\n")
-        with open(os.path.join(work_dir, "ours.log"), "a") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-            stopped = False
-            try:
-                while process.poll() is None:
-                    time.sleep(5)
-                    if finished(args, [r["top1"] for r in read_ours(run_dir)]):
-                        stopped = True
-                        break
-            finally:  # reached, or this script interrupted: train.py saves and stops
-                if process.poll() is None:
-                    process.send_signal(signal.SIGINT)
-                    process.wait()
-        if process.returncode != 0 and not stopped:
-            stop(process.returncode, "train.py", os.path.join(work_dir, "ours.log"))
-    rows = read_ours(run_dir)
+        log = os.path.join(work_dir, "ours.log")
+        returncode = train_py(["--dataset=cifar10", f"--data_dir={args.data_dir}",
+                               f"--seed={args.seed}",
+                               *([f"--epochs={args.epochs}"] if args.epochs else [])],
+                              run_dir, log, until=lambda rows: finished(
+                                  args, [r["top1"] for r in rows]))
+        if returncode != 0:
+            stop(returncode, "train.py", log)
+    rows = read_history(run_dir)
     with open(launches) as f:
         launched = [float(line) for line in f if line.strip()]
     began = rows[0]["ended"] - rows[0]["seconds"]  # epoch 1's start, in the launch that ended it
