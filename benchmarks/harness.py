@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -163,3 +164,18 @@ def train_py(flags: list, run_dir: str, log: str, until=None) -> int:
                 process.send_signal(signal.SIGINT)
                 process.wait()
     return process.returncode
+
+
+def in_work_dir(work_dir, compare):
+    """`compare(directory)`'s result, run in `work_dir` (made if missing; the runs kept there let
+    the same command continue them) or, without one, in a temporary directory removed at the
+    end. A Ctrl+C ends the script in one line."""
+    try:
+        if work_dir:
+            os.makedirs(work_dir, exist_ok=True)
+            return compare(os.path.abspath(work_dir))
+        with tempfile.TemporaryDirectory() as scratch:
+            return compare(scratch)
+    except KeyboardInterrupt:
+        sys.exit("Interrupted." + (" The same command continues the runs in --work_dir."
+                                   if work_dir else ""))

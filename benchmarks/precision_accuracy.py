@@ -19,9 +19,14 @@ epochs), measured in the same script. Writes it all with --json.
 import os
 import statistics
 import sys
-import tempfile
 
-from harness import argument_parser, read_history, train_py, write_json  # benchmarks/harness.py
+from harness import (  # benchmarks/harness.py
+    argument_parser,
+    in_work_dir,
+    read_history,
+    train_py,
+    write_json,
+)
 
 PRECISION_FLAGS = {
     "float32": ["--nomixed_precision"],
@@ -92,16 +97,7 @@ def main():
     args.seeds = [int(s) for s in args.seeds.split(",")]
     if len(args.seeds) < 2:
         parser.error("--seeds needs two or more seeds: the spread between them is the yardstick")
-    try:
-        if args.work_dir:
-            os.makedirs(args.work_dir, exist_ok=True)
-            results = compare(args, os.path.abspath(args.work_dir))
-        else:
-            with tempfile.TemporaryDirectory() as scratch:
-                results = compare(args, scratch)
-    except KeyboardInterrupt:
-        sys.exit("Interrupted." + (" The same command continues the runs in --work_dir."
-                                   if args.work_dir else ""))
+    results = in_work_dir(args.work_dir, lambda work_dir: compare(args, work_dir))
     write_json(args.json, dict(epochs=args.epochs, seeds=args.seeds, **results))
 
 

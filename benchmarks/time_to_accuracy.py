@@ -35,12 +35,17 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 from keras_baseline import fit_and_score, held_out  # benchmarks/keras_baseline.py
 
-from harness import argument_parser, read_history, train_py, write_json  # benchmarks/harness.py
+from harness import (  # benchmarks/harness.py
+    argument_parser,
+    in_work_dir,
+    read_history,
+    train_py,
+    write_json,
+)
 
 
 def recipe(args):
@@ -248,16 +253,7 @@ def main():
     if args.child_start is not None:
         keras_path(args, args.child_start)
         return
-    try:
-        if args.work_dir:
-            os.makedirs(args.work_dir, exist_ok=True)
-            results = compare(args, os.path.abspath(args.work_dir))
-        else:
-            with tempfile.TemporaryDirectory() as scratch:
-                results = compare(args, scratch)
-    except KeyboardInterrupt:
-        sys.exit("Interrupted." + (" The same command continues the runs in --work_dir."
-                                   if args.work_dir else ""))
+    results = in_work_dir(args.work_dir, lambda work_dir: compare(args, work_dir))
     write_json(args.json, dict(recipe=recipe(args), thresholds=args.thresholds, results=results))
 
 
