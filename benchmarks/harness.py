@@ -166,6 +166,15 @@ def train_py(flags: list, run_dir: str, log: str, until=None) -> int:
     return process.returncode
 
 
+def stop(returncode: int, what: str, log: str) -> None:
+    """Ends a benchmark in one line when a process it ran (`what`, its output in `log`) did not
+    finish; the same command with --work_dir continues it."""
+    how = (f"was stopped ({signal.Signals(-returncode).name})" if returncode < 0
+           else "was stopped (Ctrl+C)" if returncode in (130, 143)
+           else f"failed (exit code {returncode})")
+    sys.exit(f"{what} {how}: see {log}. With --work_dir the same command continues it.")
+
+
 def in_work_dir(work_dir, compare):
     """`compare(directory)`'s result, run in `work_dir` (made if missing; the runs kept there let
     the same command continue them) or, without one, in a temporary directory removed at the

@@ -18,12 +18,12 @@ epochs), measured in the same script. Writes it all with --json.
 """
 import os
 import statistics
-import sys
 
 from harness import (  # benchmarks/harness.py
     argument_parser,
     in_work_dir,
     read_history,
+    stop,
     train_py,
     write_json,
 )
@@ -44,8 +44,7 @@ def run(args, work_dir, precision, seed):
                                f"--epochs={args.epochs}", f"--seed={seed}",
                                *PRECISION_FLAGS[precision]], run_dir, log)
         if returncode != 0:
-            sys.exit(f"train.py ({precision}, seed {seed}) stopped with exit code {returncode}: "
-                     f"see {log}. With --work_dir the same command continues it.")
+            stop(returncode, f"train.py ({precision}, seed {seed})", log)
     return read_history(run_dir)
 
 

@@ -32,7 +32,6 @@ import argparse
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from harness import (  # benchmarks/harness.py
     argument_parser,
     in_work_dir,
     read_history,
+    stop,
     train_py,
     write_json,
 )
@@ -77,14 +77,6 @@ def path_result(rows, startup):
     """A path's per-epoch rows (top1, top5, seconds) and start-up as the script reports them."""
     return dict(top1=[r["top1"] for r in rows], top5=[r["top5"] for r in rows],
                 epoch_seconds=[r["seconds"] for r in rows], startup=startup)
-
-
-def stop(returncode, what, log):
-    """Ends this script in one line when a path's process did not finish."""
-    how = (f"was stopped ({signal.Signals(-returncode).name})" if returncode < 0
-           else "was stopped (Ctrl+C)" if returncode in (130, 143)
-           else f"failed (exit code {returncode})")
-    sys.exit(f"{what} {how}: see {log}. With --work_dir the same command continues it.")
 
 
 def run_ours(args, work_dir):
