@@ -14,6 +14,9 @@ One run of each, one after the other on the same machine, with the cifar10 recip
       (its warm-up and linear decay, training/optimization.EpochSchedule), label smoothing and L2
       weight decay on the conv and dense kernels; scored on test/ after every epoch.
 `--data_dir` is the image-folder form (train/<class>/, test/<class>/), which both sides read.
+Both compute in `--precision` (default float32, Keras' default; mixed_bfloat16 is train.py's
+`--mixed_precision --mixed_precision_dtype=bfloat16` and Keras' global policy), so the comparison
+is of the input path and the training loop, not of number formats.
 Both are scored on test/ after every epoch, and each stops at the end of the first epoch that
 reaches the highest threshold (ours by a Ctrl+C, Keras by `stop_training`) or at the end of the
 schedule; `--full_schedule` trains both to the end.
@@ -57,6 +60,10 @@ def recipe(args):
     return settings
 
 
+# train.py's flags for each --precision.
+PRECISION_FLAGS = {"float32": ["--nomixed_precision"],
+                   "mixed_bfloat16": ["--mixed_precision", "--mixed_precision_dtype=bfloat16"]}
+
 # --keras_jit_compile's values, as compile() takes them.
 JIT = {"auto": "auto", "on": True, "off": False}
 
@@ -89,7 +96,7 @@ def run_ours(args, work_dir):
             f.write(f"{time.time()}\n")
         log = os.path.join(work_dir, "ours.log")
         returncode = train_py(["--dataset=cifar10", f"--data_dir={args.data_dir}",
-                               f"--seed={args.seed}",
+                               f"--seed={args.seed}", *PRECISION_FLAGS[args.precision],
                                *([f"--epochs={args.epochs}"] if args.epochs else [])],
                               run_dir, log, until=lambda rows: finished(
                                   args, [r["top1"] for r in rows]))
@@ -127,6 +134,7 @@ def keras_path(args, started):
     out = os.path.join(args.work_dir, "keras")
     os.makedirs(out, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
+    keras.mixed_precision.set_global_policy(args.precision)
     size, batch = 32, settings["batch_size"]
     train = keras.utils.image_dataset_from_directory(
         os.path.join(args.data_dir, "train"), image_size=(size, size), batch_size=batch,
@@ -236,6 +244,8 @@ def main():
                         help="train both to the schedule's end, not only to the last threshold")
     parser.add_argument("--work_dir", help="where the runs are kept; the same command continues "
                         "them (default: a temporary directory, removed at the end)")
+    parser.add_argument("--precision", default="float32", choices=sorted(PRECISION_FLAGS),
+                        help="both paths' number format")
     parser.add_argument("--keras_jit_compile", choices=sorted(JIT), default="auto",
                         help="the Keras path's compile(jit_compile=...): auto (Keras' default: "
                         "XLA wherever the layers allow it), on or off")
