@@ -1,10 +1,10 @@
 """What the console shows: a one-line progress bar (done/total, a bar, named values, time left)
 and the way numbers and sizes are written in it and in messages.
 
-Used for the first pass over the data (input_pipeline) and for each training epoch (training), so
-it belongs to neither package. On a terminal the line is
-redrawn in place; in a log file (a cluster job's output) a line is written at most every 30 s, and
-always at the end, so logs stay short.
+Used for the first pass over the data (input_pipeline, which reports it to a PassProgress and never
+prints) and for each training epoch (training), so it belongs to neither package. On a terminal
+the line is redrawn in place; in a log file (a cluster job's output) a line is written at most
+every 30 s, and always at the end, so logs stay short.
 """
 import os
 import sys
@@ -81,3 +81,20 @@ class ProgressBar:
         else:
             sys.stdout.write(text + "\n")
         sys.stdout.flush()
+
+
+class PassProgress:
+    """An input pipeline's first pass on the console (input_pipeline.builder.Progress): its
+    lines printed, its images done drawn as a ProgressBar, a new bar for each pass."""
+
+    def __init__(self) -> None:
+        self._bar: Optional[ProgressBar] = None
+
+    def line(self, text: str) -> None:
+        self._bar = None  # a line starts or ends a pass
+        print(text, flush=True)
+
+    def advance(self, done: int, total: int, images_per_second: int) -> None:
+        if self._bar is None:
+            self._bar = ProgressBar(total)
+        self._bar.update(done, **{"img/s": images_per_second})

@@ -21,13 +21,13 @@ per batch (measured in benchmarks/pipeline.py).
 import os
 import random
 import time
-from typing import Optional, Tuple, Union
+from typing import Optional, Protocol, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
 
 import disk_space
-from console import ProgressBar, format_bytes
+from console import format_bytes
 from input_pipeline import preprocessing
 from input_pipeline.examples import Examples
 from input_pipeline.preprocessing import Augmentation
@@ -55,6 +55,16 @@ _DECODERS = 2 * (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity"
                  else os.cpu_count() or 1)
 
 
+class Progress(Protocol):
+    """Where a pipeline tells the person running it about its first pass: its lines (what the
+    pass does, then what the cache holds) and its images done so far. console.PassProgress
+    prints them; the pipeline itself never writes to the console."""
+
+    def line(self, text: str) -> None: ...
+
+    def advance(self, done: int, total: int, images_per_second: int) -> None: ...
+
+
 # uniform: each epoch a permutation of every image; balanced: each class equally often.
 SAMPLINGS = ("uniform", "balanced")
 
@@ -63,7 +73,7 @@ class InputPipeline:
     """Decodes and caches `examples` once; `dataset(...)` then gives one epoch at a time.
 
     `subset` names the examples in skipped_files.txt and the progress line ("train", "val", ...);
-    `progress=True` prints a progress bar for the first pass and a line about the cache.
+    `progress`, when given, hears of the first pass as it goes and gets a line about the cache.
     """
 
     def __init__(self, examples: Examples, *, image_size: int, training: bool,
@@ -71,7 +81,7 @@ class InputPipeline:
                  shard: Optional[Tuple[int, int]] = None,
                  augmentation: Augmentation = Augmentation(),
                  report_dir: Optional[str] = None, subset: Optional[str] = None,
-                 max_skipped_fraction: float = 0.5, progress: bool = False,
+                 max_skipped_fraction: float = 0.5, progress: Optional["Progress"] = None,
                  sampling: str = "uniform") -> None:
         if cache not in CACHE_MODES:
             raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
@@ -126,8 +136,8 @@ class InputPipeline:
         delete_store = self._store.delete if isinstance(self._store, DiskStore) else None
         report_skipped(self.skipped_files, len(examples), self.subset, report_dir,
                        max_skipped_fraction, before_error=delete_store)
-        if progress:
-            print(self.describe_cache(report_dir), flush=True)
+        if progress is not None:
+            progress.line(self.describe_cache(report_dir))
 
     # -- read -> decode -> resize -> cache: the part done once ---------------------------------
     def _decoded(self, encode: bool = False):
@@ -167,7 +177,7 @@ class InputPipeline:
         return preprocessing.resize_for_cache(image, self.image_size,
                                               self.augmentation.eval_fraction)
 
-    def _fill(self, cache_dir: Optional[str], progress: bool):
+    def _fill(self, cache_dir: Optional[str], progress: Optional["Progress"]):
         """The first pass: decodes everything into a new store (or finds a complete disk store
         made earlier from the same files). Without a cache it only finds the readable files."""
         size = self.cache_size
@@ -189,10 +199,9 @@ class InputPipeline:
             store = None
         readable = []
         total = len(self.examples)
-        bar = ProgressBar(total) if progress else None
-        if bar is not None:
-            print(f"First pass over the {total:,} {self.subset} images: read, decode, "
-                  f"{'cache' if store is not None else 'check'}", flush=True)
+        if progress is not None:
+            progress.line(f"First pass over the {total:,} {self.subset} images: read, decode, "
+                          f"{'cache' if store is not None else 'check'}")
         start, done = time.perf_counter(), 0
         try:
             encode = isinstance(store, JpegDiskStore)
@@ -203,16 +212,16 @@ class InputPipeline:
                 else:
                     readable.append(index)
                 done = int(index[-1]) + 1
-                if bar is not None:
-                    bar.update(done, **{"img/s": round(done / (time.perf_counter() - start))})
+                if progress is not None:
+                    progress.advance(done, total, round(done / (time.perf_counter() - start)))
         except BaseException as error:
             if isinstance(store, DiskStore):
                 store.abandon()
                 if disk_space.is_disk_full(error):
                     raise disk_space.DiskFull(disk_space.disk_full_message(store.path)) from None
             raise
-        if bar is not None and done < total:  # the last files were unreadable
-            bar.update(total, **{"img/s": round(total / (time.perf_counter() - start))})
+        if progress is not None and done < total:  # the last files were unreadable
+            progress.advance(total, total, round(total / (time.perf_counter() - start)))
         if store is None:
             self._readable = (np.concatenate(readable) if readable
                               else np.zeros((0,), np.int64))

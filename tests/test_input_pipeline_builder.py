@@ -9,6 +9,7 @@ import tensorflow as tf
 from scipy.stats import chisquare
 
 from conftest import cpu_devices, write_image, write_image_folder
+from console import PassProgress
 from input_pipeline import builder, skipped, store
 from input_pipeline.builder import InputPipeline
 from input_pipeline.examples import Examples
@@ -353,13 +354,24 @@ def test_a_complete_disk_cache_is_reused_and_a_partial_one_is_not(tmp_path, cach
 
 def test_the_first_pass_shows_progress_and_the_cache(tmp_path, capsys):
     examples = folder_examples(str(tmp_path / "data"), per_class=5)
-    InputPipeline(examples, image_size=16, training=True, cache="memory", progress=True)
+    InputPipeline(examples, image_size=16, training=True, cache="memory",
+                  progress=PassProgress())
     out = capsys.readouterr().out
     assert "First pass over the 10 train images" in out
     assert "10/10" in out and "img/s" in out
     size = builder.preprocessing.cache_size(16)
     assert (f"Cache (memory) holds 10 train images: {10 * size * size * 3 / 1e6:.1f} MB "
             f"({size * size * 3 / 1e3:.1f} KB per image) in RAM") in out
+    # One PassProgress serves both of a run's pipelines, each pass with its own bar.
+    progress = PassProgress()
+    InputPipeline(examples, image_size=16, training=True, cache="memory", progress=progress)
+    InputPipeline(Examples(examples.labels[:4], paths=examples.paths[:4]), image_size=16,
+                  training=False, cache="memory", subset="test", progress=progress)
+    out = capsys.readouterr().out
+    assert "10/10" in out and "First pass over the 4 test images" in out and "4/4 " in out
+    # Without one, the pipeline prints nothing.
+    InputPipeline(examples, image_size=16, training=True, cache="memory")
+    assert capsys.readouterr().out == ""
 
 
 def test_the_first_pass_runs_without_the_autotuner_and_yields_every_example_once(tmp_path):

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 import disk_space
 import input_pipeline
-from console import ProgressBar
+from console import PassProgress, ProgressBar
 from training import class_balance, devices, evaluation, finetune, optimization, recipes
 from training.averaging import WeightAverage
 from training.checkpoints import Checkpoints, checkpoint_dir
@@ -167,7 +167,7 @@ class Trainer:
             len(self.splits.train), config.crop_area)
         common = dict(image_size=config.image_size, cache=config.cache,
                       cache_dir=role.cache_dir(config), report_dir=role.report_dir,
-                      progress=self.print is print)
+                      progress=PassProgress() if self.print is print else None)
         # Each worker reads its own shard, so no two read the same examples in an epoch.
         shard = (self.worker.count, self.worker.index) if self.worker.multi_worker else None
         self.train_data = input_pipeline.InputPipeline(
