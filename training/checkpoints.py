@@ -25,6 +25,13 @@ def checkpoint_dir(run_dir: str) -> str:
     return os.path.join(run_dir, CHECKPOINT_DIR)
 
 
+def absolute_checkpoint_dir(run_dir: str) -> str:
+    """`checkpoint_dir`, absolute, for reading the index's list of checkpoints: TensorFlow joins
+    the index's relative entries to the directory it is given, and only rewrites paths it wrote
+    relative to a relative directory (runs/... is the default)."""
+    return os.path.abspath(checkpoint_dir(run_dir))
+
+
 def remove_partial_saves(directory: str) -> None:
     """What an interrupted save leaves in a checkpoint directory: TensorFlow's `ckpt-N_temp`
     directories and `checkpoint.tmp…` index files."""

@@ -13,7 +13,7 @@ from typing import Callable, List, Optional
 
 import tensorflow as tf
 
-from training.checkpoints import checkpoint_dir, remove_partial_saves
+from training.checkpoints import absolute_checkpoint_dir, checkpoint_dir, remove_partial_saves
 from training.history import HISTORY_FILE
 from training.restart import SET_ASIDE_DIR, rewrite_checkpoint_index
 
@@ -76,7 +76,7 @@ def recover_latest(run_dir: str, warn: Callable[[str], None], move: bool = True,
     index. Raises NoReadableCheckpoint when there were checkpoints and none reads (with `move`,
     the run directory is then left as a run with nothing trained, its history.csv copied aside).
     """
-    directory = os.path.abspath(checkpoint_dir(run_dir))
+    directory = absolute_checkpoint_dir(run_dir)
     damaged, found = [], None
     for path in _listed(directory):
         if not tf.io.gfile.exists(path + ".index"):

@@ -14,7 +14,7 @@ import time
 
 import tensorflow as tf
 
-from training.checkpoints import checkpoint_dir
+from training.checkpoints import absolute_checkpoint_dir, checkpoint_dir
 from training.history import HISTORY_FILE
 
 SET_ASIDE_DIR = "set_aside"
@@ -29,19 +29,13 @@ class Restart:
     epoch: int   # epochs completed at that checkpoint
 
 
-def _checkpoint_dir(run_dir):
-    # Absolute: TensorFlow joins the index's relative entries to the directory it is given, and
-    # only rewrites paths it writes relative to a relative directory (runs/... is the default).
-    return os.path.abspath(checkpoint_dir(run_dir))
-
-
 def _read(path, name):
     return int(tf.train.load_variable(path, f"{name}/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
 def list_checkpoints(run_dir):
     """[Restart(path, step, epoch)] of every checkpoint the run keeps, oldest first."""
-    state = tf.train.get_checkpoint_state(_checkpoint_dir(run_dir))
+    state = tf.train.get_checkpoint_state(absolute_checkpoint_dir(run_dir))
     if state is None:
         return []
     found = []
@@ -99,7 +93,7 @@ def set_aside_after(run_dir, restart):
 
 def _keep_only_up_to(run_dir, restart):
     """Rewrites the checkpoint index: `restart` is the latest, the later ones are forgotten."""
-    state = tf.train.get_checkpoint_state(_checkpoint_dir(run_dir))
+    state = tf.train.get_checkpoint_state(absolute_checkpoint_dir(run_dir))
     kept = [p for p in state.all_model_checkpoint_paths if _read(p, "step") <= restart.step]
     rewrite_checkpoint_index(run_dir, kept, restart.path)
 
@@ -111,7 +105,7 @@ def rewrite_checkpoint_index(run_dir, keep, latest):
     The saved timestamps go with their paths: CheckpointManager forgets (without deleting) any
     listed checkpoint not newer than `last_preserved_timestamp`, which is what a missing
     timestamp defaults to."""
-    state = tf.train.get_checkpoint_state(_checkpoint_dir(run_dir))
+    state = tf.train.get_checkpoint_state(absolute_checkpoint_dir(run_dir))
     all_stamps = (list(state.all_model_checkpoint_timestamps)
                   or [state.last_preserved_timestamp + 1.0] * len(state.all_model_checkpoint_paths))
     stamp_of = dict(zip(state.all_model_checkpoint_paths, all_stamps))
@@ -121,7 +115,7 @@ def rewrite_checkpoint_index(run_dir, keep, latest):
     logger.setLevel("ERROR")  # its deprecation notice; CheckpointManager has no such method
     try:
         tf.compat.v1.train.update_checkpoint_state(
-            _checkpoint_dir(run_dir), os.path.basename(latest),
+            absolute_checkpoint_dir(run_dir), os.path.basename(latest),
             # relative, as CheckpointManager writes them
             all_model_checkpoint_paths=[os.path.basename(p) for p in keep],
             all_model_checkpoint_timestamps=[stamp_of[p] for p in keep],
