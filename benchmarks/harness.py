@@ -166,6 +166,13 @@ def train_py(flags: list, run_dir: str, log: str, until=None) -> int:
     return process.returncode
 
 
+# train.py's flags that fix its precision, by name, whatever the CPU would choose by itself.
+PRECISION_FLAGS = {
+    "float32": ["--nomixed_precision"],
+    "bfloat16": ["--mixed_precision", "--mixed_precision_dtype=bfloat16"],
+}
+
+
 def stop(returncode: int, what: str, log: str) -> None:
     """Ends a benchmark in one line when a process it ran (`what`, its output in `log`) did not
     finish; the same command with --work_dir continues it."""

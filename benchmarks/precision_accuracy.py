@@ -20,6 +20,7 @@ import os
 import statistics
 
 from harness import (  # benchmarks/harness.py
+    PRECISION_FLAGS,
     argument_parser,
     in_work_dir,
     read_history,
@@ -27,11 +28,6 @@ from harness import (  # benchmarks/harness.py
     train_py,
     write_json,
 )
-
-PRECISION_FLAGS = {
-    "float32": ["--nomixed_precision"],
-    "bfloat16": ["--mixed_precision", "--mixed_precision_dtype=bfloat16"],
-}
 
 
 def run(args, work_dir, precision, seed):

@@ -42,6 +42,7 @@ import time
 from keras_baseline import fit_and_score, held_out  # benchmarks/keras_baseline.py
 
 from harness import (  # benchmarks/harness.py
+    PRECISION_FLAGS,
     argument_parser,
     in_work_dir,
     read_history,
@@ -60,9 +61,9 @@ def recipe(args):
     return settings
 
 
-# train.py's flags for each --precision.
-PRECISION_FLAGS = {"float32": ["--nomixed_precision"],
-                   "mixed_bfloat16": ["--mixed_precision", "--mixed_precision_dtype=bfloat16"]}
+# --precision's values: Keras' policy names, each with train.py's flags for it.
+KERAS_POLICIES = {"float32": PRECISION_FLAGS["float32"],
+                  "mixed_bfloat16": PRECISION_FLAGS["bfloat16"]}
 
 # --keras_jit_compile's values, as compile() takes them.
 JIT = {"auto": "auto", "on": True, "off": False}
@@ -96,7 +97,7 @@ def run_ours(args, work_dir):
             f.write(f"{time.time()}\n")
         log = os.path.join(work_dir, "ours.log")
         returncode = train_py(["--dataset=cifar10", f"--data_dir={args.data_dir}",
-                               f"--seed={args.seed}", *PRECISION_FLAGS[args.precision],
+                               f"--seed={args.seed}", *KERAS_POLICIES[args.precision],
                                *([f"--epochs={args.epochs}"] if args.epochs else [])],
                               run_dir, log, until=lambda rows: finished(
                                   args, [r["top1"] for r in rows]))
@@ -244,7 +245,7 @@ def main():
                         help="train both to the schedule's end, not only to the last threshold")
     parser.add_argument("--work_dir", help="where the runs are kept; the same command continues "
                         "them (default: a temporary directory, removed at the end)")
-    parser.add_argument("--precision", default="float32", choices=sorted(PRECISION_FLAGS),
+    parser.add_argument("--precision", default="float32", choices=sorted(KERAS_POLICIES),
                         help="both paths' number format")
     parser.add_argument("--keras_jit_compile", choices=sorted(JIT), default="auto",
                         help="the Keras path's compile(jit_compile=...): auto (Keras' default: "
