@@ -81,7 +81,7 @@ class InputPipeline:
                  shard: Optional[Tuple[int, int]] = None,
                  augmentation: Augmentation = Augmentation(),
                  report_dir: Optional[str] = None, subset: Optional[str] = None,
-                 max_skipped_fraction: float = 0.5, progress: Optional["Progress"] = None,
+                 max_skipped_fraction: float = 0.5, progress: Optional[Progress] = None,
                  sampling: str = "uniform") -> None:
         if cache not in CACHE_MODES:
             raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
@@ -177,7 +177,7 @@ class InputPipeline:
         return preprocessing.resize_for_cache(image, self.image_size,
                                               self.augmentation.eval_fraction)
 
-    def _fill(self, cache_dir: Optional[str], progress: Optional["Progress"]):
+    def _fill(self, cache_dir: Optional[str], progress: Optional[Progress]):
         """The first pass: decodes everything into a new store (or finds a complete disk store
         made earlier from the same files). Without a cache it only finds the readable files."""
         size = self.cache_size
