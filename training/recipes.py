@@ -83,7 +83,7 @@ RECIPES = {
     # the native 32 px, a short warm-up then a linear decay to zero, Nesterov, label smoothing
     # (docs/results.md, "CIFAR-10"). The published 70-epoch recipe is in docs/reference.md.
     "cifar10": Recipe(
-        dict(model="minigooglenet", epochs=20, batch_size=64, lr=0.05, nesterov=True,
+        dict(model="minigooglenet", epochs=30, batch_size=64, lr=0.05, nesterov=True,
              lr_schedule="polynomial", warmup_epochs=2, weight_decay=5e-4, label_smoothing=0.1),
         Augmentation(crop="pad", pad=4, color_jitter=False)),
     # MindSpore's recipe (docs/reference.md): lr 0.1 for batch 256, x0.3 at 70/140/210/280.
