@@ -18,8 +18,8 @@ range); RandomFlip, RandomColorJitter (brightness, contrast, saturation, hue, wi
 `--keras_contrast` says why its contrast factor is given as two numbers);
 evaluation takes the central crop of the same size, as ours. Both sides compute in the same
 precision, `--precision` (default float32, Keras' default; mixed_bfloat16 is what train.py picks
-on CPUs with AMX), so the comparison is of the input path and the training loop, not of number
-formats.
+on CPUs with native bfloat16), so the comparison is of the input path and the training loop, not
+of number formats.
 
 `--keras_augmentation=ours` gives the Keras path our augmentation instead of its layers (a control:
 then only the training loop and the input path differ). `--keras_input=ours` feeds `model.fit`

@@ -56,7 +56,7 @@ def pil_loop(paths, cache_size):
 
 def googlenet_step_rate(image_size, batch_size, steps=5):
     """img/s of a GoogLeNet training step in the precision train.py would pick here (bfloat16 on
-    AMX CPUs): the step training really runs."""
+    CPUs with native bfloat16): the step training really runs."""
     import keras
 
     from training import devices

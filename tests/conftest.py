@@ -23,8 +23,8 @@ tf.config.set_logical_device_configuration(
 
 @pytest.fixture(autouse=True)
 def float32_policy():
-    """A Trainer sets Keras's global precision policy (bfloat16 on AMX CPUs); no test may leave
-    it to the next one."""
+    """A Trainer sets Keras's global precision policy (bfloat16 on CPUs with native bfloat16); no
+    test may leave it to the next one."""
     yield
     import keras
     keras.mixed_precision.set_global_policy("float32")

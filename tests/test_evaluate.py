@@ -219,12 +219,13 @@ def test_checkpoint_of_another_model_is_refused(trained_run, tmp_path):
         run(EvalSettings(run_dir, checkpoint=path, batch_size=4), **QUIET)
 
 
-@pytest.mark.parametrize("amx,policy", [(True, "mixed_bfloat16"), (False, "float32")])
-def test_evaluation_uses_the_precision_training_used(trained_run, monkeypatch, amx, policy):
-    # The run was trained with the automatic precision: bfloat16 exactly on AMX CPUs.
+@pytest.mark.parametrize("native,policy", [(True, "mixed_bfloat16"), (False, "float32")])
+def test_evaluation_uses_the_precision_training_used(trained_run, monkeypatch, native, policy):
+    # The run was trained with the automatic precision: bfloat16 exactly on CPUs with native
+    # bfloat16.
     import keras
     run_dir, _ = trained_run
-    monkeypatch.setattr(devices, "cpu_has_amx_bfloat16", lambda: amx)
+    monkeypatch.setattr(devices, "cpu_has_native_bfloat16", lambda: native)
     [report] = run(EvalSettings(run_dir, batch_size=4), **QUIET)
     assert keras.mixed_precision.global_policy().name == policy
     assert report["count"] == 9
@@ -234,7 +235,7 @@ def test_export_computes_in_float32_after_a_bfloat16_evaluation(trained_run, tmp
     import keras
     run_dir, _ = trained_run
     export_dir = str(tmp_path / "serving")
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as run() sets it on AMX CPUs
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as run() sets it on bfloat16 CPUs
     evaluate_checkpoint(EvalSettings(run_dir, batch_size=4, export_dir=export_dir), one_tower(),
                         **QUIET)
     assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"  # left as it was

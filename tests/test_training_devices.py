@@ -22,13 +22,18 @@ def cpuinfo(tmp_path, flags):
     return str(path)
 
 
-def test_amx_is_read_from_the_cpu_flags(tmp_path):
-    assert devices.cpu_has_amx_bfloat16(cpuinfo(tmp_path, "avx512f amx_tile amx_bf16 amx_int8"))
-    assert not devices.cpu_has_amx_bfloat16(cpuinfo(tmp_path, "avx512f avx512_bf16"))
-    assert not devices.cpu_has_amx_bfloat16(str(tmp_path / "missing"))
+def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path):
+    # AMX (Intel Sapphire Rapids), AVX512_BF16 alone (AMD Zen 4): native bfloat16.
+    assert devices.cpu_has_native_bfloat16(cpuinfo(tmp_path, "avx512f amx_tile amx_bf16"))
+    assert devices.cpu_has_native_bfloat16(cpuinfo(tmp_path, "avx512f avx512_bf16 avx512_vnni"))
+    # AVX-512 without bfloat16 (Skylake-SP), AVX2 only, or a flag that merely contains the name.
+    assert not devices.cpu_has_native_bfloat16(cpuinfo(tmp_path, "avx512f avx512bw avx512_vnni"))
+    assert not devices.cpu_has_native_bfloat16(cpuinfo(tmp_path, "avx2 fma"))
+    assert not devices.cpu_has_native_bfloat16(cpuinfo(tmp_path, "avx2 xavx512_bf16x"))
+    assert not devices.cpu_has_native_bfloat16(str(tmp_path / "missing"))
 
 
-@pytest.mark.parametrize("asked,dtype,amx,towers,policy", [
+@pytest.mark.parametrize("asked,dtype,native,towers,policy", [
     (None, "auto", True, CPU, "mixed_bfloat16"),     # automatic: on where measured faster
     (None, "auto", False, CPU, "float32"),
     (None, "auto", True, GPUS, "float32"),           # GPUs: only when asked
@@ -40,8 +45,8 @@ def test_amx_is_read_from_the_cpu_flags(tmp_path):
     (None, "bfloat16", False, GPUS, "mixed_bfloat16"),
     (False, "float16", True, GPUS, "float32"),
 ])
-def test_precision_policy(monkeypatch, asked, dtype, amx, towers, policy):
-    monkeypatch.setattr(devices, "cpu_has_amx_bfloat16", lambda: amx)
+def test_precision_policy(monkeypatch, asked, dtype, native, towers, policy):
+    monkeypatch.setattr(devices, "cpu_has_native_bfloat16", lambda: native)
     assert devices.precision_policy(asked, towers, dtype) == policy
 
 

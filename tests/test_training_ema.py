@@ -124,10 +124,12 @@ def test_swapping_the_average_in_and_out_gives_both_back_bit_for_bit(two_towers)
 # -- a run from the command line: epochs scored with both, evaluate.py, export ----------------
 @pytest.fixture(scope="module")
 def ema_run(data_dir, tmp_path_factory):
-    """train.py --ema_decay=0.5 for 2 epochs of 3 steps, one tower, a constant rate."""
+    """train.py --ema_decay=0.5 for 2 epochs of 3 steps, one tower, a constant rate, in float32
+    on every CPU, as the tests below score it (evaluate_checkpoint keeps the policy it is given)."""
     run_dir = str(tmp_path_factory.mktemp("ema") / "run")
     done = run(train_args(data_dir, run_dir, "--model=minigooglenet", "--epochs=2", "--lr=0.05",
-                          "--lr_schedule=constant", "--warmup_epochs=0", "--ema_decay=0.5"))
+                          "--lr_schedule=constant", "--warmup_epochs=0", "--ema_decay=0.5",
+                          "--nomixed_precision"))
     assert done.returncode == 0, done.stderr[-3000:]
     return run_dir, done.stdout
 

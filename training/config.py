@@ -122,8 +122,9 @@ class TrainConfig:
         "too each epoch, and evaluate.py, predict.py and the export use it by default.")
     mixed_precision: Optional[bool] = setting(
         None, "16-bit compute: bfloat16 on CPUs, float16 with loss scaling on GPUs. Default: on "
-        "for CPUs with AMX bfloat16 units, where it was measured faster; off elsewhere "
-        '(docs/benchmarks.md, "Precision, XLA, threads and malloc").')
+        "for CPUs with native bfloat16 (AMX or AVX512_BF16), where it was measured faster at the "
+        "same held-out accuracy; off elsewhere (docs/results.md, \"Precision on the CIFAR-10 "
+        'recipe").')
     mixed_precision_dtype: str = setting(
         "auto", "The 16-bit type of --mixed_precision: auto = float16 with loss scaling on GPUs, "
         "bfloat16 on CPUs. Naming one turns mixed precision on unless --nomixed_precision.",

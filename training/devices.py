@@ -45,14 +45,19 @@ def configure_towers(num_gpus=None, towers_on_cpu=False):
     return gpus[:num_gpus]
 
 
-def cpu_has_amx_bfloat16(cpuinfo="/proc/cpuinfo"):
-    """True on x86 CPUs with AMX bfloat16 units (Intel Sapphire Rapids and later), which oneDNN
-    uses for bfloat16 convolutions and matmuls."""
+NATIVE_BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_has_native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True on x86 CPUs with bfloat16 instructions, which oneDNN uses for bfloat16 convolutions
+    and matmuls: AMX tiles (Intel Sapphire Rapids and later) or AVX512_BF16 (Intel Cooper Lake,
+    AMD Zen 4 and later)."""
     try:
         with open(cpuinfo) as f:
             for line in f:
                 if line.startswith("flags"):
-                    return "amx_bf16" in line.split(":", 1)[1].split()
+                    flags = line.split(":", 1)[1].split()
+                    return any(flag in flags for flag in NATIVE_BFLOAT16_FLAGS)
     except OSError:
         pass
     return False
@@ -72,9 +77,10 @@ def precision_policy(mixed_precision, towers, dtype="auto"):
 
     Mixed precision keeps float32 weights and computes in a 16-bit type: `auto` means float16 with
     loss scaling on GPUs and bfloat16 on CPUs. Automatic turns it on only where it was measured
-    faster: CPUs with AMX, for GoogLeNet training at 224 px (docs/benchmarks.md, "Precision,
-    XLA, threads and malloc"). CPUs without bfloat16 units emulate it slowly, and GPUs were not
-    measured, so both stay float32 unless asked. Naming a dtype asks for it (float16 on CPU
+    faster with held-out top-1 within the seed-to-seed spread: CPUs with native bfloat16 (AMX or
+    AVX512_BF16; docs/benchmarks.md, "Precision, XLA, threads and malloc", and docs/results.md,
+    "Precision on the CIFAR-10 recipe"). CPUs without bfloat16 units emulate it slowly, and GPUs
+    were not measured, so both stay float32 unless asked. Naming a dtype asks for it (float16 on CPU
     towers runs the GPU's loss-scaled path, slowly: that is how the tests prove it without a GPU).
     """
     if dtype not in MIXED_PRECISION_DTYPES:
@@ -82,7 +88,7 @@ def precision_policy(mixed_precision, towers, dtype="auto"):
                          f"{', '.join(MIXED_PRECISION_DTYPES)}, got {dtype!r}")
     on_gpu = on_gpus(towers)
     if mixed_precision is None:
-        mixed_precision = dtype != "auto" or (not on_gpu and cpu_has_amx_bfloat16())
+        mixed_precision = dtype != "auto" or (not on_gpu and cpu_has_native_bfloat16())
     if not mixed_precision:
         return "float32"
     if dtype == "auto":
