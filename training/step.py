@@ -112,7 +112,11 @@ def sync_moving_statistics(statistics: list) -> None:
     context = tf.distribute.get_replica_context()
     if not statistics or context.num_replicas_in_sync == 1:
         return
-    means = context.all_reduce(tf.distribute.ReduceOp.MEAN, [v.value for v in statistics])
+    # Their values as tensors, as the gradients are: handed a variable, all_reduce takes it as
+    # the place to reduce to, and MultiWorkerMirroredStrategy refuses a tower's copy there
+    # ("destinations can not be empty").
+    values = [tf.identity(v.value) for v in statistics]
+    means = context.all_reduce(tf.distribute.ReduceOp.MEAN, values)
     for variable, mean in zip(statistics, means):
         variable.assign(mean)
 
