@@ -116,6 +116,28 @@ def test_when_no_checkpoint_reads_all_are_set_aside_and_the_run_can_start_afresh
                                          "damaged-ckpt-3", "history.csv"]
 
 
+def test_a_reader_takes_no_lock_and_leaves_a_damaged_checkpoint_to_the_writer(tmp_path,
+                                                                             monkeypatch):
+    """evaluate.py and predict.py find the checkpoint to read (run_dir's reader) without the run's
+    lock: a train.py starting at that moment takes it; the damaged checkpoint is skipped, not
+    moved, since the writer owns the checkpoint index."""
+    from training import run_dir as run_dir_module
+    run_dir = str(tmp_path)
+    paths = _three_checkpoints(run_dir)
+    _truncate(paths[2])
+    writer_could_start = []
+
+    def reading(*args, **kwargs):  # the moment the reader looks at the checkpoints
+        lock = RunLock(run_dir)
+        writer_could_start.append(lock.try_acquire())
+        lock.release()
+        return recover_latest(*args, **kwargs)
+    monkeypatch.setattr(run_dir_module, "recover_latest", reading)
+    assert run_dir_module._latest_readable(run_dir).endswith("ckpt-2")
+    assert writer_could_start == [True]
+    assert os.path.exists(paths[2] + ".index") and not os.path.exists(tmp_path / "set_aside")
+
+
 # -- from the command line ---------------------------------------------------------------------
 def _history_epochs(run_dir):
     with open(os.path.join(run_dir, "history.csv"), newline="") as f:
@@ -187,6 +209,8 @@ def test_a_truncated_latest_checkpoint_costs_one_checkpoint_in_train_and_evaluat
     assert scored.returncode == 0, scored.stderr[-3000:]
     assert "ckpt-9 cannot be read whole" in scored.stderr and "using ckpt-6" in scored.stderr
     assert f"Checkpoint {os.path.abspath(checkpoints)}/ckpt-6" in scored.stdout
+    # The reader only skipped it: the writer, train.py, sets it aside.
+    assert "skipped" in scored.stderr and os.path.exists(os.path.join(checkpoints, "ckpt-9.index"))
 
 
 def _mounted_tmpfs(path, size):

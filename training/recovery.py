@@ -3,8 +3,8 @@
 A checkpoint that cannot be read whole (a truncated .data file, a bad block) is moved, never
 deleted, to `<run_dir>/set_aside/damaged-ckpt-<N>/` with one warning line, and the newest readable
 one becomes the run's latest again. train.py does this under the run directory's lock before it
-resumes; evaluate.py and predict.py do it when no train.py holds the run (with one running they
-only skip the damaged checkpoint, since the trainer owns the checkpoint index).
+resumes; evaluate.py and predict.py take no lock and only skip a damaged checkpoint (the trainer
+owns the checkpoint index), so a reader never holds up a train.py.
 """
 import glob
 import os
@@ -107,7 +107,8 @@ def recover_latest(run_dir: str, warn: Callable[[str], None], move: bool = True,
             f"no checkpoint in {checkpoint_dir(run_dir)!r} can be read whole"
             + (f"; all were moved to {aside!r} with the run's history.csv. The same command now "
                f"starts the run afresh in {run_dir!r}; another --run_dir starts it elsewhere"
-               if move else "; stop the train.py that holds the run, then run this again"))
+               if move else "; train.py sets them aside when run on it again, and then starts "
+               "the run afresh"))
     if move:
         rewrite_checkpoint_index(run_dir, [p for p in kept if tf.io.gfile.exists(p + ".index")],
                                  found)

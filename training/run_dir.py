@@ -37,7 +37,7 @@ from training.config import (
 )
 from training.recovery import recover_latest
 from training.restart import Restart
-from training.run_lock import LOCK_FILE, RunLock
+from training.run_lock import LOCK_FILE
 
 CONFIG_FILE = "config.json"
 DONE_FILE = "training_done.json"  # the last step and checkpoint of a finished run
@@ -162,14 +162,10 @@ def read_class_names(run_dir: str) -> List[str]:
 
 
 def _latest_readable(run_dir: str) -> Optional[str]:
-    """The newest checkpoint that reads whole; damaged newer ones are set aside when no
-    train.py holds the run (it owns the checkpoint index), else only skipped."""
-    lock = RunLock(run_dir)
-    move = lock.try_acquire()
-    try:
-        return recover_latest(run_dir, warn=lambda line: print(line, file=sys.stderr), move=move)
-    finally:
-        lock.release()
+    """The newest checkpoint that reads whole. A reader takes no lock, so it never makes a
+    train.py starting meanwhile wait or fail: damaged newer checkpoints are only skipped, and the
+    next train.py on the run, which owns the checkpoint index, sets them aside."""
+    return recover_latest(run_dir, warn=lambda line: print(line, file=sys.stderr), move=False)
 
 
 def weights_to_use(path: str, asked: Optional[str] = None) -> str:
