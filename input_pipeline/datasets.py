@@ -123,6 +123,8 @@ def load_dataset(name: str, data_dir: Optional[str] = None, *, run_dir: Optional
     chief writes; the seeded split every worker makes is the same).
     """
     spec = get_dataset(name)
+    # `~` as a shell leaves it after `--data_dir=`, read the same by every layout.
+    data_dir = os.path.abspath(os.path.expanduser(data_dir)) if data_dir else data_dir
     saved = os.path.join(run_dir, "data") if run_dir else None
     if saved and os.path.exists(os.path.join(saved, "dataset.json")):
         with open(os.path.join(saved, "dataset.json")) as f:
@@ -146,7 +148,7 @@ def load_dataset(name: str, data_dir: Optional[str] = None, *, run_dir: Optional
     # A split the project made, or one read from a folder tree that may change, is pinned by
     # saving its file list; an official split is read again from the data.
     save_paths = raw.train.paths is not None and (raw.test is None or raw.folders is not None)
-    meta = {"dataset": name, "data_dir": os.path.abspath(data_dir) if data_dir else None,
+    meta = {"dataset": name, "data_dir": data_dir,
             "official_split": raw.test is not None, "saved_split": save_paths,
             "test_fraction": None if raw.test is not None else test_fraction,
             "seed": seed, "num_train": len(train),

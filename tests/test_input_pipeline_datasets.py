@@ -308,3 +308,17 @@ def test_cifar10_folders_with_other_classes_are_refused_by_name(tmp_path):
     write_image_folder(str(tmp_path / "test"), classes=("cat", "dog"), per_class=1)
     with pytest.raises(ValueError, match=r"train'? has class folders cat, dog; .*ten classes"):
         input_pipeline.load_dataset("cifar10", str(tmp_path))
+
+
+def test_every_layout_reads_a_data_dir_given_with_a_tilde(tmp_path, monkeypatch):
+    """The README's `--data_dir=~/data/imagenet`: bash leaves the `~` to the program."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write_image_folder(str(tmp_path / "data" / "imagenet" / "train"), classes=("n01", "n02"),
+                       per_class=2, ext=".JPEG")
+    write_image_folder(str(tmp_path / "data" / "imagenet" / "val"), classes=("n02",),
+                       per_class=1, ext=".JPEG")
+    splits = input_pipeline.load_dataset("imagenet", "~/data/imagenet")
+    assert len(splits.train) == 4 and splits.train.paths[0].startswith(str(tmp_path) + "/")
+    write_image_folder(str(tmp_path / "photos"), classes=("a", "b"), per_class=3)
+    photos = input_pipeline.load_dataset("folder", "~/photos")
+    assert len(photos.train) + len(photos.test) == 6 and photos.data_dir == str(tmp_path / "photos")

@@ -134,3 +134,38 @@ def test_config_round_trips_through_json(tmp_path):
     with pytest.raises(ValueError, match="Unknown settings"):
         TrainConfig.from_dict({**json.load(open(os.path.join(saved.run_dir, "config.json"))),
                                "colour": "blue"})
+
+
+def test_one_data_folder_spelled_with_a_tilde_relative_or_absolute_is_one_run(tmp_path,
+                                                                              monkeypatch):
+    """bash leaves `~` unexpanded after `--data_dir=`: the run's data_dir is saved expanded and
+    absolute, and a resume spelling the same folder another way is the same run."""
+    home = tmp_path / "home"
+    (home / "photos").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(home)
+    config = rd.resolve_config({"dataset": "folder", "data_dir": "~/photos",
+                                "run_dir": "~/runs/one"})
+    assert config.data_dir == str(home / "photos") and config.run_dir == str(home / "runs/one")
+    rd.save_run_config(config)
+    write_checkpoint(config.run_dir, 12)
+    for spelled in ("~/photos", str(home / "photos"), "photos", "./photos/"):
+        resumed = rd.resolve_config({"dataset": "folder", "data_dir": spelled,
+                                     "run_dir": str(home / "runs" / "one"), "epochs": 9})
+        assert resumed.data_dir == str(home / "photos") and resumed.epochs == 9
+    with pytest.raises(ValueError, match="holds a run with data_dir="):
+        rd.resolve_config({"dataset": "folder", "data_dir": "~/other",
+                           "run_dir": str(home / "runs" / "one")})
+
+
+def test_a_run_saved_with_a_tilde_in_its_data_dir_resumes_with_it_expanded(tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    saved = TrainConfig.from_dict({**with_defaults(TrainConfig(
+        dataset="folder", data_dir="/placeholder", run_dir=str(tmp_path / "run"))).to_dict(),
+        "data_dir": "~/photos"})  # as config.json kept it before paths were normalised
+    rd.save_run_config(saved)
+    write_checkpoint(saved.run_dir, 12)
+    resumed = rd.resolve_config({"dataset": "folder", "data_dir": str(tmp_path / "photos"),
+                                 "run_dir": saved.run_dir})
+    assert resumed.data_dir == str(tmp_path / "photos")

@@ -9,6 +9,7 @@ and what the data decides when the run starts (the class count, whether a --lr g
 changes anything) is set in one place, training/loop.Trainer, by `dataclasses.replace`.
 """
 import dataclasses
+import os
 import typing
 from typing import Any, Callable, Optional
 
@@ -192,11 +193,25 @@ def field_defaults() -> dict:
     return {field.name: field.default for field in dataclasses.fields(TrainConfig)}
 
 
+def normalised_paths(values: dict) -> dict:
+    """`values` with `~` expanded in the path settings (a shell leaves it unexpanded after
+    `--data_dir=`), and data_dir made absolute: it is saved and compared as the run's identity,
+    so one folder spelled two ways (`~/x`, `/home/u/x`, `../x`) is one run's data."""
+    values = dict(values)
+    for key in ("data_dir", "run_dir", "cache_dir"):
+        if isinstance(values.get(key), str):
+            values[key] = os.path.expanduser(values[key])
+    if isinstance(values.get("data_dir"), str):
+        values["data_dir"] = os.path.abspath(values["data_dir"])
+    return values
+
+
 def settings_with_defaults(values: dict) -> dict:
     """`values` (settings by field name, e.g. the flags given) with every setting they leave
     out or None filled: the field's own default, then its dataset's recipe, then `FALLBACK`.
 
-    The image size, when neither given nor in the recipe, is the model's own default; the run
+    Paths are normalised first (`normalised_paths`). The image size, when neither given nor in
+    the recipe, is the model's own default; the run
     directory, when not given, is runs/<dataset>-<model>. Decay epochs not given fall at the
     recipe's fractions of the run's --epochs (`recipes.Recipe.decay_epochs_for`), so a smoke test
     with --epochs=1 keeps the recipe's shape instead of being refused for decay epochs the user
@@ -204,7 +219,7 @@ def settings_with_defaults(values: dict) -> dict:
     the config is built (run_dir.resolve_config), and a resumed run keeps its saved settings.
     """
     check_known_settings(values)
-    filled = {**field_defaults(), **values}
+    filled = {**field_defaults(), **normalised_paths(values)}
     recipe = recipes.get_recipe(filled["dataset"])
     for key, value in {**recipes.FALLBACK, **recipe.settings}.items():
         if filled.get(key) is None:

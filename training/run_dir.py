@@ -33,6 +33,7 @@ from training.config import (
     build_model_from_config,
     check_known_settings,
     field_defaults,
+    normalised_paths,
     settings_with_defaults,
 )
 from training.recovery import recover_latest
@@ -84,6 +85,7 @@ def resolve_config(given: dict, restart: Optional[Restart] = None) -> TrainConfi
     `restart` (restart.find_restart), the run continues from that older checkpoint: a --lr given
     takes over there, and rate changes made after it are dropped.
     """
+    given = normalised_paths(given)
     values = settings_with_defaults(given)
     run_dir = values["run_dir"]
     if restart is not None and not os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
@@ -94,7 +96,8 @@ def resolve_config(given: dict, restart: Optional[Restart] = None) -> TrainConfi
                              f"{CONFIG_FILE}: it is not a run of this program; choose another")
         return check_config(TrainConfig.from_dict({**values, "given": given_names(given)}),
                             given)
-    saved = load_run_settings(run_dir)
+    # A run saved by a version that kept data_dir as typed is compared as normalised too.
+    saved = normalised_paths(load_run_settings(run_dir))
     step = checkpoint_step(run_dir) if restart is None else restart.step
     if step is None:
         return _start_afresh(given, saved)
