@@ -11,6 +11,7 @@ from training import entry  # first: it quiets TensorFlow before TensorFlow load
 import sys
 from typing import List
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import app
@@ -18,8 +19,13 @@ from absl import flags as absl_flags
 
 import flags  # noqa: F401  (declares the flags)
 from input_pipeline.preprocessing import decode_image, preprocess_for_eval
-from training.recipes import get_recipe
-from training.run_dir import restore_model
+from training import devices
+from training.run_dir import (
+    load_run_config,
+    restore_model,
+    trained_augmentation,
+    trained_precision,
+)
 
 FLAGS = absl_flags.FLAGS
 
@@ -28,10 +34,13 @@ def main(argv: List[str]) -> None:
     paths = argv[1:]
     if not FLAGS.checkpoint_dir or not paths:
         raise app.UsageError("usage: predict.py --checkpoint_dir=RUN_DIR IMAGE [IMAGE ...]")
+    # The precision and view the run trained with, as evaluate.py scores it.
+    config = load_run_config(FLAGS.checkpoint_dir)
+    keras.mixed_precision.set_global_policy(trained_precision(config, devices.configure_towers()))
     model, config, class_names, _, _ = restore_model(FLAGS.checkpoint_dir, FLAGS.checkpoint,
                                                      weights=FLAGS.weights)
     k = min(FLAGS.top_k, len(class_names))
-    trained_with = get_recipe(config.dataset).augmentation  # evaluation sees what training did
+    trained_with = trained_augmentation(config)
     failures = 0
     for path in paths:
         try:

@@ -109,12 +109,28 @@ def test_ten_crops_only_average(trained_run):
     assert ten["top5"] >= ten["top1"]
 
 
-def test_a_model_trained_without_flips_is_not_scored_on_mirrored_crops(trained_run, monkeypatch):
-    run_dir, _ = trained_run
-    folder = recipes.get_recipe("folder")
-    no_flips = dataclasses.replace(folder, augmentation=dataclasses.replace(
-        folder.augmentation, flip=False))   # as the digits are trained
-    monkeypatch.setattr(recipes, "get_recipe", lambda name: no_flips)
+def copy_with_config(run_dir, destination, **changes):
+    """A copy of the run at `destination`, its config.json's values changed by `changes`."""
+    import shutil
+    shutil.copytree(run_dir, destination)
+    path = os.path.join(destination, "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    config.update(run_dir=str(destination), **changes)
+    for key, value in changes.items():
+        if value is None:
+            del config[key]
+    with open(path, "w") as f:
+        json.dump(config, f)
+    return str(destination)
+
+
+def test_a_model_trained_without_flips_is_not_scored_on_mirrored_crops(trained_run, tmp_path):
+    trained = json.load(open(os.path.join(trained_run[0], "config.json")))["augmentation"]
+    assert trained["flip"] is True and trained["crop"] == "inception"  # as the folder recipe
+    # The same weights, recorded as trained without flips (as the digits are trained).
+    run_dir = copy_with_config(trained_run[0], tmp_path / "no_flips",
+                               augmentation={**trained, "flip": False})
     lines = []
     ten = evaluate_checkpoint(EvalSettings(run_dir, crops=10, batch_size=4), one_tower(),
                               print_fn=lines.append)
@@ -219,16 +235,81 @@ def test_checkpoint_of_another_model_is_refused(trained_run, tmp_path):
         run(EvalSettings(run_dir, checkpoint=path, batch_size=4), **QUIET)
 
 
-@pytest.mark.parametrize("native,policy", [(True, "mixed_bfloat16"), (False, "float32")])
-def test_evaluation_uses_the_precision_training_used(trained_run, monkeypatch, native, policy):
-    # The run was trained with the automatic precision: bfloat16 exactly on CPUs with native
-    # bfloat16.
+def predict_in_process(run_dir, image):
+    """predict.py's main on `image`, in this process: (its output lines, the Keras policy it set).
+    """
+    import contextlib
+    import io
+
     import keras
-    run_dir, _ = trained_run
-    monkeypatch.setattr(devices, "cpu_has_native_bfloat16", lambda: native)
+    from absl import flags as absl_flags
+
+    import predict
+    flags = absl_flags.FLAGS
+    flags.unparse_flags()
+    flags(["predict.py", f"--checkpoint_dir={run_dir}"])
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            predict.main(["predict.py", image])
+    finally:
+        flags.unparse_flags()
+    return out.getvalue().splitlines(), keras.mixed_precision.global_policy().name
+
+
+@pytest.mark.parametrize("trained_native", [False, True])
+def test_evaluate_and_predict_use_the_precision_the_run_trained_in(tmp_path, monkeypatch,
+                                                                   trained_native):
+    """The automatic precision is bfloat16 exactly on CPUs with native bfloat16. A run records the
+    one it trained in, and is scored and predicted in it on a machine that would choose the
+    other (a run copied there)."""
+    import keras
+    monkeypatch.setattr(devices, "cpu_has_native_bfloat16", lambda: trained_native)
+    run_dir, _ = train_run(tmp_path, per_class=4)
+    policy = "mixed_bfloat16" if trained_native else "float32"
+    assert json.load(open(os.path.join(run_dir, "config.json")))["precision"] == policy
+    monkeypatch.setattr(devices, "cpu_has_native_bfloat16", lambda: not trained_native)
+    keras.mixed_precision.set_global_policy("float32")
     [report] = run(EvalSettings(run_dir, batch_size=4), **QUIET)
+    test = input_pipeline.load_dataset("folder", run_dir=run_dir).test
     assert keras.mixed_precision.global_policy().name == policy
-    assert report["count"] == 9
+    assert report["count"] == len(test) > 0
+    keras.mixed_precision.set_global_policy("float32")
+    lines, predicted_in = predict_in_process(run_dir, test.paths[0])
+    assert predicted_in == policy and lines[0].startswith(test.paths[0] + ": ")
+
+
+def test_a_run_saved_before_precision_and_augmentation_were_recorded(trained_run, tmp_path,
+                                                                      capsys):
+    """Its config.json lacks both: the precision training would choose here and the dataset's
+    recipe as it is now, each said once."""
+    import keras
+    run_dir = copy_with_config(trained_run[0], tmp_path / "old", precision=None,
+                               augmentation=None)
+    for _ in range(2):
+        [report] = run(EvalSettings(run_dir, batch_size=4), **QUIET)
+    assert keras.mixed_precision.global_policy().name == devices.precision_policy(
+        None, cpu_devices(1))
+    assert report["crops_used"] == 1 and report["count"] == 9
+    noted = capsys.readouterr().err
+    assert noted.count("records no precision (a run saved by an earlier version)") == 1
+    assert noted.count("records no augmentation") == 1
+
+
+def test_editing_a_recipe_does_not_change_how_a_trained_run_is_scored(trained_run, monkeypatch):
+    """The run's own augmentation (flips, whole-image or centre-crop view) decides its
+    evaluation, not the recipe as edited since it trained."""
+    run_dir, _ = trained_run
+    before = evaluate_checkpoint(EvalSettings(run_dir, crops=10, batch_size=4), one_tower(),
+                                 **QUIET)
+    folder = recipes.get_recipe("folder")
+    edited = dataclasses.replace(folder, augmentation=dataclasses.replace(
+        folder.augmentation, flip=False, crop="pad"))
+    monkeypatch.setattr(recipes, "get_recipe", lambda name: edited)
+    after = evaluate_checkpoint(EvalSettings(run_dir, crops=10, batch_size=4), one_tower(),
+                                **QUIET)
+    assert before["crops_used"] == after["crops_used"] == 10
+    np.testing.assert_array_equal(before["probabilities"], after["probabilities"])
 
 
 def test_export_computes_in_float32_after_a_bfloat16_evaluation(trained_run, tmp_path):

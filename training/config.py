@@ -157,6 +157,13 @@ class TrainConfig:
     # A --lr given on resume, as ((step, lr), ...) (see optimization.py); lists in config.json.
     lr_overrides: tuple = ()
     num_classes: Optional[int] = None  # from the dataset, when the run starts
+    # What the run resolved when it last started, read back by evaluate.py, predict.py and the
+    # export instead of derived again (on another machine, or from a recipe edited since): the
+    # Keras precision policy it trained in, and its training augmentation, whose crop and flips
+    # decide the view it is scored on. None in a run saved before they were recorded
+    # (run_dir.trained_precision and trained_augmentation).
+    precision: Optional[str] = None
+    augmentation: Optional[input_pipeline.Augmentation] = None
     # The names of the settings the user gave (every command on the run so far): a run
     # directory without a checkpoint yet is resolved from them again (run_dir.resolve_config).
     given: tuple = ()
@@ -177,6 +184,10 @@ class TrainConfig:
             is_tuple = tuple in (field.type, *typing.get_args(field.type))
             if is_tuple and values.get(field.name) is not None:
                 values[field.name] = tuple(values[field.name])
+        if isinstance(values.get("augmentation"), dict):  # an object in config.json
+            augmentation = dict(values["augmentation"])
+            augmentation["aspect_ratio"] = tuple(augmentation["aspect_ratio"])
+            values["augmentation"] = input_pipeline.Augmentation(**augmentation)
         return cls(**values)
 
 

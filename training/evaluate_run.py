@@ -13,7 +13,7 @@ import input_pipeline
 from console import ProgressBar
 from input_pipeline.crops import crops_per_image
 from input_pipeline.examples import Examples, held_out_split
-from training import devices, evaluation, recipes
+from training import devices, evaluation
 from training.checkpoints import checkpoint_dir
 from training.config import TrainConfig
 from training.eval_settings import EvalSettings
@@ -23,6 +23,8 @@ from training.run_dir import (
     load_run_config,
     read_class_names,
     restore_model,
+    trained_augmentation,
+    trained_precision,
     weights_to_use,
 )
 
@@ -113,7 +115,7 @@ def evaluate_checkpoint(settings: EvalSettings, strategy: tf.distribute.Strategy
         bar.update(seen[0])
     # A model trained without flips is not scored on mirrored crops, and one trained on whole
     # shifted images (crop="pad") is scored on whole images.
-    trained_with = recipes.get_recipe(config.dataset).augmentation
+    trained_with = trained_augmentation(config)
     mirror = trained_with.flip
     probs, labels = evaluation.predict_crops(model, strategy, examples, config.image_size,
                                              settings.crops, per_tower, progress, mirror,
@@ -177,10 +179,8 @@ def run(settings: EvalSettings, print_fn: Callable[..., None] = print) -> List[d
     config = load_run_config(settings.run_dir)  # a clear error before any work if not a run
     read_class_names(settings.run_dir)
     towers = devices.configure_towers(settings.num_gpus, settings.towers_on_cpu)
-    # The precision training used here, so evaluate.py reproduces the scores train.py printed.
-    keras.mixed_precision.set_global_policy(
-        devices.precision_policy(config.mixed_precision, towers,
-                                 config.mixed_precision_dtype))
+    # The precision the run trained in, so evaluate.py reproduces the scores train.py printed.
+    keras.mixed_precision.set_global_policy(trained_precision(config, towers))
     strategy = devices.make_strategy(towers)
     if settings.watch:
         return watch(settings, strategy, print_fn)

@@ -187,12 +187,15 @@ class Trainer:
                              f"training images of a worker")
 
     def _settle_config(self):
-        """What the data decides, set here and nowhere else: the class count, and a --lr given on
-        resume dropped again when it equals the rate the schedule gives at its step (which
-        depends on the steps per epoch). Saved when that changes the config."""
+        """What the data and the machine decide, set here and nowhere else: the class count, a
+        --lr given on resume dropped again when it equals the rate the schedule gives at its step
+        (which depends on the steps per epoch), and the precision and augmentation the run trains
+        with, recorded for evaluate.py, predict.py and the export. Saved when that changes the
+        config."""
         settled = dataclasses.replace(
             self.config, num_classes=self.splits.num_classes,
-            lr_overrides=optimization.settled_overrides(self.config, self.steps_per_epoch))
+            lr_overrides=optimization.settled_overrides(self.config, self.steps_per_epoch),
+            precision=self.precision, augmentation=self.train_data.augmentation)
         if settled != self.config:
             self.role.save_config(settled)
         self.config = settled

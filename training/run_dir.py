@@ -24,6 +24,8 @@ from typing import List, Optional, Tuple
 import keras
 import tensorflow as tf
 
+from input_pipeline import Augmentation
+from training import devices, recipes
 from training.averaging import averaged_weights
 from training.checkpoints import Checkpoints, checkpoint_dir, holds_average, read_average
 from training.checks import check_config
@@ -149,6 +151,39 @@ def _start_afresh(given: dict, saved: dict) -> TrainConfig:
     if any(getattr(config, key) != saved[key] for key in IDENTITY_KEYS):
         shutil.rmtree(os.path.join(config.run_dir, "data"), ignore_errors=True)
     return config
+
+
+_NOTED = set()  # what an older run's config.json lacks, said once a process
+
+
+def _note_once(line: str) -> None:
+    if line not in _NOTED:
+        _NOTED.add(line)
+        print(line, file=sys.stderr)
+
+
+def trained_precision(config: TrainConfig, towers: List[str]) -> str:
+    """The Keras precision policy the run trained in, as its config.json records it. A run saved
+    before it was recorded gets the one training would choose on `towers`, said once."""
+    if config.precision is not None:
+        return config.precision
+    policy = devices.precision_policy(config.mixed_precision, towers,
+                                      config.mixed_precision_dtype)
+    _note_once(f"Note: {os.path.join(config.run_dir, CONFIG_FILE)} records no precision (a run "
+               f"saved by an earlier version): using {policy}, as training would choose here.")
+    return policy
+
+
+def trained_augmentation(config: TrainConfig) -> Augmentation:
+    """The run's training augmentation, as its config.json records it: its crop and flips decide
+    the view it is scored and served on. A run saved before it was recorded gets its dataset's
+    recipe as it is now, said once."""
+    if config.augmentation is not None:
+        return config.augmentation
+    _note_once(f"Note: {os.path.join(config.run_dir, CONFIG_FILE)} records no augmentation (a "
+               f"run saved by an earlier version): evaluating as the {config.dataset} recipe "
+               f"trains now.")
+    return recipes.get_recipe(config.dataset).augmentation
 
 
 def checkpoint_step(run_dir: str) -> Optional[int]:
