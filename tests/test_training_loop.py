@@ -168,6 +168,26 @@ def test_lr_on_resume_is_compared_with_the_scheduled_rate_at_that_step(data_dir,
     assert load_run_config(run_dir).lr_overrides == ((6, 0.1),)
 
 
+def test_a_resume_that_reshapes_the_schedule_says_so(data_dir, tmp_path):
+    run_dir = str(tmp_path / "r")
+    quiet = dict(towers=cpu_devices(1), print_fn=lambda *a: None)
+    # One epoch of 3 steps: the cosine ends at 0 on step 3, where the run finishes.
+    Trainer(resolve_config(settings(data_dir, run_dir, epochs=1, lr=0.1, lr_schedule="cosine")),
+            **quiet).train()
+    lines = []
+    Trainer(resolve_config({"run_dir": run_dir, "epochs": 2}), towers=cpu_devices(1),
+            print_fn=lines.append).train()
+    # Over 6 steps the cosine stands at half the base rate on step 3: 0.1 x (1 + cos(pi/2)) / 2.
+    assert ("This command reshapes the run's learning-rate schedule (--epochs=2 (was 1)): at "
+            "step 3 the rate is 0.05, where it was 0, and it follows the new schedule from "
+            "there.") in lines
+    # Resumed with the schedule it has, nothing is said.
+    lines.clear()
+    Trainer(resolve_config({"run_dir": run_dir, "epochs": 2}), towers=cpu_devices(1),
+            print_fn=lines.append).train()
+    assert lines and not [line for line in lines if line.startswith("This command reshapes")]
+
+
 def interrupt_at(trainer, call):
     """Sends Ctrl+C to this process during the `call`-th training step."""
     step, calls = trainer.train_step, []

@@ -81,6 +81,19 @@ def test_a_one_epoch_imagenet_run_is_accepted_and_decays_at_the_recipes_fraction
                                    "0.933)")
 
 
+def test_decay_epochs_that_fall_on_one_step_are_said_to_multiply_there(tmp_path):
+    # The same one-epoch run on a tiny collection: 2 steps an epoch put 7/30 and 14/30 of it on
+    # step 0, and 21/30 and 28/30 on step 1 (epoch 0.5).
+    config = resolve_config(dict(dataset="imagenet", data_dir="/data/imagenet", epochs=1,
+                                 warmup_epochs=0, run_dir=str(tmp_path / "run")))
+    schedule = optimization.schedule_from_config(config, 2, ())
+    assert schedule.boundaries == [0, 0, 1, 1]
+    assert schedule.describe() == ("lr 0.1 (x0.09 at epoch 0, x0.09 at epoch 0.5 (4 decays on "
+                                   "2 steps: those on one step multiply))")
+    assert [float(schedule(s)) for s in (0, 1)] == pytest.approx([0.1 * 0.3 ** 2,
+                                                                  0.1 * 0.3 ** 4])
+
+
 def test_a_resumed_run_keeps_its_saved_decay_epochs(tmp_path):
     data = dict(dataset="imagenet", data_dir="/data/imagenet")
     short, full = str(tmp_path / "short"), str(tmp_path / "full")

@@ -169,3 +169,15 @@ def test_a_run_saved_with_a_tilde_in_its_data_dir_resumes_with_it_expanded(tmp_p
     resumed = rd.resolve_config({"dataset": "folder", "data_dir": str(tmp_path / "photos"),
                                  "run_dir": saved.run_dir})
     assert resumed.data_dir == str(tmp_path / "photos")
+
+
+def test_a_resume_with_another_batch_size_is_refused(tmp_path):
+    """Its checkpoints count epochs in steps of the batch it trains with: at step 12 with 3 steps
+    an epoch it is in epoch 5, and with 6 (half the batch) it would be in epoch 3."""
+    saved = saved_run(tmp_path, batch_size=32)
+    write_checkpoint(saved.run_dir, 12)
+    before = open(os.path.join(saved.run_dir, "config.json")).read()
+    with pytest.raises(ValueError, match=r"^--batch_size=16: the run in .* trains with batch 32"):
+        rd.resolve_config({"run_dir": saved.run_dir, "batch_size": 16})
+    assert open(os.path.join(saved.run_dir, "config.json")).read() == before
+    assert rd.resolve_config({"run_dir": saved.run_dir, "batch_size": 32}).batch_size == 32

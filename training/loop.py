@@ -31,6 +31,7 @@ from training.history import EpochMeter
 from training.profiling import StepProfiler
 from training.restart import Restart
 from training.roles import Role
+from training.run_dir import CONFIG_FILE, load_run_config
 from training.step import StepConfig, make_eval_step, make_train_step
 from training.summaries import Summaries
 
@@ -111,6 +112,10 @@ class Trainer:
         self.init_source = (finetune.find_init_source(config.init_from)
                             if config.init_from is not None and new_run else None)
         self.role = Role(self.worker, config)
+        # The settings the run trained with until now, before this command's replace them: what
+        # a resumed run's start line compares its schedule with.
+        self.previous_config = (load_run_config(config.run_dir) if os.path.exists(
+            os.path.join(config.run_dir, CONFIG_FILE)) else None)
         # Saved first, so the directory is never ours without it: a start refused after the data
         # was split leaves a run the corrected command starts afresh.
         self.role.save_config(config)
@@ -323,6 +328,10 @@ class Trainer:
                        f"its own checkpoint." if config.init_from is not None else "")
             self.print(f"Resumed from {self.restored} at step {step} "
                        f"(epoch {step // self.steps_per_epoch + 1}).{started}")
+            reshaped = self.previous_config and optimization.schedule_change(
+                self.previous_config, config, self.steps_per_epoch, step)
+            if reshaped:
+                self.print(reshaped)
         if self.average is not None and self.restored and not self.checkpoints.average_restored:
             self.print(f"{os.path.basename(self.restored)} holds no averaged weights: the average "
                        f"(--ema_decay={config.ema_decay:g}) starts from its weights.")

@@ -72,9 +72,16 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
         if self.warmup_steps:
             parts.append(f"{epochs(self.warmup_steps)}-epoch warm-up")
         if self.schedule == "exponential_step" and self.boundaries:
-            plural = "s" if len(self.boundaries) > 1 else ""
-            parts.append(f"x{self.gamma:g} at epoch{plural} "
-                         f"{', '.join(epochs(b) for b in self.boundaries)}")
+            steps = sorted(set(self.boundaries))
+            plural = "s" if len(steps) > 1 else ""
+            if len(steps) == len(self.boundaries):
+                parts.append(f"x{self.gamma:g} at epoch{plural} "
+                             f"{', '.join(epochs(b) for b in steps)}")
+            else:  # a short run: several decay epochs fall on one step, and multiply there
+                parts.append(", ".join(
+                    f"x{self.gamma ** self.boundaries.count(b):.3g} at epoch {epochs(b)}"
+                    for b in steps) + f" ({len(self.boundaries)} decays on {len(steps)} "
+                    f"step{plural}: those on one step multiply)")
         elif self.schedule in ("polynomial", "cosine"):
             shape = "linear" if self.schedule == "polynomial" else "cosine"
             parts.append(f"{shape} to 0 at epoch {epochs(self.total_steps)}")
@@ -85,6 +92,26 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self):
         return dict(lr=self.lr, schedule=self.schedule, steps_per_epoch=self.steps_per_epoch)
+
+
+def schedule_change(previous: "TrainConfig", config: "TrainConfig", steps_per_epoch: int,
+                    step: int):
+    """A line for the start of a resumed run whose schedule this command reshaped (another
+    --epochs stretches a cosine or linear decay, and a finished run's rate rises again from
+    zero), giving the rate at the resume step before and now; None when it is unchanged or a
+    --lr given now sets it."""
+    if any(start == step for start, _ in config.lr_overrides):
+        return None
+    before = float(schedule_from_config(previous, steps_per_epoch, previous.lr_overrides)(step))
+    now = float(schedule_from_config(config, steps_per_epoch, config.lr_overrides)(step))
+    if math.isclose(before, now, rel_tol=1e-6, abs_tol=1e-12):
+        return None
+    changed = [f"--{key}={getattr(config, key)} (was {getattr(previous, key)})"
+               for key in ("epochs", "lr_schedule", "warmup_epochs", "lr_decay_epochs",
+                           "lr_gamma") if getattr(config, key) != getattr(previous, key)]
+    return (f"This command reshapes the run's learning-rate schedule ({', '.join(changed)}): at "
+            f"step {step} the rate is {now:.4g}, where it was {before:.4g}, and it follows the "
+            f"new schedule from there.")
 
 
 def schedule_from_config(config, steps_per_epoch, overrides):

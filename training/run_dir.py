@@ -111,6 +111,12 @@ def resolve_config(given: dict, restart: Optional[Restart] = None) -> TrainConfi
             f"Run directory {run_dir!r} holds a run with {key}={saved[key]!r}; this "
             f"command asks for {key}={given[key]!r}. Nothing was changed: pass another "
             f"--run_dir for a new run")
+    if given.get("batch_size") not in (None, saved["batch_size"]):
+        raise ValueError(
+            f"--batch_size={given['batch_size']}: the run in {run_dir!r} trains with batch "
+            f"{saved['batch_size']}, and its checkpoints count epochs in steps of that batch, "
+            f"which another batch would renumber. Nothing was changed: leave --batch_size out to "
+            f"resume, or pass another --run_dir for a new run")
     values = {**saved, **{k: v for k, v in given.items() if v is not None}, "run_dir": run_dir}
     saved_note = f"as saved in {os.path.join(run_dir, CONFIG_FILE)}"
     # A run under way keeps its base rate, so its schedule up to now stays as it was; a --lr
