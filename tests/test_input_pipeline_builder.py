@@ -412,25 +412,38 @@ def test_augmenting_on_the_device_gives_the_host_batch(tmp_path, cache):
 
 
 def test_balanced_sampling_draws_every_class_equally_often_with_its_own_images():
-    # 900 / 90 / 10 images; each image's pixels say its class (0, 100 or 200).
+    # 900 / 90 / 10 images; each image's pixels say which one it is: its index in two channels
+    # (index // 256, index % 256), and its class times 100 in the third.
     labels = np.repeat([0, 1, 2], [900, 90, 10])
-    images = np.broadcast_to((labels * 100).astype(np.uint8)[:, None, None, None],
-                             (1000, 4, 4, 3)).copy()
+    index = np.arange(1000)
+    pixels = np.stack([labels * 100, index // 256, index % 256], -1).astype(np.uint8)
+    images = np.broadcast_to(pixels[:, None, None, :], (1000, 4, 4, 3)).copy()
     examples = Examples(labels, images=images)
     balanced = InputPipeline(examples, image_size=4, training=True, cache="memory", seed=3,
                              augmentation=IDENTITY, sampling="balanced")
-    epochs = []
+    epochs, images_drawn = [], []
     for e in range(2):
         batches = list(balanced.dataset(100, epoch=e))
-        pixels = np.concatenate([x.numpy()[:, 0, 0, 0] for x, _ in batches])
+        # Back from [-1, 1] to the stored bytes: v / 127.5 - 1.
+        stored = np.concatenate([np.rint((x.numpy()[:, 0, 0] + 1) * 127.5) for x, _ in batches])
         drawn = np.concatenate([y.numpy() for _, y in batches])
         assert len(drawn) == 1000  # an epoch is as long as the data
-        # Each label comes with an image of its class ([-1, 1] pixels: 0 -> -1, 100 -> -0.22, ...).
-        np.testing.assert_allclose(pixels, drawn * 100 / 127.5 - 1, atol=0.01)
+        # Each label comes with an image of its class.
+        which = (stored[:, 1] * 256 + stored[:, 2]).astype(int)
+        np.testing.assert_array_equal(labels[which], drawn)
+        np.testing.assert_array_equal(stored[:, 0], drawn * 100)
         counts = np.bincount(drawn, minlength=3)
         assert chisquare(counts).pvalue > 0.001, counts  # ~333 each, not 900 / 90 / 10
         epochs.append(drawn)
+        images_drawn.append(which)
     assert np.mean(epochs[0] != epochs[1]) > 0.5
+    # Within a class, every image is as likely as the others (drawn with replacement): the 10
+    # images of the smallest class each come up about 67 times in ~670 draws, and ~670 draws
+    # of the 900 images of the largest find about 900 x (1 - exp(-670 / 900)) = 472 of them.
+    which = np.concatenate(images_drawn)
+    smallest = np.bincount(which[labels[which] == 2] - 990, minlength=10)
+    assert chisquare(smallest).pvalue > 0.001, smallest
+    assert 400 < len(np.unique(which[labels[which] == 0])) < 540
     again = InputPipeline(examples, image_size=4, training=True, cache="memory", seed=3,
                           augmentation=IDENTITY, sampling="balanced")
     np.testing.assert_array_equal(
