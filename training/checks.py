@@ -6,16 +6,11 @@ instead of a traceback minutes later or a run directory that then refuses the co
 """
 import dataclasses
 import math
-from typing import Collection, Optional
+from typing import Callable, Collection, Optional
 
 import inception
-from training.config import TrainConfig
+from training.config import POSITIVE, TrainConfig
 from training.pretrained import KERAS_MODEL, is_keras_weights
-
-# The largest width multiplier accepted: 4x GoogLeNet is ~16x its parameters and compute, beyond
-# what a machine of this project's users trains; a larger value is almost surely a typo.
-MAX_WIDTH_MULTIPLIER = 4.0
-MAX_SEED = 2 ** 31 - 1  # scikit-learn's split and TF's stateless seeds both take it
 
 
 def _show(value):
@@ -39,39 +34,34 @@ def check_config(config: TrainConfig, given: Collection[str] = (),
     """Raises ValueError for the first setting of `config` (a filled TrainConfig) that cannot
     train. `given` names the settings set on the command line; any other is named with where it
     came from (`others_from`, by default the dataset's recipe), so the user knows which flag to
-    pass."""
-    c = config
-    others_from = others_from or f"the {c.dataset} default"
-
+    pass. Each field's own valid values are declared beside it (training/config.py: its registry
+    or its range); what depends on other settings is checked here."""
     def need(name, ok, expected, value=None):
         if not ok:
-            note = "" if name in given else f" ({others_from})"
-            _fail(name, getattr(c, name) if value is None else value, expected, note)
+            note = "" if name in given else f" ({others_from or f'the {config.dataset} default'})"
+            _fail(name, getattr(config, name) if value is None else value, expected, note)
 
-    def in_range(name, low, high, *, low_open=False, high_open=False, integer=False,
-                 value=None):
-        """`value` (by default the setting `name`'s) within low..high."""
-        value = getattr(c, name) if value is None else value
-        ok = _number(value) and (not integer or isinstance(value, int))
-        if ok:
-            ok = (value > low if low_open else value >= low) if low is not None else True
-            if ok and high is not None:
-                ok = value < high if high_open else value <= high
-        low_text = None if low is None else f"{'>' if low_open else '>='} {_show(low)}"
-        high_text = None if high is None else f"{'<' if high_open else '<='} {_show(high)}"
-        bounds = " and ".join(t for t in (low_text, high_text) if t)
-        need(name, ok, f"must be {'an integer' if integer else 'a number'} {bounds}", value)
+    for field in dataclasses.fields(TrainConfig):
+        value, choices = getattr(config, field.name), field.metadata.get("choices")
+        if choices is not None:  # a name, against its registry
+            need(field.name, value in choices(), f"must be one of {', '.join(choices())}")
+        valid = field.metadata.get("valid")
+        if valid is not None:
+            need(field.name, valid.contains(value), valid.describe())
+    for _, rate in config.lr_overrides:  # a --lr given on resume: it takes over from its step
+        need("lr", POSITIVE.contains(rate), POSITIVE.describe(), rate)
+    _check_model(config, need)
+    _check_schedule(config, given, need)
+    _check_other(config, need)
+    return config
 
-    for field in dataclasses.fields(TrainConfig):  # names, against their registries
-        choices = field.metadata.get("choices")
-        if choices is not None:
-            need(field.name, getattr(c, field.name) in choices(),
-                 f"must be one of {', '.join(choices())}")
+
+def _check_model(c: TrainConfig, need: Callable) -> None:
+    """The image size, what trains and the starting weights, against the model."""
     smallest = inception.min_image_size(c.model)
     need("image_size", isinstance(c.image_size, int) and c.image_size >= smallest,
          f"--model={c.model} needs images of at least {smallest} pixels (its total stride; default "
          f"{inception.default_image_size(c.model)})")
-    in_range("width_multiplier", 0, MAX_WIDTH_MULTIPLIER, low_open=True)
     modules = inception.module_names(c.model)
     need("trainable", c.trainable in ("all", "head", *(f"from:{m}" for m in modules)),
          f"must be all, head or from:<module>, a module of --model={c.model}: "
@@ -83,19 +73,12 @@ def check_config(config: TrainConfig, given: Collection[str] = (),
              f"Keras' InceptionV3 weights fit --model={KERAS_MODEL} at --width_multiplier=1 "
              f"only; this run is --model={c.model} at --width_multiplier="
              f"{_show(c.width_multiplier)}")
-    in_range("test_fraction", 0, 1, low_open=True, high_open=True)
-    in_range("seed", 0, MAX_SEED, integer=True)
-
-    if c.num_gpus is not None:
-        in_range("num_gpus", 1, None, integer=True)
-    in_range("batch_size", 1, None, integer=True)
-    # Whether it divides by the towers is checked once the towers are known, also before
+    # Whether the batch divides by the towers is checked once the towers are known, also before
     # anything is written (devices.check_batch_size).
 
-    in_range("epochs", 1, None, integer=True)
-    in_range("lr", 0, None, low_open=True)
-    for _, rate in c.lr_overrides:  # a --lr given on resume: it takes over from its step
-        in_range("lr", 0, None, low_open=True, value=rate)
+
+def _check_schedule(c: TrainConfig, given: Collection[str], need: Callable) -> None:
+    """The decay epochs and the warm-up, against the schedule and the run's length."""
     decays = tuple(c.lr_decay_epochs or ())
     if "lr_decay_epochs" in given and decays and c.lr_schedule != "exponential_step":
         need("lr_decay_epochs", False, f"decay epochs are used only by "
@@ -106,31 +89,23 @@ def check_config(config: TrainConfig, given: Collection[str] = (),
              f"{c.epochs}")
         need("lr_decay_epochs", list(decays) == sorted(set(decays)),
              "decay epochs must be in increasing order, each once")
-    in_range("lr_gamma", 0, 1, low_open=True)
-    in_range("warmup_epochs", 0, None)
     # A recipe's warm-up longer than a short trial run (--epochs=1 on a folder) only stops the
     # rate short of its peak; one the user asks for beyond the run is a mistake.
     if "warmup_epochs" in given:
         need("warmup_epochs", c.warmup_epochs <= c.epochs,
              f"the warm-up must end within the run's --epochs={c.epochs}")
-    in_range("momentum", 0, 1, high_open=True)
-    in_range("weight_decay", 0, None)
-    in_range("label_smoothing", 0, 1, high_open=True)
-    in_range("aux_weight", 0, None)
+
+
+def _check_other(c: TrainConfig, need: Callable) -> None:
+    """The settings whose valid values are not one range: the average's decay, the crop's area
+    and the profiled steps."""
     need("ema_decay", _number(c.ema_decay) and (c.ema_decay == 0 or 0 < c.ema_decay < 1),
          "must be 0 (off) or a decay per step between 0 and 1, e.g. 0.999")
-    if c.dropout_rate is not None:
-        in_range("dropout_rate", 0, 1, high_open=True)
     if c.crop_area is not None:
         area = tuple(c.crop_area)
         need("crop_area", len(area) == 2 and all(_number(a) for a in area)
              and 0 < area[0] <= area[1] <= 1,
              "must be two fractions min,max with 0 < min <= max <= 1")
-
-    in_range("log_every", 1, None, integer=True)
-    in_range("checkpoint_every", 0, None, integer=True)
-    in_range("keep_checkpoints", 0, None, integer=True)
-    in_range("eval_every_epochs", 1, None, integer=True)
     if c.profile_steps is not None:
         steps = tuple(c.profile_steps)
         need("profile_steps", len(steps) == 2 and all(_number(s) and float(s).is_integer()
@@ -138,4 +113,3 @@ def check_config(config: TrainConfig, given: Collection[str] = (),
              and 1 <= steps[0] <= steps[1],
              "expected A,B: the first and last global steps to profile, whole numbers with "
              "1 <= A <= B")
-    return config

@@ -9,6 +9,7 @@ and what the data decides when the run starts (the class count, whether a --lr g
 changes anything) is set in one place, training/loop.Trainer, by `dataclasses.replace`.
 """
 import dataclasses
+import math
 import os
 import typing
 from typing import Any, Callable, Optional
@@ -23,12 +24,54 @@ IDENTITY_KEYS = ("dataset", "data_dir", "model", "image_size", "width_multiplier
                  "seed", "init_from")
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The numbers a setting takes: from `low` to `high` (None: unbounded), each end open or
+    closed, integers only when `integer`; None too when `optional` (then the default decides)."""
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+    optional: bool = False
+
+    def contains(self, value: Any) -> bool:
+        if value is None:
+            return self.optional
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value)) or (self.integer and not isinstance(value, int)):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def describe(self) -> str:
+        """What a refused value is told, e.g. 'must be an integer >= 1'."""
+        def show(bound: float) -> str:
+            return f"{bound:g}" if isinstance(bound, float) else str(bound)
+        bounds = [f"{'>' if self.low_open else '>='} {show(self.low)}" if self.low is not None
+                  else None,
+                  f"{'<' if self.high_open else '<='} {show(self.high)}" if self.high is not None
+                  else None]
+        kind = "an integer" if self.integer else "a number"
+        return f"must be {kind} {' and '.join(b for b in bounds if b)}"
+
+
+# The largest width multiplier accepted: 4x GoogLeNet is ~16x its parameters and compute, beyond
+# what a machine of this project's users trains; a larger value is almost surely a typo.
+MAX_WIDTH_MULTIPLIER = 4.0
+MAX_SEED = 2 ** 31 - 1  # scikit-learn's split and TF's stateless seeds both take it
+POSITIVE, NON_NEGATIVE, FRACTION = Range(0, low_open=True), Range(0), Range(0, 1, high_open=True)
+COUNT, COUNT_OR_ZERO = Range(1, integer=True), Range(0, integer=True)
+
+
 def setting(default: Any, help: str, choices: Optional[Callable[[], tuple]] = None,
-            flag: Optional[str] = None) -> Any:
+            flag: Optional[str] = None, valid: Optional[Range] = None) -> Any:
     """A settings field with its flag's help text. `choices` returns the valid values from their
-    registry (the flag is then an enum); `flag` names the flag when it differs from the field."""
+    registry (the flag is then an enum); `flag` names the flag when it differs from the field;
+    `valid` is the range a number must lie in (training/checks.py refuses any other)."""
     return dataclasses.field(default=default,
-                             metadata=dict(help=help, choices=choices, flag=flag))
+                             metadata=dict(help=help, choices=choices, flag=flag, valid=valid))
 
 
 def _recipe_names():
@@ -48,9 +91,11 @@ class TrainConfig:
         "~/.cache/googlenet-tf/digits). folder: class folders, or train/ beside val/ and/or "
         "test/ holding class folders.")
     test_fraction: float = setting(0.3, "Held-out fraction for datasets without a test split "
-                                   "(stratified per class, saved in the run directory).")
+                                   "(stratified per class, saved in the run directory).",
+                                   valid=Range(0, 1, low_open=True, high_open=True))
     seed: int = setting(
-        0, "Seed of the split, the shuffling, the augmentation, the initial weights and dropout.")
+        0, "Seed of the split, the shuffling, the augmentation, the initial weights and dropout.",
+        valid=Range(0, MAX_SEED, integer=True))
     cache: str = setting(
         "auto", "Where decoded images are cached: memory; disk (raw pixels in a file); "
         "disk_jpeg (re-encoded JPEGs in a file: a fraction of the bytes, a decode per read); "
@@ -63,9 +108,11 @@ class TrainConfig:
                                    inception.model_names)
     image_size: Optional[int] = setting(None, "Input size in pixels. Default: the recipe's, else "
                                         "the model's.")
-    width_multiplier: Optional[float] = setting(None, "Scales every layer's channels (e.g. 0.25).")
+    width_multiplier: Optional[float] = setting(None, "Scales every layer's channels (e.g. 0.25).",
+                                                valid=Range(0, MAX_WIDTH_MULTIPLIER, low_open=True))
     dropout_rate: Optional[float] = setting(None, "Dropout before the classifier (default: the "
-                                            "model's).")
+                                            "model's).", valid=Range(0, 1, high_open=True,
+                                                                     optional=True))
     # -- Starting weights and what trains (training/finetune.py) ------------------------------
     init_from: Optional[str] = setting(
         None, "A new run's starting weights: a run directory (its latest checkpoint) or a "
@@ -92,31 +139,37 @@ class TrainConfig:
         "crop: 0.08,1). Default: the recipe's (training/recipes.py).")
     # -- Towers and batch --------------------------------------------------------------------
     num_gpus: Optional[int] = setting(None, "Number of towers, one per GPU. Default: every "
-                                      "visible GPU, or one CPU tower without GPUs.")
+                                      "visible GPU, or one CPU tower without GPUs.",
+                                      valid=Range(1, integer=True, optional=True))
     strategy: str = setting("auto", "auto: several machines (MultiWorkerMirroredStrategy) when "
                             "TF_CONFIG describes a cluster, else one machine's towers "
                             "(MirroredStrategy).", lambda: devices.STRATEGIES)
     towers_on_cpu: bool = setting(False, "Run the --num_gpus towers on logical CPU devices.")
     batch_size: Optional[int] = setting(None, "GLOBAL batch size, split evenly across the "
-                                        f"towers. {RECIPE}")
+                                        f"towers. {RECIPE}", valid=COUNT)
     # -- Optimisation (schedules are in epochs, so they do not depend on the number of towers)
     epochs: Optional[int] = setting(None, "Epochs to train in all (raise it to train a run "
-                                    "longer).")
+                                    "longer).", valid=COUNT)
     lr: Optional[float] = setting(None, "Learning rate for the global batch. Given on resume, it "
-                                  "takes over from the current step.")
+                                  "takes over from the current step.", valid=POSITIVE)
     lr_schedule: Optional[str] = setting(None, "Learning-rate schedule, in epochs.",
                                          lambda: optimization.SCHEDULES)
     lr_decay_epochs: Optional[tuple] = setting(
         None, "exponential_step: epochs at which the rate is multiplied by --lr_gamma, e.g. "
         "70,140,210,280. Default: the recipe's, at the same fractions of the run when --epochs "
         "is given (70,140,210,280 of 300 epochs are 7,14,21,28 of --epochs=30).")
-    lr_gamma: Optional[float] = setting(None, "exponential_step: the factor at each decay epoch.")
-    warmup_epochs: Optional[float] = setting(None, "Linear learning-rate warm-up, in epochs.")
-    momentum: float = setting(0.9, "SGD momentum.")
+    lr_gamma: Optional[float] = setting(None, "exponential_step: the factor at each decay epoch.",
+                                        valid=Range(0, 1, low_open=True))
+    warmup_epochs: Optional[float] = setting(None, "Linear learning-rate warm-up, in epochs.",
+                                             valid=NON_NEGATIVE)
+    momentum: float = setting(0.9, "SGD momentum.", valid=FRACTION)
     nesterov: Optional[bool] = setting(None, "Nesterov momentum.")
-    weight_decay: Optional[float] = setting(None, "L2 weight decay on conv and dense kernels.")
-    label_smoothing: Optional[float] = setting(None, "Label smoothing of the cross-entropy.")
-    aux_weight: float = setting(0.3, "Weight of each auxiliary classifier's loss.")
+    weight_decay: Optional[float] = setting(None, "L2 weight decay on conv and dense kernels.",
+                                            valid=NON_NEGATIVE)
+    label_smoothing: Optional[float] = setting(None, "Label smoothing of the cross-entropy.",
+                                               valid=FRACTION)
+    aux_weight: float = setting(0.3, "Weight of each auxiliary classifier's loss.",
+                                valid=NON_NEGATIVE)
     ema_decay: float = setting(
         0.0, "Keep an exponential moving average of the weights with this decay per step (e.g. "
         "0.999 spans about the last 1000 steps; 0: off). The held-out split is scored with it "
@@ -143,11 +196,13 @@ class TrainConfig:
     # -- Run directory, logging, checkpoints -------------------------------------------------
     run_dir: Optional[str] = setting(None, "Run directory (default runs/<dataset>-<model>). "
                                      "Re-running a command resumes the run in it.")
-    log_every: int = setting(20, "Steps between TensorBoard / progress-bar updates.")
-    checkpoint_every: int = setting(0, "Steps between checkpoints (besides every epoch).")
+    log_every: int = setting(20, "Steps between TensorBoard / progress-bar updates.",
+                             valid=COUNT)
+    checkpoint_every: int = setting(0, "Steps between checkpoints (besides every epoch).",
+                                    valid=COUNT_OR_ZERO)
     keep_checkpoints: int = setting(3, "How many recent checkpoints to keep; 0 keeps every one "
-                                    "(to --restart_from any epoch later).")
-    eval_every_epochs: int = setting(1, "Epochs between held-out evaluations.")
+                                    "(to --restart_from any epoch later).", valid=COUNT_OR_ZERO)
+    eval_every_epochs: int = setting(1, "Epochs between held-out evaluations.", valid=COUNT)
     profile_steps: Optional[tuple] = setting(
         None, "A,B: a TensorBoard profiler trace of global steps A to B (1-based, as on "
         "TensorBoard's x axis) in <run_dir>/train/plugins/profile, for the Profile tab (pip "
