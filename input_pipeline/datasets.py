@@ -1,9 +1,10 @@
 """The dataset registry, and the train / test split that is made once per run and then reused.
 
 Datasets without an official test split (digits, folder, mini_imagenet) are split per class with
-scikit-learn, seeded. The split and the class names are written into the run directory's `data/`
-and read back from there on resume and by evaluation, so a test image is never trained on, even if
-files are added to the data folder later.
+scikit-learn, seeded. The split and the class names are written into the folder the caller names
+(`split_dir`: the training code gives the run directory's `data/`) and read back from there on
+resume and by evaluation, so a test image is never trained on, even if files are added to the data
+folder later. The files in it are named here: CLASS_NAMES_FILE, SPLIT_FILE, META_FILE.
 """
 import csv
 import dataclasses
@@ -59,6 +60,15 @@ def stratified_split(examples: Examples, test_fraction: float,
     return examples.subset(np.sort(train_index)), examples.subset(np.sort(test_index))
 
 
+CLASS_NAMES_FILE, SPLIT_FILE, META_FILE = "class_names.txt", "split.csv", "dataset.json"
+
+
+def read_class_names(split_dir: str) -> List[str]:
+    """The class names saved in `split_dir`, in label order."""
+    with open(os.path.join(split_dir, CLASS_NAMES_FILE)) as f:
+        return [line.rstrip("\n") for line in f]
+
+
 def _write_split(data_dir_out: str, meta: dict, class_names: List[str],
                  subsets: Optional[Dict[str, Examples]]):
     """Writes class_names.txt, split.csv (when `subsets`, {name: Examples}, hold file paths) and
@@ -73,19 +83,18 @@ def _write_split(data_dir_out: str, meta: dict, class_names: List[str],
             writer.writerow(["subset", "label", "path"])
             for subset, ex in subsets.items():
                 writer.writerows((subset, label, path) for label, path in zip(ex.labels, ex.paths))
-        os.replace(tmp + "split", os.path.join(data_dir_out, "split.csv"))
-    os.replace(tmp + "classes", os.path.join(data_dir_out, "class_names.txt"))
+        os.replace(tmp + "split", os.path.join(data_dir_out, SPLIT_FILE))
+    os.replace(tmp + "classes", os.path.join(data_dir_out, CLASS_NAMES_FILE))
     with open(tmp + "meta", "w") as f:
         json.dump(meta, f, indent=2)
-    os.replace(tmp + "meta", os.path.join(data_dir_out, "dataset.json"))
+    os.replace(tmp + "meta", os.path.join(data_dir_out, META_FILE))
 
 
 def _read_split(data_dir_out: str):
     """(class names, {subset name: Examples}) from a saved split."""
-    with open(os.path.join(data_dir_out, "class_names.txt")) as f:
-        class_names = [line.rstrip("\n") for line in f]
+    class_names = read_class_names(data_dir_out)
     rows = {}
-    with open(os.path.join(data_dir_out, "split.csv"), newline="") as f:
+    with open(os.path.join(data_dir_out, SPLIT_FILE), newline="") as f:
         for row in csv.DictReader(f):
             labels, paths = rows.setdefault(row["subset"], ([], []))
             labels.append(int(row["label"]))
@@ -115,9 +124,10 @@ def _splits(name: str, data_dir: Optional[str], meta: dict, class_names: List[st
                          layout=_layout(meta))
 
 
-def load_dataset(name: str, data_dir: Optional[str] = None, *, run_dir: Optional[str] = None,
+def load_dataset(name: str, data_dir: Optional[str] = None, *, split_dir: Optional[str] = None,
                  test_fraction: float = 0.3, seed: int = 0, write: bool = True) -> DatasetSplits:
-    """The run's `DatasetSplits`: made (and saved under run_dir/data/) once, reloaded afterwards.
+    """The run's `DatasetSplits`: made (and saved in `split_dir`, when given) once, reloaded from
+    there afterwards.
 
     `write=False` reads a saved split but never writes one (multi-worker training: only the
     chief writes; the seeded split every worker makes is the same).
@@ -125,12 +135,12 @@ def load_dataset(name: str, data_dir: Optional[str] = None, *, run_dir: Optional
     spec = get_dataset(name)
     # `~` as a shell leaves it after `--data_dir=`, read the same by every layout.
     data_dir = os.path.abspath(os.path.expanduser(data_dir)) if data_dir else data_dir
-    saved = os.path.join(run_dir, "data") if run_dir else None
-    if saved and os.path.exists(os.path.join(saved, "dataset.json")):
-        with open(os.path.join(saved, "dataset.json")) as f:
+    saved = split_dir
+    if saved and os.path.exists(os.path.join(saved, META_FILE)):
+        with open(os.path.join(saved, META_FILE)) as f:
             meta = json.load(f)
         if meta["dataset"] != name:
-            raise ValueError(f"Run directory {run_dir!r} was made for dataset {meta['dataset']!r}, "
+            raise ValueError(f"The split in {saved!r} was made for dataset {meta['dataset']!r}, "
                              f"not {name!r}; use another run directory")
         if meta.get("saved_split", not meta["official_split"]):
             class_names, subsets = _read_split(saved)
@@ -156,13 +166,11 @@ def load_dataset(name: str, data_dir: Optional[str] = None, *, run_dir: Optional
             "eval_split": next(iter(held_out)), "held_out": list(held_out),
             "folders": raw.folders}
     if saved and write:
-        if os.path.exists(os.path.join(saved, "dataset.json")):
-            with open(os.path.join(saved, "class_names.txt")) as f:
-                known = [line.rstrip("\n") for line in f]
+        if os.path.exists(os.path.join(saved, META_FILE)):
+            known = read_class_names(saved)
             if known != list(raw.class_names):
-                raise ValueError(f"The classes in {data_dir!r} differ from those run {run_dir!r} "
-                                 f"was trained on ({len(known)} classes in "
-                                 f"{saved}/class_names.txt)")
+                raise ValueError(f"The classes in {data_dir!r} differ from the {len(known)} the "
+                                 f"run was trained on ({os.path.join(saved, CLASS_NAMES_FILE)})")
         else:
             _write_split(saved, meta, raw.class_names,
                          {"train": train, **held_out} if save_paths else None)

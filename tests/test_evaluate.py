@@ -18,7 +18,7 @@ from input_pipeline.preprocessing import decode_image, preprocess_for_eval
 from training import devices, evaluation, recipes
 from training.evaluate_run import EvalSettings, evaluate_checkpoint, run, watch
 from training.loop import Trainer
-from training.run_dir import resolve_config, restore_model
+from training.run_dir import resolve_config, restore_model, split_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET = dict(print_fn=lambda *a: None)
@@ -51,7 +51,7 @@ def test_accuracy_matches_an_independent_numpy_computation(trained_run):
     run_dir, _ = trained_run
     report = evaluate_checkpoint(EvalSettings(run_dir, batch_size=4), one_tower(), **QUIET)
     model, config, *_ = restore_model(run_dir)
-    test = input_pipeline.load_dataset("folder", run_dir=run_dir).test
+    test = input_pipeline.load_dataset("folder", split_dir=split_dir(run_dir)).test
     images = np.stack([preprocess_for_eval(decode_image(tf.io.read_file(p)), config.image_size)
                        for p in test.paths])
     probs = tf.nn.softmax(model(images, training=False)["logits"]).numpy()
@@ -98,7 +98,7 @@ def test_ten_crops_only_average(trained_run):
     run_dir, _ = trained_run
     ten = evaluate_checkpoint(EvalSettings(run_dir, crops=10, batch_size=4), one_tower(), **QUIET)
     model, config, *_ = restore_model(run_dir)
-    test = input_pipeline.load_dataset("folder", run_dir=run_dir).test
+    test = input_pipeline.load_dataset("folder", split_dir=split_dir(run_dir)).test
     image = decode_image(tf.io.read_file(test.paths[0]))
     crops = ten_crops(image, config.image_size)
     # The first of the 10 crops is the single evaluation crop.
@@ -135,7 +135,7 @@ def test_a_model_trained_without_flips_is_not_scored_on_mirrored_crops(trained_r
     ten = evaluate_checkpoint(EvalSettings(run_dir, crops=10, batch_size=4), one_tower(),
                               print_fn=lines.append)
     model, config, *_ = restore_model(run_dir)
-    test = input_pipeline.load_dataset("folder", run_dir=run_dir).test
+    test = input_pipeline.load_dataset("folder", split_dir=split_dir(run_dir)).test
     image = decode_image(tf.io.read_file(test.paths[0]))
     unmirrored = ten_crops(image, config.image_size, mirror=False)
     np.testing.assert_allclose(unmirrored, ten_crops(image, config.image_size)[:5], atol=1e-6)
@@ -164,7 +164,7 @@ def test_export_gives_the_same_top1(trained_run, tmp_path):
     evaluate_checkpoint(EvalSettings(run_dir, batch_size=4, export_dir=export_dir), one_tower(),
                         **QUIET)
     model, config, class_names, *_ = restore_model(run_dir)
-    test = input_pipeline.load_dataset("folder", run_dir=run_dir).test
+    test = input_pipeline.load_dataset("folder", split_dir=split_dir(run_dir)).test
     encoded = [open(p, "rb").read() for p in test.paths]
     served = tf.saved_model.load(export_dir).signatures["serving_default"](
         image_bytes=tf.constant(encoded))
@@ -271,7 +271,7 @@ def test_evaluate_and_predict_use_the_precision_the_run_trained_in(tmp_path, mon
     monkeypatch.setattr(devices, "cpu_has_native_bfloat16", lambda: not trained_native)
     keras.mixed_precision.set_global_policy("float32")
     [report] = run(EvalSettings(run_dir, batch_size=4), **QUIET)
-    test = input_pipeline.load_dataset("folder", run_dir=run_dir).test
+    test = input_pipeline.load_dataset("folder", split_dir=split_dir(run_dir)).test
     assert keras.mixed_precision.global_policy().name == policy
     assert report["count"] == len(test) > 0
     keras.mixed_precision.set_global_policy("float32")
@@ -322,7 +322,7 @@ def test_export_computes_in_float32_after_a_bfloat16_evaluation(trained_run, tmp
     assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"  # left as it was
     keras.mixed_precision.set_global_policy("float32")
     model, config, *_ = restore_model(run_dir)
-    test = input_pipeline.load_dataset("folder", run_dir=run_dir).test
+    test = input_pipeline.load_dataset("folder", split_dir=split_dir(run_dir)).test
     encoded = [open(p, "rb").read() for p in test.paths]
     served = tf.saved_model.load(export_dir).signatures["serving_default"](
         image_bytes=tf.constant(encoded))
@@ -345,7 +345,7 @@ def test_evaluate_predict_and_export_a_float16_run(tmp_path):
     keras.mixed_precision.set_global_policy("float32")
     served = tf.saved_model.load(export_dir)
     model, *_ = restore_model(run_dir)
-    test = input_pipeline.load_dataset("folder", run_dir=run_dir).test
+    test = input_pipeline.load_dataset("folder", split_dir=split_dir(run_dir)).test
     encoded = [open(p, "rb").read() for p in test.paths]
     probabilities = served.signatures["serving_default"](
         image_bytes=tf.constant(encoded))["probabilities"].numpy()

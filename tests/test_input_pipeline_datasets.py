@@ -17,8 +17,8 @@ def test_registry_lists_valid_names():
 
 
 def test_digits_are_written_as_jpegs_and_split_stratified(tmp_path):
-    data_dir, run_dir = str(tmp_path / "digits"), str(tmp_path / "run")
-    splits = input_pipeline.load_dataset("digits", data_dir, run_dir=run_dir)
+    data_dir, split_dir = str(tmp_path / "digits"), str(tmp_path / "split")
+    splits = input_pipeline.load_dataset("digits", data_dir, split_dir=split_dir)
     files = [f for _, _, names in os.walk(data_dir) for f in names]
     assert len(files) == 1797 and all(f.endswith(".jpg") for f in files)
     assert splits.class_names == [str(d) for d in range(10)]
@@ -34,19 +34,19 @@ def test_digits_are_written_as_jpegs_and_split_stratified(tmp_path):
 
 
 def test_split_is_saved_and_reused_even_when_files_are_added(tmp_path):
-    root, run_dir = str(tmp_path / "photos"), str(tmp_path / "run")
+    root, split_dir = str(tmp_path / "photos"), str(tmp_path / "split")
     write_image_folder(root, classes=("daisy", "roses", "tulips"), per_class=10)
-    first = input_pipeline.load_dataset("folder", root, run_dir=run_dir, seed=1)
-    meta = json.load(open(os.path.join(run_dir, "data", "dataset.json")))
+    first = input_pipeline.load_dataset("folder", root, split_dir=split_dir, seed=1)
+    meta = json.load(open(os.path.join(split_dir, "dataset.json")))
     assert meta["dataset"] == "folder" and meta["num_test"] == 9
     write_image_folder(root, classes=("daisy",), per_class=15)  # 5 new daisies
-    again = input_pipeline.load_dataset("folder", root, run_dir=run_dir, seed=2)
+    again = input_pipeline.load_dataset("folder", root, split_dir=split_dir, seed=2)
     np.testing.assert_array_equal(first.test.paths, again.test.paths)
     np.testing.assert_array_equal(first.train.paths, again.train.paths)
     fresh = input_pipeline.load_dataset("folder", root, seed=1)
     assert len(fresh.train) + len(fresh.test) == 35
     with pytest.raises(ValueError, match="made for dataset 'folder', not 'digits'"):
-        input_pipeline.load_dataset("digits", None, run_dir=run_dir)
+        input_pipeline.load_dataset("digits", None, split_dir=split_dir)
 
 
 def test_folder_reads_every_extension_in_any_case(tmp_path):
@@ -79,9 +79,10 @@ def _pre_split(root, held_out=("val",), classes=("daisy", "roses"), per_class=3)
 
 @pytest.mark.parametrize("held_out", ["val", "Valid", "validation", "TEST"])
 def test_a_pre_split_folder_is_trained_and_scored_as_given(tmp_path, held_out):
-    root, run_dir = tmp_path / "flower_data", str(tmp_path / "run")
+    root, split_dir = tmp_path / "flower_data", str(tmp_path / "split")
     _pre_split(root, held_out=(held_out,))
-    splits = input_pipeline.load_dataset("folder", str(root), run_dir=run_dir, test_fraction=0.5)
+    splits = input_pipeline.load_dataset("folder", str(root), split_dir=split_dir,
+                                         test_fraction=0.5)
     assert splits.class_names == ["daisy", "roses"]
     # No re-split: every train/ image is trained on, every held-out image is held out.
     assert sorted(splits.train.paths) == sorted(
@@ -89,12 +90,12 @@ def test_a_pre_split_folder_is_trained_and_scored_as_given(tmp_path, held_out):
     assert sorted(splits.test.paths) == sorted(str(p) for p in (root / held_out).rglob("*.jpg"))
     assert splits.test_name == ("test" if held_out == "TEST" else "val")
     assert "--test_fraction not used" in splits.layout
-    meta = json.load(open(os.path.join(run_dir, "data", "dataset.json")))
+    meta = json.load(open(os.path.join(split_dir, "dataset.json")))
     assert meta["folders"]["train"] == str(root / "train") and meta["saved_split"]
     # The run directory alone gives the same split back, even with the data gone.
     import shutil
     shutil.rmtree(root)
-    again = input_pipeline.load_dataset("folder", run_dir=run_dir)
+    again = input_pipeline.load_dataset("folder", split_dir=split_dir)
     np.testing.assert_array_equal(again.test.paths, splits.test.paths)
     np.testing.assert_array_equal(again.train.labels, splits.train.labels)
     assert again.test_name == splits.test_name and again.layout == splits.layout
@@ -104,13 +105,13 @@ def test_a_pre_split_folder_with_val_and_test_scores_val_and_keeps_test(tmp_path
     root = tmp_path / "data"
     _pre_split(root, held_out=("val", "test"))
     (root / "test" / "roses" / "img_1.jpg").unlink()
-    splits = input_pipeline.load_dataset("folder", str(root), run_dir=str(tmp_path / "run"))
+    splits = input_pipeline.load_dataset("folder", str(root), split_dir=str(tmp_path / "split"))
     assert splits.test_name == "val" and splits.held_out_names == ["val", "test"]
     assert len(splits.test) == 4 and len(splits.held_out("test")) == 3
     assert all("/test/" in p for p in splits.held_out("test").paths)
     with pytest.raises(ValueError, match="--eval_split='train': .* are val, test"):
         splits.held_out("train")
-    reloaded = input_pipeline.load_dataset("folder", run_dir=str(tmp_path / "run"))
+    reloaded = input_pipeline.load_dataset("folder", split_dir=str(tmp_path / "split"))
     np.testing.assert_array_equal(reloaded.held_out("test").paths, splits.held_out("test").paths)
 
 

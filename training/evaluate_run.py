@@ -20,9 +20,11 @@ from training.eval_settings import EvalSettings
 from training.export import export_saved_model
 from training.run_dir import (
     DONE_FILE,
+    class_names_path,
     load_run_config,
     read_class_names,
     restore_model,
+    split_dir,
     trained_augmentation,
     trained_precision,
     weights_to_use,
@@ -35,7 +37,8 @@ def examples_to_score(settings: EvalSettings, config: TrainConfig,
     the run's classes."""
     if settings.dataset is None and settings.data_dir is None:
         return input_pipeline.load_dataset(config.dataset, config.data_dir,
-                                           run_dir=settings.run_dir).held_out(settings.eval_split)
+                                           split_dir=split_dir(settings.run_dir),
+                                           ).held_out(settings.eval_split)
     name = settings.dataset or config.dataset
     raw = input_pipeline.get_dataset(name).load(settings.data_dir or config.data_dir)
     examples = (raw.train if raw.test is None else
@@ -45,7 +48,7 @@ def examples_to_score(settings: EvalSettings, config: TrainConfig,
     if unknown:
         raise ValueError(f"{settings.data_dir or name!r} has classes the model does not know: "
                          f"{unknown[:10]} (the run knows {len(class_names)} classes, listed in "
-                         f"{os.path.join(settings.run_dir, 'data', 'class_names.txt')})")
+                         f"{class_names_path(settings.run_dir)})")
     relabel = np.array([known[c] for c in raw.class_names])
     return dataclasses.replace(examples, labels=relabel[examples.labels])
 

@@ -43,7 +43,7 @@ from training.pretrained import (
     is_keras_weights,
     variable_names,
 )
-from training.run_dir import CONFIG_FILE, read_class_names
+from training.run_dir import CONFIG_FILE, class_names_path, read_class_names
 
 # Where tf.train.Checkpoint stores its object graph, and the attribute of a variable's value.
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
@@ -209,7 +209,7 @@ def initialise(model: keras.Model, source: InitSource, class_names: List[str]) -
     # list is known when the checkpoint is in a run directory; otherwise the shapes decide.
     source_classes = None
     if source.run_dir is not None and os.path.isfile(
-            os.path.join(source.run_dir, "data", "class_names.txt")):
+            class_names_path(source.run_dir)):
         source_classes = read_class_names(source.run_dir)
     keep_new = (classifier_weights(model)
                 if source_classes is not None and source_classes != list(class_names) else ())

@@ -31,7 +31,7 @@ from training.history import EpochMeter
 from training.profiling import StepProfiler
 from training.restart import Restart
 from training.roles import Role
-from training.run_dir import CONFIG_FILE, load_run_config
+from training.run_dir import CONFIG_FILE, load_run_config, split_dir
 from training.step import StepConfig, make_eval_step, make_train_step
 from training.summaries import Summaries
 
@@ -156,7 +156,7 @@ class Trainer:
         per epoch."""
         config, role = self.config, self.role
         self.splits = input_pipeline.load_dataset(config.dataset, config.data_dir,
-                                                  run_dir=config.run_dir,
+                                                  split_dir=split_dir(config.run_dir),
                                                   test_fraction=config.test_fraction,
                                                   seed=config.seed, write=role.is_chief)
         if config.num_classes not in (None, self.splits.num_classes):

@@ -24,6 +24,7 @@ from typing import List, Optional, Tuple
 import keras
 import tensorflow as tf
 
+import input_pipeline
 from input_pipeline import Augmentation
 from training import devices, recipes
 from training.averaging import averaged_weights
@@ -43,6 +44,7 @@ from training.restart import Restart
 from training.run_lock import LOCK_FILE
 
 CONFIG_FILE = "config.json"
+SPLIT_DIR = "data"  # the data split and class names (input_pipeline names the files in it)
 DONE_FILE = "training_done.json"  # the last step and checkpoint of a finished run
 
 
@@ -155,7 +157,7 @@ def _start_afresh(given: dict, saved: dict) -> TrainConfig:
     values = {**settings_with_defaults(combined), "given": given_names(combined)}
     config = check_config(TrainConfig.from_dict(values), combined)
     if any(getattr(config, key) != saved[key] for key in IDENTITY_KEYS):
-        shutil.rmtree(os.path.join(config.run_dir, "data"), ignore_errors=True)
+        shutil.rmtree(split_dir(config.run_dir), ignore_errors=True)
     return config
 
 
@@ -200,9 +202,17 @@ def checkpoint_step(run_dir: str) -> Optional[int]:
     return int(tf.train.load_variable(latest, "step/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
+def split_dir(run_dir: str) -> str:
+    """Where the run's data split and class names are saved (input_pipeline.load_dataset)."""
+    return os.path.join(run_dir, SPLIT_DIR)
+
+
+def class_names_path(run_dir: str) -> str:
+    return os.path.join(split_dir(run_dir), input_pipeline.CLASS_NAMES_FILE)
+
+
 def read_class_names(run_dir: str) -> List[str]:
-    with open(os.path.join(run_dir, "data", "class_names.txt")) as f:
-        return [line.rstrip("\n") for line in f]
+    return input_pipeline.read_class_names(split_dir(run_dir))
 
 
 def _latest_readable(run_dir: str) -> Optional[str]:
