@@ -21,12 +21,11 @@ NUM_CLASSES = 5
 GLOBAL_BATCH = 8
 STEPS = 2
 # (case name, model, Keras precision policy): one model without batch norm (GoogLeNet, its aux
-# heads too) and one with it, in float32 and in mixed bfloat16 and float16 (loss-scaled, the GPUs'
-# precision, which the towers must agree to skip).
+# heads too) and one with it, in float32 and in mixed bfloat16. Loss-scaled float16 on two
+# workers is trained by test_multi_worker.py's slow set (emulated on a CPU, it is slow).
 CASES = (("googlenet_float32", "googlenet", "float32"),
          ("minigooglenet_float32", "minigooglenet", "float32"),
-         ("minigooglenet_bfloat16", "minigooglenet", "mixed_bfloat16"),
-         ("minigooglenet_float16", "minigooglenet", "mixed_float16"))
+         ("minigooglenet_bfloat16", "minigooglenet", "mixed_bfloat16"))
 
 
 def batches():
@@ -53,7 +52,7 @@ def build(model_name: str) -> keras.Model:
     keras.utils.set_random_seed(0)
     # No dropout: its masks are drawn per tower, and would differ between the two runs.
     aux = {"aux_dropout_rate": 0.0} if model_name.startswith("googlenet") else {}
-    return inception.build_model(model_name, NUM_CLASSES, 32, width_multiplier=0.25,
+    return inception.build_model(model_name, NUM_CLASSES, 32, width_multiplier=0.125,
                                  dropout_rate=0.0, **aux)
 
 
@@ -65,8 +64,6 @@ def train_case(strategy: tf.distribute.Strategy, model_name: str, policy: str) -
         with strategy.scope():
             model = build(model_name)
             optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
-            if policy == "mixed_float16":
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(model.trainable_variables)  # as the Trainer does
         initial = [v.numpy() for v in moving_statistics(model)]
         step = make_train_step(model, optimizer, strategy,

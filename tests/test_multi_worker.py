@@ -178,7 +178,7 @@ def test_two_workers_train_the_same_model(tmp_path, model, batch_norms):
 def test_two_workers_step_as_two_towers_on_one_machine(tmp_path):
     """The same global batches, each tower (worker) given the same half: two workers end with
     the weights and batch-norm moving statistics of two towers on one machine, for a model
-    without batch norm and one with it, in float32, bfloat16 and loss-scaled float16."""
+    without batch norm and one with it, in float32 and bfloat16."""
     workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
     script = os.path.join(ROOT, "tests", "multi_worker_step.py")
     processes = [subprocess.Popen([sys.executable, script, str(tmp_path / f"w{index}_")],
