@@ -361,3 +361,46 @@ def test_evaluate_predict_and_export_a_float16_run(tmp_path):
     names = ["ant", "bee", "cat"]
     ranked = ", ".join(f"{names[i]} {expected[0][i]:.3f}" for i in np.argsort(-expected[0]))
     assert done.stdout.strip() == f"{test.paths[0]}: {ranked}"
+
+
+# A run directory train.py wrote before config.json recorded the precision and augmentation a run
+# resolved: minigooglenet x0.125 on 3 classes of 5 photos, one epoch of 2 steps in float32, made
+# under FIXTURE_ROOT, which its files name in their absolute paths. It printed "Done at step 2:
+# test top-1 0.0000, top-5 1.0000, loss 1.1207".
+FIXTURE = os.path.join(ROOT, "tests", "fixtures", "run_without_resolved_settings")
+FIXTURE_ROOT = "/tmp/googlenet-tf-fixture"
+
+
+def older_run(tmp_path):
+    """The fixture copied to `tmp_path`, the paths its files recorded moved with it."""
+    import shutil
+    root = tmp_path / "fixture"
+    shutil.copytree(FIXTURE, root)
+    for name in ("config.json", "data/dataset.json", "data/split.csv", "training_done.json"):
+        path = root / "run" / name
+        path.write_text(path.read_text().replace(FIXTURE_ROOT, str(root)))
+    return str(root / "run")
+
+
+def test_a_run_written_before_resolved_settings_were_recorded_evaluates_and_resumes(
+        tmp_path, monkeypatch, capsys):
+    import keras
+    monkeypatch.setattr(devices, "cpu_has_native_bfloat16", lambda: False)  # as where it trained
+    run_dir = older_run(tmp_path)
+    saved = json.load(open(os.path.join(run_dir, "config.json")))
+    assert "precision" not in saved and "augmentation" not in saved
+    [report] = run(EvalSettings(run_dir, batch_size=4), **QUIET)
+    assert (report["count"], report["top1"], report["top5"]) == (5, 0.0, 1.0)
+    assert report["loss"] == pytest.approx(1.1207, abs=1e-4) and report["crops_used"] == 1
+    assert keras.mixed_precision.global_policy().name == "float32"
+    noted = capsys.readouterr().err
+    assert "records no precision" in noted and "records no augmentation" in noted
+    keras.mixed_precision.set_global_policy("float32")
+    lines = []
+    result = Trainer(resolve_config({"run_dir": run_dir, "epochs": 2}), towers=cpu_devices(1),
+                     print_fn=lines.append).train()
+    assert result["step"] == 4 and any(line.startswith("Resumed from ") for line in lines)
+    resumed = json.load(open(os.path.join(run_dir, "config.json")))
+    assert resumed["precision"] == "float32" and resumed["augmentation"]["crop"] == "inception"
+    with open(os.path.join(run_dir, "history.csv")) as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["1", "2"]
