@@ -312,7 +312,8 @@ def test_cifar10_folders_with_other_classes_are_refused_by_name(tmp_path):
 
 
 def test_every_layout_reads_a_data_dir_given_with_a_tilde(tmp_path, monkeypatch):
-    """The README's `--data_dir=~/data/imagenet`: bash leaves the `~` to the program."""
+    """`--data_dir=~/data/imagenet`, as docs/usage.md writes it: bash leaves the `~` to the
+    program."""
     monkeypatch.setenv("HOME", str(tmp_path))
     write_image_folder(str(tmp_path / "data" / "imagenet" / "train"), classes=("n01", "n02"),
                        per_class=2, ext=".JPEG")
