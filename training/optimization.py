@@ -5,7 +5,7 @@ step: from then on the rate is `new_lr * factor(step) / factor(resume_step)`, so
 exactly the rate at the resume step and the schedule's shape continues from there.
 """
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import keras
 import tensorflow as tf
@@ -95,7 +95,7 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def schedule_change(previous: "TrainConfig", config: "TrainConfig", steps_per_epoch: int,
-                    step: int):
+                    step: int) -> Optional[str]:
     """A line for the start of a resumed run whose schedule this command reshaped (another
     --epochs stretches a cosine or linear decay, and a finished run's rate rises again from
     zero), giving the rate at the resume step before and now; None when it is unchanged or a
