@@ -5,11 +5,10 @@ network's total stride) is refused with one line naming the flag, the value and 
 instead of a traceback minutes later or a run directory that then refuses the corrected command.
 """
 import dataclasses
-import math
 from typing import Callable, Collection, Optional
 
 import inception
-from training.config import POSITIVE, TrainConfig
+from training.config import POSITIVE, TrainConfig, is_number
 from training.pretrained import KERAS_MODEL, is_keras_weights
 
 
@@ -23,10 +22,6 @@ def _show(value):
 
 def _fail(name, value, expected, recipe_note=""):
     raise ValueError(f"--{name}={_show(value)}{recipe_note}: {expected}")
-
-
-def _number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_config(config: TrainConfig, given: Collection[str] = (),
@@ -84,7 +79,7 @@ def _check_schedule(c: TrainConfig, given: Collection[str], need: Callable) -> N
         need("lr_decay_epochs", False, f"decay epochs are used only by "
              f"--lr_schedule=exponential_step; this run's schedule is {c.lr_schedule}")
     if c.lr_schedule == "exponential_step":
-        need("lr_decay_epochs", all(_number(e) and 0 < e < c.epochs for e in decays),
+        need("lr_decay_epochs", all(is_number(e) and 0 < e < c.epochs for e in decays),
              f"every decay epoch must fall within the run, after 0 and before --epochs="
              f"{c.epochs}")
         need("lr_decay_epochs", list(decays) == sorted(set(decays)),
@@ -99,16 +94,16 @@ def _check_schedule(c: TrainConfig, given: Collection[str], need: Callable) -> N
 def _check_other(c: TrainConfig, need: Callable) -> None:
     """The settings whose valid values are not one range: the average's decay, the crop's area
     and the profiled steps."""
-    need("ema_decay", _number(c.ema_decay) and (c.ema_decay == 0 or 0 < c.ema_decay < 1),
+    need("ema_decay", is_number(c.ema_decay) and (c.ema_decay == 0 or 0 < c.ema_decay < 1),
          "must be 0 (off) or a decay per step between 0 and 1, e.g. 0.999")
     if c.crop_area is not None:
         area = tuple(c.crop_area)
-        need("crop_area", len(area) == 2 and all(_number(a) for a in area)
+        need("crop_area", len(area) == 2 and all(is_number(a) for a in area)
              and 0 < area[0] <= area[1] <= 1,
              "must be two fractions min,max with 0 < min <= max <= 1")
     if c.profile_steps is not None:
         steps = tuple(c.profile_steps)
-        need("profile_steps", len(steps) == 2 and all(_number(s) and float(s).is_integer()
+        need("profile_steps", len(steps) == 2 and all(is_number(s) and float(s).is_integer()
                                                       for s in steps)
              and 1 <= steps[0] <= steps[1],
              "expected A,B: the first and last global steps to profile, whole numbers with "

@@ -24,6 +24,11 @@ IDENTITY_KEYS = ("dataset", "data_dir", "model", "image_size", "width_multiplier
                  "seed", "init_from")
 
 
+def is_number(value: Any) -> bool:
+    """A finite int or float (a bool is not a number here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class Range:
     """The numbers a setting takes: from `low` to `high` (None: unbounded), each end open or
@@ -38,8 +43,7 @@ class Range:
     def contains(self, value: Any) -> bool:
         if value is None:
             return self.optional
-        if not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                and math.isfinite(value)) or (self.integer and not isinstance(value, int)):
+        if not is_number(value) or (self.integer and not isinstance(value, int)):
             return False
         above = self.low is None or (value > self.low if self.low_open else value >= self.low)
         below = self.high is None or (value < self.high if self.high_open else value <= self.high)
