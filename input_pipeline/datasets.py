@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from input_pipeline import cifar10, digits, folder, imagenet, mini_imagenet, tiny_imagenet
-from input_pipeline.examples import DatasetSplits, Examples
+from input_pipeline.examples import DatasetSplits, Examples, RawDataset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +25,15 @@ class DatasetSpec:
     recipe, training/recipes.py."""
     load: Callable  # data_dir -> RawDataset
     description: str
+
+    def read(self, data_dir: Optional[str]) -> RawDataset:
+        """The dataset in `data_dir` (`absolute_data_dir`), whatever the layout."""
+        return self.load(absolute_data_dir(data_dir))
+
+
+def absolute_data_dir(data_dir: Optional[str]) -> Optional[str]:
+    """`data_dir` with `~` expanded (a shell leaves it after `--data_dir=`) and made absolute."""
+    return os.path.abspath(os.path.expanduser(data_dir)) if data_dir else data_dir
 
 
 DATASETS = {
@@ -133,17 +142,15 @@ def load_dataset(name: str, data_dir: Optional[str] = None, *, split_dir: Option
     chief writes; the seeded split every worker makes is the same).
     """
     spec = get_dataset(name)
-    # `~` as a shell leaves it after `--data_dir=`, read the same by every layout.
-    data_dir = os.path.abspath(os.path.expanduser(data_dir)) if data_dir else data_dir
-    saved = split_dir
-    if saved and os.path.exists(os.path.join(saved, META_FILE)):
-        with open(os.path.join(saved, META_FILE)) as f:
+    data_dir = absolute_data_dir(data_dir)
+    if split_dir and os.path.exists(os.path.join(split_dir, META_FILE)):
+        with open(os.path.join(split_dir, META_FILE)) as f:
             meta = json.load(f)
         if meta["dataset"] != name:
-            raise ValueError(f"The split in {saved!r} was made for dataset {meta['dataset']!r}, "
-                             f"not {name!r}; use another run directory")
+            raise ValueError(f"The split in {split_dir!r} was made for dataset "
+                             f"{meta['dataset']!r}, not {name!r}; use another run directory")
         if meta.get("saved_split", not meta["official_split"]):
-            class_names, subsets = _read_split(saved)
+            class_names, subsets = _read_split(split_dir)
             train = subsets.pop("train")
             return _splits(name, meta["data_dir"], meta, class_names, train, subsets)
         data_dir = data_dir or meta["data_dir"]
@@ -165,13 +172,14 @@ def load_dataset(name: str, data_dir: Optional[str] = None, *, split_dir: Option
             "num_test": len(held_out[next(iter(held_out))]),
             "eval_split": next(iter(held_out)), "held_out": list(held_out),
             "folders": raw.folders}
-    if saved and write:
-        if os.path.exists(os.path.join(saved, META_FILE)):
-            known = read_class_names(saved)
+    if split_dir and write:
+        if os.path.exists(os.path.join(split_dir, META_FILE)):
+            known = read_class_names(split_dir)
             if known != list(raw.class_names):
+                listed = os.path.join(split_dir, CLASS_NAMES_FILE)
                 raise ValueError(f"The classes in {data_dir!r} differ from the {len(known)} the "
-                                 f"run was trained on ({os.path.join(saved, CLASS_NAMES_FILE)})")
+                                 f"run was trained on ({listed})")
         else:
-            _write_split(saved, meta, raw.class_names,
+            _write_split(split_dir, meta, raw.class_names,
                          {"train": train, **held_out} if save_paths else None)
     return _splits(name, data_dir, meta, raw.class_names, train, held_out)

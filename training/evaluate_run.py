@@ -40,7 +40,7 @@ def examples_to_score(settings: EvalSettings, config: TrainConfig,
                                            split_dir=split_dir(settings.run_dir),
                                            ).held_out(settings.eval_split)
     name = settings.dataset or config.dataset
-    raw = input_pipeline.get_dataset(name).load(settings.data_dir or config.data_dir)
+    raw = input_pipeline.get_dataset(name).read(settings.data_dir or config.data_dir)
     examples = (raw.train if raw.test is None else
                 held_out_split(raw, settings.eval_split, repr(settings.data_dir or name)))
     known = {c: i for i, c in enumerate(class_names)}
