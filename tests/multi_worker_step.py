@@ -41,7 +41,8 @@ def batches():
 
 
 def halves(strategy: tf.distribute.Strategy, tensor: tf.Tensor):
-    """`tensor`'s batch split evenly across the job's towers in order, wherever they are."""
+    """`tensor`'s batch split evenly across the job's towers in order, wherever they are (one
+    machine's or several workers'). tests/test_training_step.py feeds its towers with it too."""
     per = len(tensor) // strategy.num_replicas_in_sync
     return strategy.experimental_distribute_values_from_function(
         lambda ctx: tensor[ctx.replica_id_in_sync_group * per:

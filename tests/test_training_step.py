@@ -8,6 +8,7 @@ import tensorflow as tf
 
 import inception
 from conftest import cpu_devices
+from multi_worker_step import halves as sharded
 from training import devices
 from training.step import (
     StepConfig,
@@ -113,14 +114,6 @@ def test_weight_decay_takes_every_conv_and_dense_kernel_and_nothing_else(name, i
     moving = [v for v in model.non_trainable_variables if "moving" in v.path]
     assert len(moving) == (2 * convs if batch_norm else 0)
     assert not {id(v) for v in moving} & decayed_ids
-
-
-def sharded(strategy, tensor):
-    """`tensor`'s batch split evenly across the towers, in order."""
-    per = len(tensor) // strategy.num_replicas_in_sync
-    return strategy.experimental_distribute_values_from_function(
-        lambda ctx: tensor[ctx.replica_id_in_sync_group * per:
-                           (ctx.replica_id_in_sync_group + 1) * per])
 
 
 def run_steps(device_names, images, labels, steps=2, policy="float32"):
