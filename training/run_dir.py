@@ -25,7 +25,6 @@ import keras
 import tensorflow as tf
 
 import input_pipeline
-from input_pipeline import Augmentation
 from training import devices, recipes
 from training.averaging import averaged_weights
 from training.checkpoints import Checkpoints, checkpoint_dir, holds_average, read_average
@@ -182,7 +181,7 @@ def trained_precision(config: TrainConfig, towers: List[str]) -> str:
     return policy
 
 
-def trained_augmentation(config: TrainConfig) -> Augmentation:
+def trained_augmentation(config: TrainConfig) -> input_pipeline.Augmentation:
     """The run's training augmentation, as its config.json records it: its crop and flips decide
     the view it is scored and served on. A run saved before it was recorded gets its dataset's
     recipe as it is now, said once."""
