@@ -6,7 +6,7 @@
     python evaluate.py --checkpoint_dir=runs/... --watch             # beside a running train.py
     python evaluate.py --checkpoint_dir=runs/... --export_dir=serving/model
 """
-from training import entry  # first: it quiets TensorFlow before TensorFlow loads
+from host import entry  # first: it quiets TensorFlow before TensorFlow loads
 
 # isort: split
 
@@ -15,8 +15,8 @@ from typing import List
 from absl import app
 
 import flags
-from training.eval_settings import EvalSettings
-from training.evaluate_run import run
+from evaluation.evaluate_run import run
+from settings.eval_settings import EvalSettings
 
 
 def main(argv: List[str]) -> None:

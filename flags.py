@@ -1,9 +1,9 @@
 """Command-line flags shared by train.py, evaluate.py and predict.py.
 
 The flags are made from the settings' own declarations: every field of TrainConfig
-(training/config.py) and of EvalSettings (training/eval_settings.py) that carries help text becomes
+(settings/config.py) and of EvalSettings (settings/eval_settings.py) that carries help text becomes
 a flag of the same name, its type, default and valid values (read from the registries) included.
-Training flags left unset take the dataset's recipe (training/recipes.py) or, when resuming, the
+Training flags left unset take the dataset's recipe (settings/recipes.py) or, when resuming, the
 run's saved settings; the defaults shown are those of a new digits run.
 """
 import dataclasses
@@ -11,8 +11,8 @@ import typing
 
 from absl import flags
 
-from training.config import TrainConfig
-from training.eval_settings import EvalSettings
+from settings.config import TrainConfig
+from settings.eval_settings import EvalSettings
 
 FLAGS = flags.FLAGS
 

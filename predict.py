@@ -4,7 +4,7 @@
 
 A run trained with --ema_decay predicts with its averaged weights unless --weights=raw.
 """
-from training import entry  # first: it quiets TensorFlow before TensorFlow loads
+from host import entry  # first: it quiets TensorFlow before TensorFlow loads
 
 # isort: split
 
@@ -18,14 +18,10 @@ from absl import app
 from absl import flags as absl_flags
 
 import flags  # noqa: F401  (declares the flags)
+from evaluation.trained import restore_model, trained_augmentation, trained_precision
 from input_pipeline.preprocessing import decode_image, preprocess_for_eval
+from rundir.recorded import load_run_config
 from training import devices
-from training.run_dir import (
-    load_run_config,
-    restore_model,
-    trained_augmentation,
-    trained_precision,
-)
 
 FLAGS = absl_flags.FLAGS
 

@@ -4,7 +4,7 @@
     python train.py --num_gpus=2 --dataset=mini_imagenet --data_dir=...
     tensorboard --logdir runs/
 """
-from training import entry  # first: it quiets TensorFlow before TensorFlow loads
+from host import entry  # first: it quiets TensorFlow before TensorFlow loads
 
 # isort: split
 
@@ -14,12 +14,12 @@ from absl import app
 from absl import flags as absl_flags
 
 import flags
-from training import guard
-from training.config import TrainConfig
-from training.devices import worker_from_tf_config
+from rundir import guard
+from rundir.recorded import resolve_config
+from rundir.restart import find_restart
+from settings.cluster import worker_from_tf_config
+from settings.config import GivenSettings, TrainConfig
 from training.loop import Trainer
-from training.restart import find_restart
-from training.run_dir import resolve_config, run_dir_of
 
 FLAGS = absl_flags.FLAGS
 
@@ -27,14 +27,16 @@ FLAGS = absl_flags.FLAGS
 def main(argv: List[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    given = flags.given_settings(TrainConfig)
-    run_dir = run_dir_of(given)
-    # Only the chief writes the run directory (other workers of a job write scratch files).
-    is_chief = worker_from_tf_config(given.get("strategy") or "auto").is_chief
-    with guard.writing(run_dir, is_chief, warn=print):
+    # The settings boundary: the flags given, normalised, with the recipe's defaults filled.
+    given = GivenSettings.of(flags.given_settings(TrainConfig))
+    run_dir = given.run_dir
+    # TF_CONFIG, read once: only the chief writes the run directory (other workers of a job
+    # write scratch files).
+    worker = worker_from_tf_config(given.filled["strategy"])
+    with guard.writing(run_dir, worker.is_chief, warn=print):
         restart = (find_restart(run_dir, FLAGS.restart_from)
                    if FLAGS.restart_from is not None else None)
-        result = Trainer(resolve_config(given, restart), restart=restart).train()
+        result = Trainer(resolve_config(given, restart), restart=restart, worker=worker).train()
     if "top1" not in result:  # another worker than the chief: it has no evaluation to report
         print(f"Worker {result['worker']} done at step {result['step']}; the chief evaluates "
               f"the model and writes the run directory.")

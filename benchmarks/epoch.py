@@ -5,13 +5,15 @@
     python benchmarks/epoch.py --recipe=cifar10 --model=minigooglenet --image_size=32 \
         --source_size=32 --batch_size=64 --num_images=3200    # the CIFAR-10 recipe's augmentation
 
-On a generated JPEG folder, with the real pipeline (training/input_pipeline) and the real training
-step, times one cached epoch three ways: the pipeline alone, the training step alone on one batch
-held in memory (pure compute), and the two together as train.py runs them. The input stall is the
-share of the end-to-end epoch not explained by compute: near 0 means compute-bound (the model is
-the bottleneck, as it should be); large means the GPU or CPU waits for input. Then the
-end-to-end epoch with the augmentation on the towers (--augment_on=device) and on the host once
-more: the ratio is what --augment_on=auto's choice for these towers rests on.
+On a generated JPEG folder, with the real pipeline (input_pipeline.InputPipeline) and train.py's
+training step (built as the trainer builds it, training/builder.py: the recipe's SGD, weight decay
+and label smoothing), times one cached epoch three ways: the pipeline alone, the training step
+alone on one batch held in memory (pure compute), and the two together as train.py runs them. The
+input stall is the share of the end-to-end epoch not explained by compute: near 0 means
+compute-bound (the model is the bottleneck, as it should be); large means the GPU or CPU waits
+for input. Then the end-to-end epoch with the augmentation on the towers (--augment_on=device: a
+second step on the same model and optimizer) and on the host once more: the ratio is what
+--augment_on=auto's choice for these towers rests on.
 """
 import os
 import shutil
@@ -20,26 +22,31 @@ import time
 
 from pipeline import write_jpegs  # benchmarks/pipeline.py
 
-from harness import argument_parser, write_json  # benchmarks/harness.py
+from harness import (  # benchmarks/harness.py
+    argument_parser,
+    step_config,
+    towers_and_state,
+    write_json,
+)
 
 
 def main():
     parser = argument_parser(__doc__, num_images=2000, source_size=256, model="googlenet",
                              image_size=64, batch_size=32, classes=10, jit_compile=False)
     parser.add_argument("--recipe", default=None,
-                        help="augment as this dataset's recipe does (training/recipes.py); "
-                             "default: Inception's crops and colour jitter")
+                        help="augment and train as this dataset's recipe does "
+                             "(settings/recipes.py); default: Inception's crops and colour "
+                             "jitter, and the folder recipe's step")
     args = parser.parse_args()
 
-    from runtime import configure_malloc
+    from host.runtime import configure_malloc
     configure_malloc()  # as train.py does
-    import keras
+    import dataclasses
 
-    import inception
     import input_pipeline
     from input_pipeline.examples import Examples
-    from training import devices, recipes
-    from training.step import StepConfig, make_train_step
+    from settings import recipes
+    from training import builder, devices
 
     root = tempfile.mkdtemp(prefix="epoch-bench-")
     try:
@@ -56,25 +63,24 @@ def main():
     steps = pipeline.num_examples // args.batch_size  # whole batches, as training takes
     images_per_epoch = steps * args.batch_size
 
-    towers = devices.configure_towers()
-    precision = devices.precision_policy(None, towers)  # what train.py picks by default
-    keras.mixed_precision.set_global_policy(precision)
-    strategy = devices.make_strategy(towers)
-    with strategy.scope():
-        model = inception.build_model(args.model, args.classes, args.image_size)
-        optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
-    step_config = StepConfig(args.batch_size, args.classes)
+    config = step_config(args.model, args.classes, args.image_size, args.batch_size,
+                         dataset=args.recipe or "folder", jit_compile=args.jit_compile)
+    tower_devices = devices.configure_towers()
+    # What train.py picks by default.
+    precision = devices.precision_policy(config.mixed_precision, tower_devices,
+                                         config.mixed_precision_dtype)
+    towers, state = towers_and_state(config, tower_devices, precision, steps)
+    # One model and optimizer, two steps: augmented on the host, and on each tower.
     steps_by_place = {
-        "host": make_train_step(model, optimizer, strategy, step_config,
-                                jit_compile=args.jit_compile),
-        "device": make_train_step(model, optimizer, strategy, step_config,
-                                  jit_compile=args.jit_compile, augment=pipeline.augment)}
+        place: builder.build_steps(dataclasses.replace(config, augment_on=place), towers, state,
+                                   train=pipeline).train
+        for place in ("host", "device")}
     step = steps_by_place["host"]
 
     def distributed(epoch, augment_on="host"):
         return devices.distributed_iterator(
-            strategy, lambda ctx: pipeline.dataset(args.batch_size, epoch=epoch,
-                                                   augment_on=augment_on))
+            towers.strategy, lambda ctx: pipeline.dataset(towers.per_tower_batch, epoch=epoch,
+                                                          augment_on=augment_on))
 
     # Warm up (trace the steps, start the runtime's thread pools) on epoch 0.
     first = next(distributed(0))

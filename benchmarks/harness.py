@@ -1,6 +1,7 @@
-"""What the benchmarks share: their command line and JSON report, timing with warm-up, one model's
-training step and inference on one device, settings measured in a child process, and train.py
-run as a user runs it, with its history.csv read back.
+"""What the benchmarks share: their command line and JSON report, timing with warm-up, train.py's
+training step built as the trainer builds it (training/builder.py), one model's training step and
+inference on one device, settings measured in a child process, and train.py run as a user runs
+it, with its history.csv read back.
 
 Importing it puts the project's root on sys.path, so a benchmark run as
 `python benchmarks/<script>.py` imports the project as train.py does.
@@ -79,23 +80,48 @@ def timed(fn, warmup, steps):
     return float(np.mean(times)), float(np.std(times))
 
 
+def step_config(model, classes, image_size, batch_size, **options):
+    """The `TrainConfig` of a benchmark's training step: `model` at `image_size` px with
+    `classes` classes and a global batch of `batch_size`; `options` are any other TrainConfig
+    settings (`dataset` names the recipe the rest comes from, default folder's: its weight decay,
+    label smoothing and SGD; the model keeps its own width unless `width_multiplier` is given)."""
+    from settings.config import TrainConfig, with_defaults
+    values = {"dataset": "folder", "width_multiplier": 1.0, **options}
+    return with_defaults(TrainConfig(model=model, num_classes=classes, image_size=image_size,
+                                     batch_size=batch_size, **values))
+
+
+def towers_and_state(config, tower_devices, precision, steps_per_epoch):
+    """train.py's parts for `config` on one machine's `tower_devices` (training/builder.py): the
+    process settings applied in Keras precision policy `precision`, then (towers, state): the
+    strategy and the model, optimizer and schedule (on `steps_per_epoch` steps an epoch) in
+    its scope. Nothing is saved, so the checkpoints point at a directory already removed."""
+    from settings.cluster import Worker
+    from training import builder
+    builder.apply_process_settings(config, precision)
+    towers = builder.build_towers(config, Worker(), tower_devices)
+    with tempfile.TemporaryDirectory() as scratch:
+        state = builder.build_state(config, towers, steps_per_epoch, scratch)
+    return towers, state
+
+
 def train_and_infer(model_name, classes, image_size, batch_size, *, warmup, steps,
-                    jit_compile=False, **model_options):
-    """(model, training-step (mean, std), inference (mean, std)) seconds per batch of our training
-    step (training/step.py) and forward pass, on the first GPU or else the CPU, in the current
-    Keras precision policy."""
+                    jit_compile=False, **options):
+    """(model, training-step (mean, std), inference (mean, std)) seconds per batch of train.py's
+    training step (training/builder.py, training/step.py: the recipe's SGD, weight decay and
+    label smoothing) and forward pass, on the first GPU or else the CPU, in the current Keras
+    precision policy. `options`: other TrainConfig settings (`step_config`), e.g.
+    width_multiplier, or dataset for another recipe's step."""
     import keras
     import tensorflow as tf
 
-    import inception
-    from training import devices
-    from training.step import StepConfig, make_train_step
-    strategy = devices.make_strategy(devices.configure_towers()[:1])
-    with strategy.scope():
-        model = inception.build_model(model_name, classes, image_size, **model_options)
-        optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
-    step = make_train_step(model, optimizer, strategy, StepConfig(batch_size, classes),
-                           jit_compile=jit_compile)
+    from training import builder, devices
+    config = step_config(model_name, classes, image_size, batch_size, jit_compile=jit_compile,
+                         **options)
+    towers, state = towers_and_state(config, devices.configure_towers()[:1],
+                                     keras.mixed_precision.global_policy().name, warmup + steps)
+    step = builder.build_steps(config, towers, state).train
+    model = state.model
     images = tf.random.uniform((batch_size, image_size, image_size, 3), -1, 1)
     labels = tf.random.uniform((batch_size,), 0, classes, tf.int32)
     train = timed(lambda: step(images, labels)["total_loss"].numpy(), warmup, steps)

@@ -79,7 +79,7 @@ def run_train_py(flags, run_dir):
 
 def our_augmentation(args):
     """The tiny_imagenet recipe's augmentation, with --crop_area's range when given."""
-    from training.recipes import get_recipe
+    from settings.recipes import get_recipe
     area = tuple(float(a) for a in args.crop_area.split(",")) if args.crop_area else None
     return get_recipe("tiny_imagenet").augmentation_for(100_000, area)  # Tiny's training set
 

@@ -3,12 +3,14 @@
     python benchmarks/malloc.py                    # googlenet_bn x0.25, 64 px, generated JPEGs
     python benchmarks/malloc.py --dataset=tiny_imagenet --data_dir=tiny-imagenet-200 --classes=20
 
-The step (training/step.py) takes batches from the real input pipeline (memory cache, Tiny
-ImageNet's augmentation) through `distribute_datasets_from_function`, as training/loop.py does.
+The step, train.py's with the Tiny ImageNet recipe (built as the trainer builds it,
+training/builder.py; float32), takes batches from the real input pipeline (memory cache, Tiny
+ImageNet's augmentation, on the host) through `distribute_datasets_from_function`, as
+training/loop.py does.
 Each setting runs in its own process (malloc's settings and TensorFlow's change to them hold for
 the whole process) and is timed in --windows windows of --steps steps after --warmup, so a
 setting whose cost grows as the heap ages shows it:
-  default        glibc as it comes, capped at 2 arenas (train.py before runtime.py
+  default        glibc as it comes, capped at 2 arenas (train.py before host/runtime.py
                  kept freed memory)
   tf_threshold   configure_malloc() as the entry points call it, then the iterator made with plain
                  iter(): TensorFlow (2.21, on Python 3.11) sets the mmap threshold to 128 KB
@@ -24,26 +26,29 @@ import shutil
 import tempfile
 import time
 
-from harness import argument_parser, child_result, print_for_parent, write_json  # benchmarks/
+from harness import (  # benchmarks/harness.py
+    argument_parser,
+    child_result,
+    print_for_parent,
+    step_config,
+    towers_and_state,
+    write_json,
+)
 
 SETTINGS = ("default", "tf_threshold", "entry_points")
 
 
 def measure(args, setting):
-    import runtime
+    from host import runtime
     if setting == "default":
         import ctypes
         # The arena cap alone, as train.py set it before configure_malloc.
         ctypes.CDLL("libc.so.6").mallopt(runtime.M_ARENA_MAX, 2)
     else:
         runtime.configure_malloc()
-    import keras
-
-    import inception
     import input_pipeline
-    from training import devices
-    from training.recipes import get_recipe
-    from training.step import StepConfig, make_train_step
+    from settings.recipes import get_recipe
+    from training import builder, devices
 
     examples, classes, root = load_examples(args)
     try:
@@ -53,21 +58,21 @@ def measure(args, setting):
     finally:
         if root:
             shutil.rmtree(root, ignore_errors=True)
-    keras.utils.set_random_seed(0)
-    strategy = devices.make_strategy(devices.configure_towers())
-    with strategy.scope():
-        model = inception.build_model(args.model, classes, args.image_size,
-                                      width_multiplier=args.width_multiplier)
-        optimizer = keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True)
-    step = make_train_step(model, optimizer, strategy,
-                           StepConfig(args.batch_size, classes, weight_decay=2e-4))
+    config = step_config(args.model, classes, args.image_size, args.batch_size,
+                         dataset="tiny_imagenet", width_multiplier=args.width_multiplier,
+                         augment_on="host")
+    towers, state = towers_and_state(config, devices.configure_towers(), "float32",
+                                     pipeline.num_examples // args.batch_size)
+    steps = builder.build_steps(config, towers, state, train=pipeline)
+    step = steps.train
 
     def dataset_fn(ctx):
-        return pipeline.dataset(args.batch_size, num_epochs=None)
+        return pipeline.dataset(towers.per_tower_batch, num_epochs=None,
+                                augment_on=steps.augment_on)
     if setting == "entry_points":
-        batches = devices.distributed_iterator(strategy, dataset_fn)
+        batches = devices.distributed_iterator(towers.strategy, dataset_fn)
     else:
-        batches = iter(strategy.distribute_datasets_from_function(dataset_fn))
+        batches = iter(towers.strategy.distribute_datasets_from_function(dataset_fn))
 
     def window(steps):
         usage, cpu = resource.getrusage(resource.RUSAGE_SELF), os.times()

@@ -103,7 +103,7 @@ def main():
                         help="the cache epoch 1 fills and epochs 2+ read")
     args = parser.parse_args()
 
-    from runtime import configure_malloc
+    from host.runtime import configure_malloc
     configure_malloc()  # as train.py does
     import input_pipeline
     from input_pipeline.examples import Examples

@@ -3,7 +3,7 @@
     python benchmarks/recipes.py                      # the three recipes below
     python benchmarks/recipes.py --recipes=cifar10 --steps=5
 
-Each published result this project follows is a dataset recipe of training/recipes.py (read
+Each published result this project follows is a dataset recipe of settings/recipes.py (read
 from there): MiniGoogLeNet on CIFAR-10 (about 90%), GoogLeNet on Tiny
 ImageNet at 64 px (57.34% top-1 / 81.25% top-5 after 70 epochs), GoogLeNet-BN on ImageNet with
 MindSpore's recipe (71.86% / 90.70% after 300 epochs). For each, the recipe's model, input size,
@@ -28,8 +28,8 @@ def main():
     args = parser.parse_args()
     import keras
 
+    from settings.config import TrainConfig, with_defaults
     from training import devices
-    from training.config import TrainConfig, with_defaults
     keras.mixed_precision.set_global_policy(
         devices.precision_policy(None, devices.configure_towers()[:1]))
     rows = []

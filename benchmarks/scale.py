@@ -86,12 +86,12 @@ def disk_read_bytes():
 
 def measure(data_dir, cache, image_size, batch_size):
     """One (N, cache) run, in this process; a dict of figures."""
-    from runtime import configure_malloc
+    from host.runtime import configure_malloc
     configure_malloc()  # as train.py does
     import input_pipeline
     from input_pipeline import preprocessing
+    from rundir.recorded import resolve_config
     from training.loop import Trainer
-    from training.run_dir import resolve_config
 
     timings = {}
     load_dataset, pipeline_class = input_pipeline.load_dataset, input_pipeline.InputPipeline
@@ -130,10 +130,10 @@ def measure(data_dir, cache, image_size, batch_size):
             width_multiplier=0.25, image_size=image_size, batch_size=batch_size, epochs=2))
         trainer = Trainer(config, print_fn=lambda *a: None)
         images, labels = next(trainer.run_dataset(0))
-        trainer.train_step(images, labels)["total_loss"].numpy()
+        trainer.steps.train(images, labels)["total_loss"].numpy()
         first_step = time.perf_counter() - STARTED
 
-        train = trainer.train_data
+        train = trainer.data.train
         # Epochs 2+ as training reads them: one dataset over enough epochs for EPOCH_IMAGES
         # images, timed from its first batch (so start-up is not charged to small N).
         epochs = max(1, -(-EPOCH_IMAGES // train.num_examples))
@@ -151,7 +151,7 @@ def measure(data_dir, cache, image_size, batch_size):
         cache_bytes = timings["fill_rss_growth"] if cache == "memory" else store_bytes
         return dict(
             n=len(trainer.splits.train) + len(trainer.splits.test), cache=train.cache_mode,
-            train_images=train.num_examples, heldout_images=trainer.test_data.num_examples,
+            train_images=train.num_examples, heldout_images=trainer.data.test.num_examples,
             list_and_split_seconds=timings["list_and_split_seconds"],
             first_pass_images_per_second=timings["first_pass_images_per_second"],
             first_pass_cores_busy=timings["first_pass_cores_busy"],

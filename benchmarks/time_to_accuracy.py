@@ -4,7 +4,7 @@
         --work_dir=tta-cifar10
 
 One run of each, one after the other on the same machine, with the cifar10 recipe
-(training/recipes.py) on both sides:
+(settings/recipes.py) on both sides:
   (a) ours:  python train.py --dataset=cifar10 --data_dir=... (the recipe's defaults; the command
       is printed);
   (b) Keras: the same model (`inception.build_model`) the way the Keras guides train CIFAR-10:
@@ -54,7 +54,7 @@ from harness import (  # benchmarks/harness.py
 
 def recipe(args):
     """The cifar10 recipe's settings, with --epochs over its own when given."""
-    from training.recipes import get_recipe
+    from settings.recipes import get_recipe
     settings = dict(get_recipe("cifar10").settings)
     if args.epochs:
         settings["epochs"] = args.epochs

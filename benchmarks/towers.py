@@ -7,7 +7,9 @@ Each tower count runs in its own process (towers must be set up before TensorFlo
 GPUs the towers are GPUs; without, the CPU is split into logical devices, as the tests do, which
 shows what the tower machinery costs rather than a speed-up: the CPU's cores are shared by all
 towers whatever their number. Weak scaling: every tower keeps --per_tower_batch, so N towers train
-N times the images per step; efficiency = img/s with N towers / (N x img/s with one).
+N times the images per step; efficiency = img/s with N towers / (N x img/s with one). The step is
+train.py's (built as the trainer builds it, training/builder.py: the folder recipe's SGD, weight
+decay and label smoothing), in float32.
 """
 import argparse
 import os
@@ -16,36 +18,36 @@ from harness import (  # benchmarks/harness.py
     argument_parser,
     child_result,
     print_for_parent,
+    step_config,
     timed,
+    towers_and_state,
     write_json,
 )
 
 
 def measure(args, towers):
-    """In this process: img/s of the real training step (training/step.py) with `towers` towers."""
-    import keras
+    """In this process: img/s of train.py's training step with `towers` towers."""
     import tensorflow as tf
 
-    import inception
-    from training import devices
-    from training.step import StepConfig, make_train_step
+    from training import builder, devices
     use_cpu = not tf.config.list_physical_devices("GPU")
-    strategy = devices.make_strategy(devices.configure_towers(towers, towers_on_cpu=use_cpu))
+    tower_devices = devices.configure_towers(towers, towers_on_cpu=use_cpu)
     global_batch = args.per_tower_batch * towers
-    with strategy.scope():
-        model = inception.build_model(args.model, args.classes, args.image_size)
-        optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
-    step = make_train_step(model, optimizer, strategy, StepConfig(global_batch, args.classes),
-                           jit_compile=args.jit_compile)
-    images = tf.random.uniform((args.per_tower_batch, args.image_size, args.image_size, 3), -1, 1)
-    labels = tf.random.uniform((args.per_tower_batch,), 0, args.classes, tf.int32)
+    config = step_config(args.model, args.classes, args.image_size, global_batch,
+                         jit_compile=args.jit_compile)
+    built, state = towers_and_state(config, tower_devices, "float32", args.warmup + args.steps)
+    step = builder.build_steps(config, built, state).train
+    batch = built.per_tower_batch
+    images = tf.random.uniform((batch, args.image_size, args.image_size, 3), -1, 1)
+    labels = tf.random.uniform((batch,), 0, args.classes, tf.int32)
     # Every tower gets its own batch through the same distributed-dataset path training uses.
     batches = devices.distributed_iterator(
-        strategy, lambda ctx: tf.data.Dataset.from_tensors((images, labels)).repeat())
+        built.strategy, lambda ctx: tf.data.Dataset.from_tensors((images, labels)).repeat())
     seconds, std = timed(lambda: step(*next(batches))["total_loss"].numpy(), args.warmup,
                          args.steps)
     return dict(towers=towers, global_batch=global_batch, seconds=seconds, std=std,
-                img_per_s=global_batch / seconds, devices=list(strategy.extended.worker_devices))
+                img_per_s=global_batch / seconds,
+                devices=list(built.strategy.extended.worker_devices))
 
 
 def main():

@@ -7,7 +7,7 @@ Every setting runs in its own process (thread pools and the precision policy are
 TensorFlow starts) and is reported as a ratio against the default, measured in the same run:
   default        float32, TensorFlow's own thread pools, no XLA (oneDNN kernels, NHWC), glibc's
                  malloc as it comes
-  malloc         glibc's malloc as train.py sets it (runtime.py: 2 arenas, freed
+  malloc         glibc's malloc as train.py sets it (host/runtime.py: 2 arenas, freed
                  memory kept for reuse)
   xla            --jit_compile: each tower's forward and backward pass compiled by XLA
   bfloat16       --mixed_precision: bfloat16 compute, float32 weights (what train.py uses on CPU)
@@ -38,7 +38,7 @@ SETTINGS = {
 
 def measure(args, setting):
     if setting.get("malloc"):  # before TensorFlow starts its threads
-        from runtime import configure_malloc  # harness.py put the root on sys.path
+        from host.runtime import configure_malloc  # harness.py put the root on sys.path
         configure_malloc()
     import keras
     import tensorflow as tf

@@ -3,11 +3,9 @@
 The order is fixed:
   read (parallel) -> decode -> resize to the cache size -> cache -> shuffle -> augment -> batch
   -> prefetch.
-`InputPipeline` does the first four once, when it is made: one pass over the files, with a
-progress bar, that decodes every image into a store (input_pipeline/store.py: RAM or a file of
-fixed-size records). That pass is the only disk read of the original files, it finds the files that
-cannot be decoded (so they can be reported by name), and a training loop that stops an epoch early
-can never leave a half-written cache behind.
+`InputPipeline` does the first four once, when it is made: the first pass
+(input_pipeline/first_pass.py) decodes every image into a store (input_pipeline/store.py: RAM or
+a file of fixed-size records); the rest, here, runs every epoch.
 
 Shuffling is a uniform random permutation of the whole set every epoch, whatever its size, file
 order or cache mode: the permutation is drawn over record numbers (stateless, from the seed, the
@@ -18,52 +16,27 @@ Augmentation comes after the cache, so every epoch sees new crops, and works on 
 every image still gets its own random crop, flip and colour jitter, but in a few vectorised ops
 per batch (measured in benchmarks/pipeline.py).
 """
-import os
 import random
-import time
-from typing import Optional, Protocol, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
 
-import disk_space
-from console import format_bytes
-from input_pipeline import preprocessing
+from host.console import format_bytes
+from host.runtime import release_free_memory
+from input_pipeline import first_pass, preprocessing
 from input_pipeline.examples import Examples
+from input_pipeline.first_pass import Progress
 from input_pipeline.preprocessing import Augmentation
 from input_pipeline.skipped import report_skipped, skipped_note
 from input_pipeline.store import (
     CACHE_MODES,
-    JPEG_QUALITY,
     DiskStore,
     JpegDiskStore,
-    MemoryStore,
-    cache_file,
     choose_cache_mode,
 )
-from runtime import release_free_memory
 
-_DISK_STORES = {"disk": DiskStore, "disk_jpeg": JpegDiskStore}
 AUTOTUNE = tf.data.AUTOTUNE
-_FILL_BATCH = 256  # images handed from tf.data to the store at a time during the first pass
-# The first pass's parallelism, fixed rather than left to tf.data's autotuner: reads wait on the
-# disk, so many are in flight; decoders are two per core, so a decoder waiting on its input never
-# leaves a core idle. This was measured faster than one autotuned map doing both
-# (docs/design.md, "The first pass").
-_READS_IN_FLIGHT = 16
-_DECODERS = 2 * (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                 else os.cpu_count() or 1)
-
-
-class Progress(Protocol):
-    """Where a pipeline tells the person running it about its first pass: its lines (what the
-    pass does, then what the cache holds) and its images done so far. console.PassProgress
-    prints them; the pipeline itself never writes to the console."""
-
-    def line(self, text: str) -> None: ...
-
-    def advance(self, done: int, total: int, images_per_second: int) -> None: ...
-
 
 # uniform: each epoch a permutation of every image; balanced: each class equally often.
 SAMPLINGS = ("uniform", "balanced")
@@ -110,28 +83,13 @@ class InputPipeline:
         self.augmentation = augmentation
         self.cache_size = preprocessing.cache_size(image_size, augmentation.eval_fraction)
         self.cache_mode = choose_cache_mode(cache, examples, self.cache_size, cache_dir)
-        self._store = self._fill(cache_dir, progress)
+        filled = first_pass.fill(examples, image_size=image_size,
+                                 eval_fraction=augmentation.eval_fraction,
+                                 cache_mode=self.cache_mode, cache_dir=cache_dir,
+                                 subset=self.subset, progress=progress)
         release_free_memory()
-        # Record r of an epoch is example self._example_of[r]: the readable examples in order.
-        self._example_of = (self._store.example_index if self._store is not None
-                            else self._readable)
-        self.num_examples = len(self._example_of)
-        record_labels = examples.labels[self._example_of]
-        self._record_labels = tf.constant(record_labels, tf.int32)
-        if sampling == "balanced":
-            # The records grouped by class, and where each present class starts and how many.
-            classes, starts, counts = np.unique(np.sort(record_labels, kind="stable"),
-                                                return_index=True, return_counts=True)
-            self._by_class = tf.constant(np.argsort(record_labels, kind="stable"), tf.int64)
-            self._class_starts = tf.constant(starts, tf.int64)
-            self._class_counts = tf.constant(counts, tf.float64)
-        if self._store is None:  # what `_load_example` reads from, every epoch
-            self._example_of_tensor = tf.constant(self._example_of, tf.int64)
-            if examples.paths is not None:
-                self._paths_tensor = tf.constant(examples.paths)
-        seen = np.zeros(len(examples), bool)
-        seen[self._example_of] = True
-        self.skipped_files = [] if examples.paths is None else list(examples.paths[~seen])
+        self._store, self._reused = filled.store, filled.reused
+        self._index_records(filled.readable)
         # A disk cache of mostly unreadable data is deleted: the corrected run never reuses it.
         delete_store = self._store.delete if isinstance(self._store, DiskStore) else None
         report_skipped(self.skipped_files, len(examples), self.subset, report_dir,
@@ -139,94 +97,34 @@ class InputPipeline:
         if progress is not None:
             progress.line(self.describe_cache(report_dir))
 
-    # -- read -> decode -> resize -> cache: the part done once ---------------------------------
-    def _decoded(self, encode: bool = False):
-        """(uint8 cache-size square, example index) of every readable example, in order; with
-        `encode`, the square as JPEG bytes instead (for the compact disk cache)."""
-        image_size, eval_fraction = self.image_size, self.augmentation.eval_fraction
+    def _index_records(self, readable: np.ndarray) -> None:
+        """Record r of an epoch is example `readable[r]`: the readable examples in order. Their
+        labels, their grouping by class (balanced sampling), what an uncached epoch reads from,
+        and the files skipped."""
+        examples = self.examples
+        self._example_of = readable
+        self.num_examples = len(readable)
+        record_labels = examples.labels[readable]
+        self._record_labels = tf.constant(record_labels, tf.int32)
+        if self.sampling == "balanced":
+            # The records grouped by class, and where each present class starts and how many.
+            classes, starts, counts = np.unique(np.sort(record_labels, kind="stable"),
+                                                return_index=True, return_counts=True)
+            self._by_class = tf.constant(np.argsort(record_labels, kind="stable"), tf.int64)
+            self._class_starts = tf.constant(starts, tf.int64)
+            self._class_counts = tf.constant(counts, tf.float64)
+        if self._store is None:  # what `_load_example` reads from, every epoch
+            self._example_of_tensor = tf.constant(readable, tf.int64)
+            if examples.paths is not None:
+                self._paths_tensor = tf.constant(examples.paths)
+        seen = np.zeros(len(examples), bool)
+        seen[readable] = True
+        self.skipped_files = [] if examples.paths is None else list(examples.paths[~seen])
 
-        def square(image: tf.Tensor) -> tf.Tensor:
-            image = preprocessing.resize_for_cache(image, image_size, eval_fraction)
-            if encode:  # in the parallel map, so the first pass's threads share the encoding
-                return tf.io.encode_jpeg(image, quality=JPEG_QUALITY, chroma_downsampling=False)
-            return image
-        index = np.arange(len(self.examples), dtype=np.int64)
-        if self.examples.images is not None:
-            ds = tf.data.Dataset.from_tensor_slices((self.examples.images, index))
-            return ds.map(lambda image, i: (square(image), i), num_parallel_calls=_DECODERS)
-        ds = tf.data.Dataset.from_tensor_slices((self.examples.paths, index))
-        ds = ds.map(lambda path, i: (tf.io.read_file(path), i), num_parallel_calls=_READS_IN_FLIGHT)
-        ds = ds.map(lambda data, i: (square(preprocessing.decode_image(data)), i),
-                    num_parallel_calls=_DECODERS)
-        # Unreadable files (empty, truncated, not an image) are dropped here, found by index
-        # after the pass and reported; they never stop the run.
-        return ds.ignore_errors()
-
-    def _first_pass(self, encode: bool = False):
-        """`_decoded` in batches of _FILL_BATCH, as the first pass consumes it."""
-        options = tf.data.Options()
-        # The pass's parallelism is fixed (_READS_IN_FLIGHT, _DECODERS), so the autotuner has
-        # nothing to choose, yet with it on, about half of all first passes settled at 70% of
-        # the speed of the others with a core idle; off, none did (docs/design.md, "The first
-        # pass").
-        options.autotune.enabled = False
-        return self._decoded(encode).batch(_FILL_BATCH).prefetch(2).with_options(options)
-
-    def _read_file(self, path: tf.Tensor):
+    def _read_file(self, path: tf.Tensor) -> tf.Tensor:
         image = preprocessing.decode_image(tf.io.read_file(path))
         return preprocessing.resize_for_cache(image, self.image_size,
                                               self.augmentation.eval_fraction)
-
-    def _fill(self, cache_dir: Optional[str], progress: Optional[Progress]):
-        """The first pass: decodes everything into a new store (or finds a complete disk store
-        made earlier from the same files). Without a cache it only finds the readable files."""
-        size = self.cache_size
-        shape = (size, size, 3)
-        self._reused = False
-        if self.cache_mode in _DISK_STORES:
-            store_class = _DISK_STORES[self.cache_mode]
-            path = cache_file(self.examples, self.image_size, size, self.cache_mode, cache_dir)
-            store = store_class.open_complete(path, shape)
-            if store is not None:
-                self._reused = True
-                return store
-            if self.cache_mode == "disk":  # raw records: the size is known before the pass
-                disk_space.check_free(path, len(self.examples) * int(np.prod(shape)))
-            store = store_class(path, shape).start()
-        elif self.cache_mode == "memory":
-            store = MemoryStore(len(self.examples), shape)
-        else:
-            store = None
-        readable = []
-        total = len(self.examples)
-        if progress is not None:
-            progress.line(f"First pass over the {total:,} {self.subset} images: read, decode, "
-                          f"{'cache' if store is not None else 'check'}")
-        start, done = time.perf_counter(), 0
-        try:
-            encode = isinstance(store, JpegDiskStore)
-            for images, index in self._first_pass(encode):
-                index = index.numpy()
-                if store is not None:
-                    store.append(images.numpy(), index)
-                else:
-                    readable.append(index)
-                done = int(index[-1]) + 1
-                if progress is not None:
-                    progress.advance(done, total, round(done / (time.perf_counter() - start)))
-        except BaseException as error:
-            if isinstance(store, DiskStore):
-                store.abandon()
-                if disk_space.is_disk_full(error):
-                    raise disk_space.DiskFull(disk_space.disk_full_message(store.path)) from None
-            raise
-        if progress is not None and done < total:  # the last files were unreadable
-            progress.advance(total, total, round(total / (time.perf_counter() - start)))
-        if store is None:
-            self._readable = (np.concatenate(readable) if readable
-                              else np.zeros((0,), np.int64))
-            return None
-        return store.finish()
 
     @property
     def cache_bytes(self) -> int:

@@ -23,14 +23,50 @@ LAYOUT = """  DATA_DIR/  (or DATA_DIR/cifar-10-batches-py/)
     train/<class>/*.jpg|png   test/<class>/*.jpg|png   (the ten classes: airplane ... truck)"""
 
 
+# Everything a CIFAR-10 pickle may name besides dicts, lists, bytes, str and ints: NumPy's array
+# rebuilders (numpy 1.x's module path, in the original archive, and numpy 2's) and the encoder
+# Python 3 uses for bytes in protocol 2. A pickle can name any function to call as it loads (it
+# can run code: Python's pickle docs), so any other name is refused (`_CifarUnpickler`).
+_ALLOWED_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+}
+# The dtypes of the arrays the archive holds (uint8 pixels; int labels in some copies).
+_ALLOWED_DTYPES = ("u1", "i1", "i2", "i4", "i8", "u2", "u4", "u8")
+
+
+def _numeric_dtype(spec, *args):
+    """numpy.dtype for numeric types only: an object array could hold anything."""
+    dtype = np.dtype(spec, *args)
+    if dtype.str.lstrip("<>|=") not in _ALLOWED_DTYPES:
+        raise pickle.UnpicklingError(f"it holds an array of dtype {dtype}, which CIFAR-10 "
+                                     f"files never do")
+    return dtype
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """pickle's loader restricted to what the CIFAR-10 files contain (the pattern of Python's
+    pickle docs, "Restricting Globals"): nothing in a data directory runs code."""
+
+    def find_class(self, module, name):
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"it asks to load {module}.{name}, which CIFAR-10 files "
+                                         f"never do (a pickle naming it could run code)")
+        if (module, name) == ("numpy", "dtype"):
+            return _numeric_dtype
+        return super().find_class(module, name)
+
+
 def _unpickle(path):
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+            return _CifarUnpickler(f, encoding="bytes").load()
     except FileNotFoundError:
         raise ValueError(f"Missing CIFAR-10 file {path!r}; expected layout:\n{LAYOUT}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise ValueError(f"{path!r} is not a readable CIFAR-10 pickle: {e}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+        raise ValueError(f"{path!r} is not a CIFAR-10 pickle, refused: {e}") from None
 
 
 def _read_batches(root, names, num_classes):

@@ -22,7 +22,7 @@ from input_pipeline.examples import DatasetSplits, Examples, RawDataset
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     """A dataset layout: how to read it. How it trains (its augmentation and settings) is its
-    recipe, training/recipes.py."""
+    recipe, settings/recipes.py."""
     load: Callable  # data_dir -> RawDataset
     description: str
 

@@ -36,7 +36,7 @@ from typing import Optional
 import numpy as np
 from absl import logging
 
-import disk_space
+from host import disk_space
 from input_pipeline import preprocessing
 from input_pipeline.examples import Examples
 

@@ -1,5 +1,5 @@
-"""Tests for console.py: the console progress bar of the first pass and epochs."""
-from console import ProgressBar, format_value
+"""Tests for host/console.py: the console progress bar of the first pass and epochs."""
+from host.console import ProgressBar, format_value
 
 
 def test_a_log_gets_the_start_the_end_and_whole_rates(capsys):

@@ -1,4 +1,4 @@
-"""Tests for evaluate.py / predict.py and training/evaluate_run.py, evaluation.py, export.py."""
+"""Tests for evaluate.py / predict.py and evaluation/evaluate_run.py, evaluation.py, export.py."""
 import csv
 import dataclasses
 import json
@@ -13,12 +13,15 @@ import tensorflow as tf
 
 import input_pipeline
 from conftest import cpu_devices, write_image, write_image_folder
+from evaluation.evaluate_run import EvalSettings, evaluate_checkpoint, run, watch
+from evaluation.trained import restore_model
 from input_pipeline.crops import paper_144_crops, ten_crops
 from input_pipeline.preprocessing import decode_image, preprocess_for_eval
-from training import devices, evaluation, recipes
-from training.evaluate_run import EvalSettings, evaluate_checkpoint, run, watch
+from rundir.layout import split_dir
+from rundir.recorded import resolve_config
+from settings import recipes
+from training import devices, heldout
 from training.loop import Trainer
-from training.run_dir import resolve_config, restore_model, split_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET = dict(print_fn=lambda *a: None)
@@ -90,8 +93,8 @@ def test_balanced_accuracy_is_the_mean_recall_over_the_classes_present():
     labels = np.array([0] * 8 + [1] * 2)
     predicted = np.array([0] * 6 + [1, 2] + [1, 0])
     probs = np.eye(3)[predicted]
-    assert evaluation.balanced_accuracy(probs, labels) == pytest.approx(0.625)
-    assert evaluation.scores(probs, labels)["top1"] == pytest.approx(0.7)
+    assert heldout.balanced_accuracy(probs, labels) == pytest.approx(0.625)
+    assert heldout.scores(probs, labels)["top1"] == pytest.approx(0.7)
 
 
 def test_ten_crops_only_average(trained_run):

@@ -1,6 +1,7 @@
 """flags.py: the flags are made from the settings' declarations, choices from the registries."""
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 
@@ -11,10 +12,10 @@ import flags
 import inception
 import input_pipeline
 from input_pipeline.crops import CROP_COUNTS
-from training import devices, optimization
-from training.config import TrainConfig
-from training.eval_settings import EvalSettings
-from training.recipes import RECIPES
+from settings import choices
+from settings.config import TrainConfig
+from settings.eval_settings import EvalSettings
+from settings.recipes import RECIPES
 
 FLAGS = absl_flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,19 +39,20 @@ def test_every_setting_with_help_is_a_flag_with_its_default_and_help():
 
 @pytest.mark.parametrize("name, registry", [
     ("dataset", sorted(RECIPES)), ("model", inception.model_names()),
-    ("cache", input_pipeline.CACHE_MODES), ("lr_schedule", optimization.SCHEDULES),
-    ("strategy", devices.STRATEGIES), ("augment_on", devices.AUGMENT_ON),
-    ("mixed_precision_dtype", devices.MIXED_PRECISION_DTYPES),
+    ("cache", input_pipeline.CACHE_MODES), ("lr_schedule", choices.SCHEDULES),
+    ("strategy", choices.STRATEGIES), ("augment_on", choices.AUGMENT_ON),
+    ("mixed_precision_dtype", choices.MIXED_PRECISION_DTYPES),
     ("crops", [str(c) for c in CROP_COUNTS])])
 def test_enum_choices_are_the_registries(name, registry):
     assert list(FLAGS[name].parser.enum_values) == list(registry)
 
 
-def test_a_list_that_is_not_numbers_is_refused_naming_its_flag():
+@pytest.mark.parametrize("flag", ["--crop_area=0.2,big", "--profile_steps=two,3"])
+def test_a_list_that_is_not_numbers_is_refused_naming_its_flag(flag):
     FLAGS.unparse_flags()
-    FLAGS(["train.py", "--crop_area=0.2,big"])
+    FLAGS(["train.py", flag])
     try:
-        with pytest.raises(ValueError, match="--crop_area=0.2,big: expected numbers separated by "
+        with pytest.raises(ValueError, match=f"^{re.escape(flag)}: expected numbers separated by "
                                              "commas"):
             flags.given_settings(TrainConfig)
     finally:
@@ -74,7 +76,7 @@ def test_given_settings_holds_only_what_the_command_line_set_in_the_fields_types
 def test_the_flags_are_made_without_loading_the_evaluation():
     # train.py's flags come from the settings' declarations, not from the application that
     # evaluates (a fresh process: this one has imported everything).
-    code = "import sys, flags; print('training.evaluate_run' in sys.modules)"
+    code = "import sys, flags; print('evaluation.evaluate_run' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True,
                          text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}).stdout
     assert out.strip().splitlines()[-1] == "False"

@@ -2,7 +2,7 @@
 
 inception (the networks) imports no other package of the project; input_pipeline (the data)
 imports nothing of training and holds no process-wide settings; training uses the data only
-through the pipeline's public API; the process-wide malloc settings live in runtime.py, used by
+through the pipeline's public API; the process-wide malloc settings live in host/runtime.py, used by
 the entry points and the training devices only.
 """
 import ast
@@ -11,7 +11,17 @@ import os
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ("inception", "input_pipeline", "training")
+PACKAGES = ("host", "inception", "input_pipeline", "settings", "rundir", "training", "evaluation")
+# Every package, with those it may import: the ones below it.
+LAYERS = {
+    "host": set(),
+    "inception": set(),
+    "input_pipeline": {"host"},
+    "settings": {"host", "inception", "input_pipeline"},
+    "rundir": {"host", "inception", "input_pipeline", "settings"},
+    "training": {"host", "inception", "input_pipeline", "settings", "rundir"},
+    "evaluation": {"host", "inception", "input_pipeline", "settings", "rundir", "training"},
+}
 # What training may import of the data package: the package itself (InputPipeline,
 # load_dataset, ...) and the modules that define the pipeline's preprocessing, crops and examples.
 PIPELINE_API = {"input_pipeline", "input_pipeline.preprocessing", "input_pipeline.crops",
@@ -42,16 +52,24 @@ def top(module):
     return module.split(".")[0]
 
 
-def test_the_networks_import_no_other_package_of_the_project():
-    for name, modules in package_imports("inception").items():
-        assert not {top(m) for m in modules} & {"input_pipeline", "training", "runtime",
-                                                 "console", "flags"}, name
+def test_every_package_is_listed_in_the_layers():
+    packages = {name for name in os.listdir(ROOT)
+                if os.path.exists(os.path.join(ROOT, name, "__init__.py"))}
+    assert packages == set(LAYERS)
+
+
+@pytest.mark.parametrize("package", sorted(LAYERS))
+def test_each_package_imports_only_the_layers_below_it(package):
+    for name, modules in package_imports(package).items():
+        project = {top(m) for m in modules} & set(LAYERS) - {package}
+        assert project <= LAYERS[package], (
+            f"{package}/{name} imports {sorted(project - LAYERS[package])}")
 
 
 def test_the_data_package_imports_nothing_of_training_and_sets_nothing_process_wide():
     for name, modules in package_imports("input_pipeline").items():
         assert "training" not in {top(m) for m in modules}, name
-        # Process-wide state (glibc's malloc through ctypes) is runtime.py's alone.
+        # Process-wide state (glibc's malloc through ctypes) is host/runtime.py's alone.
         assert "ctypes" not in modules, name
         assert not {"configure_malloc", "reapply_malloc_settings"} & _names_imported(
             os.path.join(ROOT, "input_pipeline", name), "runtime"), name

@@ -9,8 +9,8 @@ import tensorflow as tf
 from scipy.stats import chisquare
 
 from conftest import cpu_devices, write_image, write_image_folder
-from console import PassProgress
-from input_pipeline import builder, skipped, store
+from host.console import PassProgress
+from input_pipeline import builder, first_pass, skipped, store
 from input_pipeline.builder import InputPipeline
 from input_pipeline.examples import Examples
 from input_pipeline.preprocessing import Augmentation
@@ -207,7 +207,7 @@ def test_auto_cache_on_disk_keeps_raw_pixels_only_when_they_are_no_bigger_than_t
     assert mode(16) == "disk"
     # 128-px input: 147x147x3 = 64,827 raw bytes per image, ten times the files themselves.
     assert mode(128) == "disk_jpeg"
-    assert any(f.endswith(f".jpg{builder.JPEG_QUALITY}") for f in os.listdir(tmp_path / "cache"))
+    assert any(f.endswith(f".jpg{store.JPEG_QUALITY}") for f in os.listdir(tmp_path / "cache"))
     # Raw pixels that would fill more than half the free disk are not chosen either.
     monkeypatch.setattr(store, "free_disk_bytes", lambda directory: 1000)
     assert mode(16) == "disk_jpeg"
@@ -328,7 +328,7 @@ def test_a_class_sorted_folder_is_shuffled_from_the_disk_cache(tmp_path):
 
 
 @pytest.mark.parametrize("cache,suffix",
-                         [("disk", ".u8"), ("disk_jpeg", f".jpg{builder.JPEG_QUALITY}")])
+                         [("disk", ".u8"), ("disk_jpeg", f".jpg{store.JPEG_QUALITY}")])
 def test_a_complete_disk_cache_is_reused_and_a_partial_one_is_not(tmp_path, cache, suffix):
     examples = unique_label_examples(str(tmp_path / "data"), n=10)
     cache_dir = str(tmp_path / "cache")
@@ -378,10 +378,9 @@ def test_the_first_pass_runs_without_the_autotuner_and_yields_every_example_once
     # With tf.data's autotuner on, about half of all first passes ran at 70% speed with a core
     # idle (docs/design.md, "The first pass"); the pass's parallelism is fixed instead.
     examples = folder_examples(str(tmp_path / "data"), per_class=5)
-    pipeline = InputPipeline(examples, image_size=16, training=True, cache="memory")
-    first_pass = pipeline._first_pass()
-    assert first_pass.options().autotune.enabled is False
-    indices = np.concatenate([index.numpy() for _, index in first_pass])
+    passed = first_pass.batches(examples, 16, Augmentation().eval_fraction, False)
+    assert passed.options().autotune.enabled is False
+    indices = np.concatenate([index.numpy() for _, index in passed])
     np.testing.assert_array_equal(indices, np.arange(10))  # every example once, in order
 
 

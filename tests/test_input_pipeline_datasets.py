@@ -327,3 +327,61 @@ def test_every_layout_reads_a_data_dir_given_with_a_tilde(tmp_path, monkeypatch)
     write_image_folder(str(tmp_path / "photos"), classes=("a", "b"), per_class=3)
     photos = input_pipeline.load_dataset("folder", "~/photos")
     assert len(photos.train) + len(photos.test) == 6 and photos.data_dir == str(tmp_path / "photos")
+
+
+class _CreatesAFile:
+    """What a crafted pickle can do as it loads: call any function it names (here
+    open(path, "w"))."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def _cifar10_pickles(root, protocol, data_batch_1=None):
+    """The archive's six batches and batches.meta, pickled as the original (dicts of bytes keys;
+    uint8 rows, int labels, bytes names)."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
+        batch = {b"batch_label": f"batch {i}".encode(),
+                 b"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8),
+                 b"labels": rng.integers(0, 10, 2).tolist(),
+                 b"filenames": [b"a_1.png", b"b_2.png"]}
+        if name == "data_batch_1" and data_batch_1 is not None:
+            batch = data_batch_1
+        with open(root / name, "wb") as f:
+            pickle.dump(batch, f, protocol=protocol)
+    names = [n.encode() for n in ("airplane automobile bird cat deer dog frog horse ship "
+                                  "truck").split()]
+    with open(root / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": names, b"num_vis": 3072}, f, protocol=protocol)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar10_pickles_as_written_by_numpy_load(tmp_path, protocol):
+    # Protocol 2 is the original archive's; 4 and 5 are what Python 3 writes (5: NumPy's buffers).
+    _cifar10_pickles(tmp_path / "cifar-10-batches-py", protocol)
+    splits = input_pipeline.load_dataset("cifar10", str(tmp_path))
+    assert len(splits.train) == 10 and len(splits.test) == 2
+
+
+def test_a_cifar10_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "created_by_the_pickle"
+    root = tmp_path / "cifar-10-batches-py"
+    _cifar10_pickles(root, 2, data_batch_1={b"data": _CreatesAFile(str(marker)), b"labels": []})
+    with pytest.raises(ValueError, match=r"data_batch_1' is not a CIFAR-10 pickle, refused: it "
+                                         r"asks to load io.open"):
+        input_pipeline.load_dataset("cifar10", str(tmp_path))
+    assert not marker.exists()
+
+
+def test_a_cifar10_pickle_with_an_object_array_is_refused(tmp_path):
+    root = tmp_path / "cifar-10-batches-py"
+    _cifar10_pickles(root, 2, data_batch_1={b"data": np.array([1, "x"], dtype=object),
+                                            b"labels": [0, 1]})
+    with pytest.raises(ValueError, match="data_batch_1' is not a CIFAR-10 pickle, refused: it "
+                                         "holds an array of dtype object"):
+        input_pipeline.load_dataset("cifar10", str(tmp_path))

@@ -14,10 +14,11 @@ import time
 import pytest
 import tensorflow as tf
 
-import disk_space
 from conftest import ENV, ROOT, run, train_args
-from training.recovery import NoReadableCheckpoint, recover_latest, unreadable_reason
-from training.run_lock import LOCK_FILE, RunDirInUse, RunLock
+from host import disk_space
+from rundir.layout import LOCK_FILE
+from rundir.lock import RunDirInUse, RunLock
+from rundir.recovery import NoReadableCheckpoint, recover_latest, unreadable_reason
 
 
 # -- the lock ---------------------------------------------------------------------------------
@@ -121,7 +122,7 @@ def test_a_reader_takes_no_lock_and_leaves_a_damaged_checkpoint_to_the_writer(tm
     """evaluate.py and predict.py find the checkpoint to read (run_dir's reader) without the run's
     lock: a train.py starting at that moment takes it; the damaged checkpoint is skipped, not
     moved, since the writer owns the checkpoint index."""
-    from training import run_dir as run_dir_module
+    from evaluation import trained as run_dir_module
     run_dir = str(tmp_path)
     paths = _three_checkpoints(run_dir)
     _truncate(paths[2])

@@ -1,4 +1,4 @@
-"""Tests for runtime.py: glibc's malloc as training sets it, in fresh processes."""
+"""Tests for host/runtime.py: glibc's malloc as training sets it, in fresh processes."""
 import json
 import os
 import subprocess
@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-MODULE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runtime.py")
+MODULE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "host",
+                      "runtime.py")
 
 # Allocates, touches and frees 100 MB in 1 MB blocks twice; prints the page faults of the second
 # round, which reuses memory the first freed, and the variables configure_malloc applied.

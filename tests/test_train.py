@@ -64,15 +64,24 @@ REFUSED = [  # (flags, the one error line's start); train_args gives --batch_siz
 ]
 
 
-def test_bad_settings_are_refused_before_anything_is_written(data_dir, tmp_path):
+# One refusal from each place train.py refuses a command before reading any data: the flags'
+# parsing (before the run directory is locked), the settings' checks, and the trainer once it
+# knows its towers (--init_from is looked up there). tests/test_training_checks.py,
+# test_flags.py, test_training_finetune.py and test_training_loop.py check every message
+# in-process; the whole list goes through train.py in the slow twin below.
+ONE_OF_EACH_KIND = [(flags, expected) for flags, expected in REFUSED if flags[0] in (
+    "--profile_steps=two,3", "--model=googlenet", "--init_from=/nonexistent/run")]
+
+
+def refused_before_anything_is_written(data_dir, tmp_path, refused):
     # All at once: each is a TensorFlow start-up, refused before any data is read.
     runs = []
-    for i, (flags, _) in enumerate(REFUSED):
+    for i, (flags, _) in enumerate(refused):
         run_dir = tmp_path / f"run{i}"
         runs.append((run_dir, subprocess.Popen(
             train_args(data_dir, str(run_dir), *flags), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, env=ENV)))
-    for (flags, expected), (run_dir, process) in zip(REFUSED, runs):
+    for (flags, expected), (run_dir, process) in zip(refused, runs):
         stdout, stderr = process.communicate(timeout=300)
         assert process.returncode == 1, (flags, stderr[-2000:])
         assert "Traceback" not in stderr, flags
@@ -82,12 +91,24 @@ def test_bad_settings_are_refused_before_anything_is_written(data_dir, tmp_path)
         assert "First pass" not in stdout  # no data was read
 
 
+def test_bad_settings_are_refused_before_anything_is_written(data_dir, tmp_path):
+    assert len(ONE_OF_EACH_KIND) == 3
+    refused_before_anything_is_written(data_dir, tmp_path, ONE_OF_EACH_KIND)
+
+
+# About 160 s (14 TensorFlow start-ups); the test above sends one of each kind through train.py.
+@pytest.mark.slow
+def test_every_bad_setting_is_refused_before_anything_is_written(data_dir, tmp_path):
+    refused_before_anything_is_written(data_dir, tmp_path, REFUSED)
+
+
 def test_a_refused_command_leaves_nothing_that_blocks_the_corrected_one(data_dir, tmp_path):
     run_dir = str(tmp_path / "run")
-    small = run(train_args(data_dir, run_dir, "--model=googlenet", "--image_size=10"))
-    assert small.returncode == 1 and "--image_size=10" in small.stderr
-    # Refused only once the data is known (12 training images), after the run directory was
-    # made: the corrected command, with another size too, still starts the run afresh.
+    # A command refused by the settings' checks leaves no run directory at all
+    # (test_bad_settings_are_refused_before_anything_is_written, with --model=googlenet
+    # --image_size=10). This one is refused only once the data is known (12 training images),
+    # after the run directory was made: the corrected command, with another size too, still
+    # starts the run afresh.
     too_big = run(train_args(data_dir, run_dir, "--model=minigooglenet", "--batch_size=64",
                              "--image_size=16"))
     assert too_big.returncode == 1
@@ -108,8 +129,8 @@ def test_a_refused_command_leaves_nothing_that_blocks_the_corrected_one(data_dir
     assert "at step 3" in resumed.stdout and "Done at step 6" in resumed.stdout
 
 
-def test_profile_steps_writes_a_trace_of_exactly_those_steps(data_dir, tmp_path):
-    run_dir = str(tmp_path / "run")
+def profile_the_first_epochs_last_two_steps(data_dir, run_dir):
+    """Trains one epoch with --profile_steps=2,3, checks its trace; returns the trace's path."""
     # 3 steps per epoch: steps 2 and 3 are the first epoch's last two.
     first = run(train_args(data_dir, run_dir, "--model=minigooglenet", "--epochs=1",
                            "--profile_steps=2,3"))
@@ -118,6 +139,20 @@ def test_profile_steps_writes_a_trace_of_exactly_those_steps(data_dir, tmp_path)
     assert f"Profiling steps 2 to 3 into {where} (TensorBoard's Profile tab)." in first.stdout
     (trace,) = profiles(run_dir).values()
     assert profiled_steps(trace) == [2, 3]
+    return trace
+
+
+def test_profile_steps_writes_a_trace_of_exactly_those_steps(data_dir, tmp_path):
+    profile_the_first_epochs_last_two_steps(data_dir, str(tmp_path / "run"))
+
+
+# About 25 s more (a second start); test_training_loop.py's
+# test_a_run_resumed_past_the_profiled_steps_says_so_and_profiles_nothing covers it in-process.
+@pytest.mark.slow
+def test_a_run_resumed_past_the_profiled_steps_profiles_nothing_through_the_command_line(
+        data_dir, tmp_path):
+    run_dir = str(tmp_path / "run")
+    trace = profile_the_first_epochs_last_two_steps(data_dir, run_dir)
     # Resumed past the range: nothing more is profiled, and the run says so.
     past = run(train_args(data_dir, run_dir, "--epochs=2", "--profile_steps=2,3"))
     assert past.returncode == 0, past.stderr[-3000:]
@@ -203,15 +238,15 @@ def test_ctrl_c_saves_and_the_same_command_resumes(data_dir, tmp_path):
 
 STOPPED_IN_FIRST_PASS = textwrap.dedent("""
     import os, runpy, signal, sys
-    from input_pipeline import builder
-    first_pass = builder.InputPipeline._first_pass
-    def stopped_after_one_batch(self, *args):
-        for i, batch in enumerate(first_pass(self, *args)):
+    from input_pipeline import first_pass
+    batches = first_pass.batches
+    def stopped_after_one_batch(*args):
+        for i, batch in enumerate(batches(*args)):
             if i == 1:  # a scheduler's stop while the cache is being written
                 os.kill(os.getpid(), signal.SIGTERM)
             yield batch
-    builder.InputPipeline._first_pass = stopped_after_one_batch
-    builder._FILL_BATCH = 4  # several batches in the 12 training images
+    first_pass.batches = stopped_after_one_batch
+    first_pass._FILL_BATCH = 4  # several batches in the 12 training images
     sys.argv = sys.argv[1:]
     runpy.run_path(sys.argv[0], run_name="__main__")
 """)
@@ -237,7 +272,7 @@ def test_a_stop_during_the_first_pass_exits_with_one_line_and_the_same_command_s
 DETERMINISTIC_RUN = textwrap.dedent("""
     import os, signal, sys
     from training import checkpoints, loop
-    from training.run_dir import resolve_config
+    from rundir.recorded import resolve_config
     data_dir, run_dir, stop_after_epoch = sys.argv[1], sys.argv[2], int(sys.argv[3])
     save, pressed = checkpoints.Checkpoints.save, []
     def save_then_stop(self, step, epoch):
@@ -273,7 +308,7 @@ def test_interrupted_at_an_epoch_boundary_gives_the_same_weights(data_dir, tmp_p
     assert "interrupted Stopped at step 3 of 6" in train(split, 1)
     assert train(split, -1).strip() == "6"
 
-    from training.run_dir import restore_model
+    from evaluation.trained import restore_model
     a, *_ = restore_model(straight)
     b, *_ = restore_model(split)
     assert len(a.weights) == len(b.weights)

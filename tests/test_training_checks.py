@@ -1,10 +1,10 @@
-"""Tests for training/checks.py: every setting that cannot train is refused, naming its flag."""
+"""Tests for settings/checks.py: every setting that cannot train is refused, naming its flag."""
 import dataclasses
 
 import pytest
 
-from training.checks import check_config
-from training.config import TrainConfig, with_defaults
+from settings.checks import check_config
+from settings.config import TrainConfig, with_defaults
 
 
 def check(given):
@@ -74,6 +74,9 @@ def check(given):
      "--mixed_precision_dtype=half: must be one of auto, bfloat16, float16"),
     (dict(class_weight="inverse"), "--class_weight=inverse: must be one of none, balanced"),
     (dict(sampling="over"), "--sampling=over: must be one of uniform, balanced"),
+    (dict(lr_schedule="step"),
+     "--lr_schedule=step: must be one of exponential_step, polynomial, cosine, constant"),
+    (dict(strategy="ps"), "--strategy=ps: must be one of auto, mirrored, multi_worker"),
     # The digits' minigooglenet has ten modules; the folders' googlenet_bn has Table 1's nine.
     (dict(trainable="from:4e"), "^--trainable=from:4e: must be all, head or from:<module>, a "
      "module of --model=minigooglenet: 1a, 1b, down1, 2a, 2b, 2c, 2d, down2, 3a, 3b$"),
@@ -96,7 +99,7 @@ def test_settings_that_cannot_train_are_refused(given, message):
     {},
     dict(dataset="imagenet"),
     dict(dataset="imagenet", epochs=50, lr_decay_epochs=(20.0, 40.0)),
-    # The recipe's 70,140,210,280 of 300 epochs, scaled to the run (training/recipes.py).
+    # The recipe's 70,140,210,280 of 300 epochs, scaled to the run (settings/recipes.py).
     dict(dataset="imagenet", epochs=1),
     dict(dataset="imagenet", epochs=50),
     dict(batch_size=33, num_gpus=3, lr=1e-5, epochs=1, warmup_epochs=1.0, momentum=0.0,

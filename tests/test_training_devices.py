@@ -89,7 +89,7 @@ def test_only_the_pad_crop_is_shift_only():
 ITERATOR = """
 import ctypes, json, sys
 sys.path.insert(0, {root!r})
-from runtime import configure_malloc
+from host.runtime import configure_malloc
 configure_malloc()
 import tensorflow as tf
 from training import devices

@@ -13,12 +13,13 @@ import tensorflow as tf
 
 import inception
 from conftest import ROOT, cpu_devices, run, scalars, train_args, write_image
+from evaluation.evaluate_run import EvalSettings, evaluate_checkpoint
+from evaluation.trained import restore_model
 from input_pipeline.preprocessing import decode_image, preprocess_for_eval
+from rundir.recorded import read_class_names, resolve_config
 from training import devices
 from training.averaging import WeightAverage
-from training.evaluate_run import EvalSettings, evaluate_checkpoint
 from training.loop import Trainer
-from training.run_dir import read_class_names, resolve_config, restore_model
 from training.step import StepConfig, make_train_step
 
 QUIET = dict(print_fn=lambda *a: None)
@@ -213,15 +214,16 @@ def test_a_resumed_run_restores_its_average_and_goes_on_as_an_uninterrupted_one(
     first = Trainer(resolve_config(settings(data_dir, split_dir, epochs=1, ema_decay=0.5)),
                     towers=one, **QUIET)
     first.train()
-    saved = [a.numpy() for a in first.average.averages]
-    assert any(np.abs(a - w.numpy()).max() > 1e-4 for a, w in zip(saved, first.average.weights))
+    saved = [a.numpy() for a in first.state.average.averages]
+    assert any(np.abs(a - w.numpy()).max() > 1e-4
+               for a, w in zip(saved, first.state.average.weights))
     resumed = Trainer(resolve_config({"run_dir": split_dir, "epochs": 2}), towers=one, **QUIET)
-    assert resumed.checkpoints.average_restored
-    for a, b in zip(resumed.average.averages, saved):
+    assert resumed.state.checkpoints.average_restored
+    for a, b in zip(resumed.state.average.averages, saved):
         np.testing.assert_array_equal(a.numpy(), b)
     resumed.train()
-    for a, b in zip(resumed.average.averages + resumed.model.weights,
-                    straight.average.averages + straight.model.weights):
+    for a, b in zip(resumed.state.average.averages + resumed.state.model.weights,
+                    straight.state.average.averages + straight.state.model.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
@@ -232,8 +234,8 @@ def test_a_run_without_an_average_resumed_with_ema_decay_starts_it_from_its_weig
     older = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
     resumed = Trainer(resolve_config({"run_dir": run_dir, "epochs": 2, "ema_decay": 0.5}),
                       towers=one, print_fn=printed.append)
-    assert not resumed.checkpoints.average_restored
-    for a, w in zip(resumed.average.averages, resumed.average.weights):
+    assert not resumed.state.checkpoints.average_restored
+    for a, w in zip(resumed.state.average.averages, resumed.state.average.weights):
         np.testing.assert_array_equal(a.numpy(), w.numpy())
     resumed.train()
     assert any("ckpt-3 holds no averaged weights: the average (--ema_decay=0.5) starts from "

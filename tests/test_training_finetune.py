@@ -7,10 +7,11 @@ import pytest
 
 import inception
 from conftest import cpu_devices, write_image_folder
+from evaluation.trained import restore_model
+from rundir.recorded import resolve_config
 from training import finetune
 from training.loop import Trainer
 from training.pretrained import variable_names
-from training.run_dir import resolve_config, restore_model
 from training.step import decayed_weights
 
 MODEL = "googlenet_bn"  # aux heads and batch norm: every kind of weight there is to load
@@ -56,9 +57,9 @@ def fine_tuned(source, tmp_path_factory):
     trainer = Trainer(resolve_config(settings(data_dir, run_dir, seed=1, init_from=source_dir,
                                               trainable="from:4e")),
                       towers=cpu_devices(2), print_fn=lines.append)
-    started = weights(trainer.model)
+    started = weights(trainer.state.model)
     trainer.train()
-    return dict(trainer=trainer, started=started, trained=weights(trainer.model), lines=lines,
+    return dict(trainer=trainer, started=started, trained=weights(trainer.state.model), lines=lines,
                 run_dir=run_dir, data_dir=data_dir)
 
 
@@ -82,7 +83,7 @@ def test_weights_are_loaded_by_name_and_shape_and_the_classifiers_start_new(sour
     classifiers = {name for name in started if is_classifier(name)}
     assert classifiers == {f"{part}/{w}" for part in ("logits", "aux1/logits", "aux2/logits")
                            for w in ("kernel", "bias")}
-    report = fine_tuned["trainer"].init_report
+    report = fine_tuned["trainer"].restored.init_report
     assert set(report.mismatched) == classifiers and report.initialised == ()
     assert len(report.loaded) == len(started) - 6 and report.unmatched == ()
     assert report.loaded_values == sum(v.size for k, v in theirs.items() if not is_classifier(k))
@@ -120,15 +121,16 @@ def test_a_resumed_run_reads_its_own_checkpoint_not_init_from(source, fine_tuned
     resumed = Trainer(resolve_config({"run_dir": run_dir, "epochs": 2, "init_from": source_dir}),
                       towers=cpu_devices(1), print_fn=lines.append)
     # 4 classes of 6 images, 30% held out: 16 training images, 4 steps an epoch.
-    assert resumed.restored.endswith("ckpt-4") and resumed.init_report is None
-    now = weights(resumed.model)
+    assert resumed.restored.checkpoint.endswith("ckpt-4")
+    assert resumed.restored.init_report is None
+    now = weights(resumed.state.model)
     for name, value in fine_tuned["trained"].items():
         np.testing.assert_array_equal(now[name], value, err_msg=name)
     assert np.abs(now["inception_5b/branch1x1/conv/kernel"]
                   - theirs["inception_5b/branch1x1/conv/kernel"]).max() > 0
     # It keeps training what it trained: --trainable is the run's saved setting.
     assert resumed.config.trainable == "from:4e"
-    assert not resumed.model.trunk.get_layer("inception_4d").trainable
+    assert not resumed.state.model.trunk.get_layer("inception_4d").trainable
     resumed._announce(4)
     assert lines[0].endswith(f"The run started from --init_from={source_dir}; it goes on from "
                              f"its own checkpoint.")
@@ -140,8 +142,8 @@ def test_a_resumed_run_reads_its_own_checkpoint_not_init_from(source, fine_tuned
     # every weight, frozen or not, so the checkpoint fits, and what was frozen trains now.
     unfrozen = Trainer(resolve_config({"run_dir": run_dir, "epochs": 2, "trainable": "all"}),
                        towers=cpu_devices(1), print_fn=lambda *a: None)
-    assert unfrozen.restored.endswith("ckpt-4") and unfrozen.train()["step"] == 8
-    after = weights(unfrozen.model)
+    assert unfrozen.restored.checkpoint.endswith("ckpt-4") and unfrozen.train()["step"] == 8
+    after = weights(unfrozen.state.model)
     for name in ("conv1_7x7_s2/conv/kernel", "inception_4d/branch1x1/bn/moving_mean"):
         assert np.abs(after[name] - fine_tuned["trained"][name]).max() > 0, name
 
@@ -152,16 +154,17 @@ def test_the_same_class_count_with_other_classes_keeps_new_classifiers(source, t
                                            str(tmp_path_factory.mktemp("same") / "run"),
                                            seed=1, init_from=source_dir)),
                    towers=cpu_devices(1), print_fn=lambda *a: None)
-    assert same.init_report.mismatched == () and len(same.init_report.loaded) == len(theirs)
+    report = same.restored.init_report
+    assert report.mismatched == () and len(report.loaded) == len(theirs)
     other = Trainer(resolve_config(settings(folder(tmp_path_factory, ("x", "y", "z")),
                                             str(tmp_path_factory.mktemp("other") / "run"),
                                             seed=1, init_from=source_dir + "/checkpoints")),
                     towers=cpu_devices(1), print_fn=lambda *a: None)
     # A checkpoints/ directory of a run: its latest checkpoint, and the run's class list.
-    assert other.init_report.source == f"run {source_dir!r} (ckpt-3)"
-    assert {n.rsplit("/", 1)[0] for n in other.init_report.mismatched} == {
+    assert other.restored.init_report.source == f"run {source_dir!r} (ckpt-3)"
+    assert {n.rsplit("/", 1)[0] for n in other.restored.init_report.mismatched} == {
         "logits", "aux1/logits", "aux2/logits"}
-    got = weights(other.model)
+    got = weights(other.state.model)
     assert not np.array_equal(got["logits/kernel"], theirs["logits/kernel"])
 
 

@@ -1,10 +1,10 @@
-"""Tests for training/history.py: history.csv rows and the sums of a resumed epoch."""
+"""Tests for rundir/history.py: history.csv rows and the sums of a resumed epoch."""
 import csv
 
 import numpy as np
 import pytest
 
-from training.history import COLUMNS, EpochMeter, History
+from rundir.history import COLUMNS, EpochMeter, History
 
 
 def row(epoch, **values):

@@ -4,8 +4,8 @@ pipeline, and the start line says so or warns."""
 import pytest
 
 from conftest import cpu_devices, write_image_folder
+from rundir.recorded import resolve_config
 from training.loop import Trainer
-from training.run_dir import resolve_config
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +35,9 @@ def test_balanced_class_weights_and_sampling_reach_the_step_and_the_pipeline(imb
     trainer, lines = start(imbalanced, str(tmp_path / "run"), class_weight="balanced",
                            sampling="balanced")
     # n = 14 training images, k = 2 classes: 14 / (2 x 12) for cat, 14 / (2 x 2) for dog.
-    assert trainer.step_config.class_weights == pytest.approx((7 / 12, 3.5))
-    assert trainer.train_data.sampling == "balanced"
-    assert trainer.test_data.sampling == "uniform"  # held-out images are scored each once
+    assert trainer.steps.config.class_weights == pytest.approx((7 / 12, 3.5))
+    assert trainer.data.train.sampling == "balanced"
+    assert trainer.data.test.sampling == "uniform"  # held-out images are scored each once
     assert len(lines) == 1  # both remedies on: no warning
     assert lines[0].startswith("Training minigooglenet on folder: 14 train / 4 val images")
     assert ("), 2 classes, balanced class weights in the loss (x0.583 to x3.5), balanced sampling "
@@ -46,7 +46,7 @@ def test_balanced_class_weights_and_sampling_reach_the_step_and_the_pipeline(imb
 
 def test_the_start_warns_of_imbalanced_classes_nothing_balances(imbalanced, tmp_path):
     trainer, lines = start(imbalanced, str(tmp_path / "run"))
-    assert trainer.step_config.class_weights is None and trainer.train_data.sampling == "uniform"
+    assert trainer.steps.config.class_weights is None and trainer.data.train.sampling == "uniform"
     assert "2 classes, 1 tower(s)" in lines[0]
     assert lines[1].startswith("Warning: the classes are imbalanced: 'cat' has 12 training "
                                "images, 6.0x the 2 of 'dog'.")

@@ -10,12 +10,15 @@ import pytest
 import tensorflow as tf
 
 from conftest import cpu_devices, profiled_steps, profiles, scalars, write_image_folder
+from evaluation.trained import restore_model
+from host.signals import StopOnSignal
+from rundir.history import History
+from rundir.recorded import load_run_config, resolve_config, save_run_config
+from settings.recipes import get_recipe
 from training.checkpoints import Checkpoints
-from training.history import History
-from training.loop import Trainer, TrainingInterrupted, _StopOnSignal
+from training.loop import Trainer, TrainingInterrupted
 from training.optimization import schedule_change
-from training.recipes import get_recipe
-from training.run_dir import load_run_config, resolve_config, restore_model, save_run_config
+from training.profiling import StepProfiler
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +42,9 @@ def two_tower_run(data_dir, tmp_path_factory):
     trainer = Trainer(config, towers=cpu_devices(2), print_fn=lambda *a: None)
     # A folder of 12 training images is a small collection: its recipe's augmentation, with the
     # crop's area range the run asked for.
-    assert trainer.train_data.augmentation == get_recipe("folder").augmentation_for(12, (0.3, 0.9))
-    assert trainer.train_data.augmentation.hue == 0.0
-    assert trainer.train_data.augmentation.min_area == 0.3
+    assert trainer.data.train.augmentation == get_recipe("folder").augmentation_for(12, (0.3, 0.9))
+    assert trainer.data.train.augmentation.hue == 0.0
+    assert trainer.data.train.augmentation.min_area == 0.3
     result = trainer.train()
     return run_dir, result
 
@@ -155,17 +158,17 @@ def test_lr_on_resume_is_compared_with_the_scheduled_rate_at_that_step(data_dir,
                                     lr_schedule="exponential_step", lr_decay_epochs=(1,),
                                     lr_gamma=0.3)), **quiet).train()
     kept = Trainer(resolve_config({"run_dir": run_dir, "epochs": 3}), **quiet)
-    assert float(kept.schedule(6)) == pytest.approx(0.03)
+    assert float(kept.state.schedule(6)) == pytest.approx(0.03)
     # The rate in force given again changes nothing and records nothing.
     same = Trainer(resolve_config({"run_dir": run_dir, "epochs": 3, "lr": 0.03}), **quiet)
-    assert float(same.schedule(6)) == pytest.approx(0.03)
+    assert float(same.state.schedule(6)) == pytest.approx(0.03)
     assert load_run_config(run_dir).lr_overrides == ()
     # The base value given again is a change: the rate in force at step 6 is 0.03.
     reset = Trainer(resolve_config({"run_dir": run_dir, "epochs": 3, "lr": 0.1}), **quiet)
-    assert float(reset.schedule(6)) == pytest.approx(0.1)
+    assert float(reset.state.schedule(6)) == pytest.approx(0.1)
     assert load_run_config(run_dir).lr_overrides == ((6, 0.1),)
     again = Trainer(resolve_config({"run_dir": run_dir, "epochs": 3, "lr": 0.1}), **quiet)
-    assert float(again.schedule(6)) == pytest.approx(0.1)
+    assert float(again.state.schedule(6)) == pytest.approx(0.1)
     assert load_run_config(run_dir).lr_overrides == ((6, 0.1),)
 
 
@@ -193,14 +196,14 @@ def test_a_resume_that_reshapes_the_schedule_says_so(data_dir, tmp_path):
 
 def interrupt_at(trainer, call):
     """Sends Ctrl+C to this process during the `call`-th training step."""
-    step, calls = trainer.train_step, []
+    step, calls = trainer.steps.train, []
 
     def pressing(*args):
         calls.append(1)
         if len(calls) == call:
             os.kill(os.getpid(), signal.SIGINT)
         return step(*args)
-    trainer.train_step = pressing
+    trainer.steps = dataclasses.replace(trainer.steps, train=pressing)
 
 
 def test_history_across_an_interrupt_a_lost_checkpoint_and_resumes(data_dir, tmp_path,
@@ -213,7 +216,7 @@ def test_history_across_an_interrupt_a_lost_checkpoint_and_resumes(data_dir, tmp
     with pytest.raises(TrainingInterrupted):
         trainer.train()
     assert [r["epoch"] for r in read_history(run_dir)] == ["1"]
-    saved = Checkpoints(run_dir, trainer.model)
+    saved = Checkpoints(run_dir, trainer.state.model)
     assert saved.restore().endswith("ckpt-5")
     assert saved.restored_meter().sums["steps"] == 2  # epoch 2's first two steps
     # The resumed epoch 2 ends; its checkpoint's save fails: the row written before it goes.
@@ -297,6 +300,22 @@ def test_a_profile_cut_by_ctrl_c_is_written_and_the_resumed_run_profiles_the_res
     assert profiled_steps(traces[max(traces)]) == [4, 5, 6]
 
 
+def test_a_run_resumed_past_the_profiled_steps_says_so_and_profiles_nothing(tmp_path):
+    # --profile_steps=2,3 given to a run resumed at step 3 of 6 (as the Trainer plans it at its
+    # start, above); tests/test_train.py's slow set does it through train.py.
+    profiler = StepProfiler((2.0, 3.0), str(tmp_path))
+    assert profiler.plan(4, 6) == ("--profile_steps=2,3: none of these steps is left to run (the "
+                                   "run is at step 3 of 6); nothing is profiled.")
+    for step in (4, 5, 6):
+        with profiler.step(step):
+            assert not profiler.running
+        profiler.step_done(step, {})
+    profiler.stop()
+    assert not os.path.exists(profiler.directory)
+    # Resumed inside the range, the same profiler would start (the test above traces it).
+    assert profiler.plan(3, 6).startswith("Profiling steps 3 to 3 into ")
+
+
 def test_float16_run_saves_its_loss_scale_and_resumes_with_it(data_dir, tmp_path):
     # float16 with loss scaling, the GPU path, on two CPU towers.
     run_dir = str(tmp_path / "float16")
@@ -306,13 +325,13 @@ def test_float16_run_saves_its_loss_scale_and_resumes_with_it(data_dir, tmp_path
     assert trainer.precision == "mixed_float16"
     assert trainer.train()["step"] == 3
     # A scale the run has come down to after overflows (set here: three steps do not overflow).
-    trainer.optimizer.dynamic_scale.assign(2.0 ** 9)
-    path = trainer.checkpoints.save(3, 1)
+    trainer.state.optimizer.dynamic_scale.assign(2.0 ** 9)
+    path = trainer.state.checkpoints.save(3, 1)
     assert tf.train.load_variable(path, "loss_scale/scale/.ATTRIBUTES/VARIABLE_VALUE") == 512
     resumed = Trainer(resolve_config({"run_dir": run_dir, "epochs": 2}), towers=cpu_devices(2),
                       print_fn=lambda *a: None)
     assert resumed.precision == "mixed_float16"  # from the run's config.json
-    assert float(resumed.optimizer.dynamic_scale.numpy()) == 512
+    assert float(resumed.state.optimizer.dynamic_scale.numpy()) == 512
     assert resumed.train()["step"] == 6
     train, _ = scalars(os.path.join(run_dir, "train"))
     # Logged per logging window: Keras' initial 2^15 in epoch 1, the restored scale after it.
@@ -330,14 +349,15 @@ def test_a_float16_checkpoint_resumes_in_float32_and_back(data_dir, tmp_path):
     as_float32 = Trainer(resolve_config({"run_dir": run_dir, "epochs": 2,
                                          "mixed_precision": False}),
                          towers=cpu_devices(2), print_fn=lambda *a: None)
-    momentum = [v for v in as_float32.optimizer.variables if "momentum" in v.path]
+    momentum = [v for v in as_float32.state.optimizer.variables if "momentum" in v.path]
     assert as_float32.precision == "float32" and momentum
     assert any(np.abs(v.numpy()).max() > 0 for v in momentum)  # restored, not fresh zeros
     assert as_float32.train()["step"] == 6
     back = Trainer(resolve_config({"run_dir": run_dir, "epochs": 3, "mixed_precision": True,
                                    "mixed_precision_dtype": "float16"}),
                    towers=cpu_devices(2), print_fn=lambda *a: None)
-    assert back.restored and float(back.optimizer.dynamic_scale.numpy()) == 2.0 ** 15
+    assert back.restored.checkpoint
+    assert float(back.state.optimizer.dynamic_scale.numpy()) == 2.0 ** 15
     assert back.train()["step"] == 9
 
 
@@ -351,9 +371,9 @@ def test_augmenting_on_the_towers_trains_the_same_model(data_dir, tmp_path):
         trainer = Trainer(resolve_config(settings(data_dir, run_dir, augment_on=where,
                                                   mixed_precision=False)),
                           towers=cpu_devices(2), print_fn=lambda *a: None)
-        assert trainer.augment_on == where
+        assert trainer.steps.augment_on == where
         trainer.train()
-        runs[where] = (trainer.model, scalars(os.path.join(run_dir, "train"))[0])
+        runs[where] = (trainer.state.model, scalars(os.path.join(run_dir, "train"))[0])
     (host_model, host_logs), (device_model, device_logs) = runs["host"], runs["device"]
     for tower in ("cpu_0", "cpu_1"):
         np.testing.assert_allclose(device_logs[f"{tower}/main_loss"],
@@ -362,7 +382,7 @@ def test_augmenting_on_the_towers_trains_the_same_model(data_dir, tmp_path):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-3, atol=1e-5)
     moved = Trainer(resolve_config(settings(data_dir, str(tmp_path / "fresh"), augment_on="host",
                                             mixed_precision=False)),
-                    towers=cpu_devices(2), print_fn=lambda *a: None).model
+                    towers=cpu_devices(2), print_fn=lambda *a: None).state.model
     # Both trained: the weights left their (seeded, shared) initial values.
     assert max(np.abs(a.numpy() - b.numpy()).max()
                for a, b in zip(host_model.trainable_weights, moved.trainable_weights)) > 1e-3
@@ -375,7 +395,7 @@ def test_the_seed_sets_the_initial_weights_and_dropout_state(data_dir, tmp_path)
     def initial(seed, name):
         keras.utils.set_random_seed(1000 + len(name))  # whatever the process drew before
         model = Trainer(resolve_config(settings(data_dir, str(tmp_path / name), seed=seed)),
-                        towers=cpu_devices(1), print_fn=lambda *a: None).model
+                        towers=cpu_devices(1), print_fn=lambda *a: None).state.model
         # (model.weights leaves out the seed-generator states; the variable lists hold them.
         # Their paths get a new suffix per model in one process, so they go by position.)
         return [(v.path.endswith("seed_generator_state"), v.path.endswith("kernel"), v.numpy())
@@ -398,7 +418,7 @@ def test_out_of_memory_suggests_a_smaller_batch(data_dir, tmp_path, monkeypatch)
     def out_of_memory(images, labels):
         raise tf.errors.ResourceExhaustedError(
             None, None, "OOM when allocating tensor with shape[2,64,112,112] and type float")
-    monkeypatch.setattr(trainer, "train_step", out_of_memory)
+    trainer.steps = dataclasses.replace(trainer.steps, train=out_of_memory)
     with pytest.raises(ValueError) as error:
         trainer.train()
     message = str(error.value)
@@ -427,12 +447,12 @@ def test_the_start_line_gives_the_data_towers_batch_and_learning_rate(data_dir, 
 def test_a_second_signal_stops_at_once_through_the_handler_outside_the_loop():
     outside = []
 
-    def entry_handler(signum, frame):  # as training/entry.py installs
+    def entry_handler(signum, frame):  # as host/entry.py installs
         outside.append(signum)
         raise KeyboardInterrupt
     previous = signal.signal(signal.SIGTERM, entry_handler)
     try:
-        with _StopOnSignal() as stop:
+        with StopOnSignal() as stop:
             os.kill(os.getpid(), signal.SIGTERM)  # the first: the loop saves and stops
             assert stop.received == signal.SIGTERM and outside == []
             with pytest.raises(KeyboardInterrupt):

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from training.config import TrainConfig, with_defaults
+from settings.config import TrainConfig, with_defaults
 from training.optimization import EpochSchedule, build_optimizer
 
 
@@ -56,8 +56,3 @@ def test_optimizer_is_sgd_with_momentum_and_nesterov():
     optimizer, schedule = build_optimizer(config, steps_per_epoch=10)
     assert optimizer.momentum == pytest.approx(0.9) and optimizer.nesterov
     assert lr_at(schedule, 0) == pytest.approx(config.lr)
-
-
-def test_unknown_schedule_is_rejected():
-    with pytest.raises(ValueError, match="exponential_step, polynomial, cosine, constant"):
-        EpochSchedule(0.1, "step", 10, 10)

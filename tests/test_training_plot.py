@@ -1,4 +1,4 @@
-"""Tests for training/plot.py: history.png from a history.csv, and the plot command."""
+"""Tests for rundir/plot.py: history.png from a history.csv, and the plot command."""
 import csv
 import os
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training import plot
-from training.history import COLUMNS
+from rundir import plot
+from rundir.history import COLUMNS
 
 ROWS = [  # epoch, held-out top-1 (empty: not scored that epoch), train top-1, epoch seconds
     (1, "0.41", "0.20", "600"), (2, "", "0.35", "590"), (3, "0.70", "0.50", "610"),

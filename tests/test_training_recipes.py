@@ -5,10 +5,10 @@ import pytest
 from test_training_run_dir import write_checkpoint
 
 import input_pipeline
+from rundir.recorded import resolve_config, save_run_config
+from settings.config import TrainConfig, with_defaults
+from settings.recipes import FALLBACK, RECIPES, get_recipe
 from training import optimization
-from training.config import TrainConfig, with_defaults
-from training.recipes import FALLBACK, RECIPES, get_recipe
-from training.run_dir import resolve_config, save_run_config
 
 
 def test_every_dataset_has_exactly_one_recipe_and_unknown_names_are_listed():

@@ -1,4 +1,4 @@
-"""Tests for training/restart.py: keep every checkpoint, go back to an older one with a new
+"""Tests for rundir/restart.py: keep every checkpoint, go back to an older one with a new
 rate, and find the abandoned epochs moved aside, not deleted."""
 import csv
 import os
@@ -6,9 +6,9 @@ import os
 import pytest
 
 from conftest import cpu_devices, scalars, write_image_folder
+from rundir.recorded import load_run_config, resolve_config
+from rundir.restart import find_restart, list_checkpoints
 from training.loop import Trainer
-from training.restart import find_restart, list_checkpoints
-from training.run_dir import load_run_config, resolve_config
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_restart_from_an_older_epoch_with_a_lower_rate(data_dir, tmp_path, monke
     config = resolve_config({"run_dir": run_dir, "lr": 0.001}, restart)
     assert config.lr_overrides == ((6, 0.001),)
     trainer = Trainer(config, restart=restart, **QUIET)
-    assert int(trainer.checkpoints.step.numpy()) == 6
+    assert int(trainer.state.checkpoints.step.numpy()) == 6
     assert trainer.train()["step"] == 12
 
     # The abandoned epochs are set aside whole: checkpoints, history, event files.

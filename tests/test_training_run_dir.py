@@ -1,12 +1,13 @@
-"""Tests for training/run_dir.py and config.py: what a run directory accepts and refuses."""
+"""Tests for rundir/recorded.py and config.py: what a run directory accepts and refuses."""
 import dataclasses
 import json
 import os
 
 import pytest
 
-from training import run_dir as rd
-from training.config import TrainConfig, with_defaults
+from evaluation import trained
+from rundir import recorded as rd
+from settings.config import TrainConfig, with_defaults
 
 
 def test_new_run_takes_dataset_defaults(tmp_path):
@@ -121,10 +122,10 @@ def test_foreign_directory_is_refused(tmp_path):
 
 def test_restore_model_errors(tmp_path):
     with pytest.raises(ValueError, match="has no config.json"):
-        rd.restore_model(str(tmp_path))
+        trained.restore_model(str(tmp_path))
     saved = saved_run(tmp_path, model="minigooglenet", width_multiplier=0.25, num_classes=3)
     with pytest.raises(ValueError, match="No checkpoint in"):
-        rd.restore_model(saved.run_dir)
+        trained.restore_model(saved.run_dir)
 
 
 def test_config_round_trips_through_json(tmp_path):

@@ -16,8 +16,6 @@ from typing import Iterator, List
 import keras
 import tensorflow as tf
 
-# What evaluate.py / predict.py can score: the averaged weights or the trained ones.
-WEIGHT_CHOICES = ("ema", "raw")
 # Under this name a checkpoint holds the averages (training/checkpoints.py).
 CHECKPOINT_KEY = "average"
 

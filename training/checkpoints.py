@@ -7,40 +7,16 @@ that fails (a full disk) removes its partial files and leaves the previous check
 """
 import glob
 import os
-import shutil
 from typing import Optional
 
 import keras
 import tensorflow as tf
 
-import disk_space
+from host import disk_space
+from rundir.history import EpochMeter
+from rundir.layout import checkpoint_dir
+from rundir.recovery import remove_partial_saves
 from training.averaging import CHECKPOINT_KEY, checkpoint_object
-from training.history import EpochMeter
-
-CHECKPOINT_DIR = "checkpoints"  # in the run directory
-
-
-def checkpoint_dir(run_dir: str) -> str:
-    """Where a run directory keeps its checkpoints."""
-    return os.path.join(run_dir, CHECKPOINT_DIR)
-
-
-def absolute_checkpoint_dir(run_dir: str) -> str:
-    """`checkpoint_dir`, absolute, for reading the index's list of checkpoints: TensorFlow joins
-    the index's relative entries to the directory it is given, and only rewrites paths it wrote
-    relative to a relative directory (runs/... is the default)."""
-    return os.path.abspath(checkpoint_dir(run_dir))
-
-
-def remove_partial_saves(directory: str) -> None:
-    """What an interrupted save leaves in a checkpoint directory: TensorFlow's `ckpt-N_temp`
-    directories and `checkpoint.tmp…` index files."""
-    pattern = os.path.join(glob.escape(directory), "{}")
-    for path in glob.glob(pattern.format("*_temp*")) + glob.glob(pattern.format("checkpoint.tmp*")):
-        if os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
-        elif os.path.exists(path):
-            os.remove(path)
 
 
 def random_state_variables(model):

@@ -9,7 +9,6 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-CLASS_WEIGHTS = ("none", "balanced")
 # A largest class more than this many times the smallest gets a warning on the start line.
 IMBALANCE_RATIO = 5
 

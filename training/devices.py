@@ -1,14 +1,9 @@
 """Towers: which devices train, and the tf.distribute strategy that runs one tower per device."""
-import dataclasses
 import functools
-import json
-import os
 
 import tensorflow as tf
 
-from runtime import reapply_malloc_settings
-
-STRATEGIES = ("auto", "mirrored", "multi_worker")
+from host.runtime import reapply_malloc_settings
 
 
 def configure_towers(num_gpus=None, towers_on_cpu=False):
@@ -63,9 +58,6 @@ def cpu_has_native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return False
 
 
-MIXED_PRECISION_DTYPES = ("auto", "bfloat16", "float16")
-
-
 def on_gpus(towers):
     """True when the towers are GPUs: what the automatic precision and augmentation turn on."""
     return any("GPU" in d.upper() for d in towers)
@@ -83,9 +75,6 @@ def precision_policy(mixed_precision, towers, dtype="auto"):
     were not measured, so both stay float32 unless asked. Naming a dtype asks for it (float16 on CPU
     towers runs the GPU's loss-scaled path, slowly: that is how the tests prove it without a GPU).
     """
-    if dtype not in MIXED_PRECISION_DTYPES:
-        raise ValueError(f"--mixed_precision_dtype must be one of "
-                         f"{', '.join(MIXED_PRECISION_DTYPES)}, got {dtype!r}")
     on_gpu = on_gpus(towers)
     if mixed_precision is None:
         mixed_precision = dtype != "auto" or (not on_gpu and cpu_has_native_bfloat16())
@@ -94,9 +83,6 @@ def precision_policy(mixed_precision, towers, dtype="auto"):
     if dtype == "auto":
         dtype = "float16" if on_gpu else "bfloat16"
     return f"mixed_{dtype}"
-
-
-AUGMENT_ON = ("auto", "host", "device")
 
 
 def augment_on(choice: str, towers: list, resizes: bool = True) -> str:
@@ -108,8 +94,6 @@ def augment_on(choice: str, towers: list, resizes: bool = True) -> str:
     when it crops and resizes (0.32x on the towers) (docs/benchmarks.md, "Is training
     input-bound?").
     """
-    if choice not in AUGMENT_ON:
-        raise ValueError(f"--augment_on must be one of {', '.join(AUGMENT_ON)}, got {choice!r}")
     if choice == "auto":
         return "device" if on_gpus(towers) or not resizes else "host"
     return choice
@@ -183,44 +167,20 @@ def check_batch_size(global_batch, num_towers):
     return global_batch // num_towers
 
 
-@dataclasses.dataclass(frozen=True)
-class Worker:
-    """This process's place in the job: one of `count` workers; the chief writes the run dir.
-    `addresses` are every worker's, as TF_CONFIG gives them, in the order of their index."""
-    multi_worker: bool = False
-    index: int = 0
-    count: int = 1
-    is_chief: bool = True
-    addresses: tuple = ()
-
-
-def worker_from_tf_config(strategy="auto"):
-    """Reads TF_CONFIG (set by hand or by a cluster launcher) to place this process.
-
-    `auto` runs multi-worker when TF_CONFIG describes more than one task. Workers are numbered
-    chief first, then the workers in order, the order MultiWorkerMirroredStrategy uses.
-    """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    raw = os.environ.get("TF_CONFIG")
-    if strategy == "mirrored" or (strategy == "auto" and not raw):
-        return Worker()
-    try:
-        tf_config = json.loads(raw or "{}")
-        cluster, task = tf_config["cluster"], tf_config["task"]
-        tasks = [("chief", i) for i in range(len(cluster.get("chief", [])))]
-        tasks += [("worker", i) for i in range(len(cluster.get("worker", [])))]
-        index = tasks.index((task["type"], int(task["index"])))
-        addresses = tuple(str(a) for a in [*cluster.get("chief", []), *cluster.get("worker", [])])
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"TF_CONFIG is not a usable cluster description ({e!r}); expected e.g. "
-                         '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-                         '"task": {"type": "worker", "index": 0}}') from None
-    if strategy == "auto" and len(tasks) < 2:
-        return Worker()
-    return Worker(True, index, len(tasks), is_chief=index == 0, addresses=addresses)
-
-
 def make_multi_worker_strategy():
     """One tower per local GPU (or the CPU) on every worker; gradients all-reduced across all."""
     return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def out_of_memory_message(error: tf.errors.ResourceExhaustedError, batch_size: int,
+                          towers: int, per_tower_batch: int, image_size: int, model: str,
+                          precision: str) -> str:
+    """What to do when a tower's batch does not fit in its device's memory: a smaller global
+    batch (still a multiple of the towers), instead of TensorFlow's traceback."""
+    smaller = max(towers, batch_size // 2 // towers * towers)
+    hint = "" if precision != "float32" else (
+        ", or --mixed_precision (16-bit activations take half the memory)")
+    return (f"out of memory with {per_tower_batch} images of {image_size} px per tower "
+            f"(--batch_size={batch_size} over {towers} tower(s), --model={model}): "
+            f"{error.message.splitlines()[0][:200]}. Try --batch_size={smaller}{hint}; --lr is "
+            f"the rate for the global batch, so scale it with the batch")

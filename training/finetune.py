@@ -34,16 +34,15 @@ import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 import inception
-from training.checkpoints import checkpoint_dir
+from rundir.layout import CONFIG_FILE, checkpoint_dir
+from rundir.recorded import class_names_path, read_class_names
+from settings.choices import KERAS_IMAGENET, is_keras_weights
 from training.pretrained import (
-    KERAS_IMAGENET,
     InitReport,
     graph_order,
     init_from_keras_inception_v3,
-    is_keras_weights,
     variable_names,
 )
-from training.run_dir import CONFIG_FILE, class_names_path, read_class_names
 
 # Where tf.train.Checkpoint stores its object graph, and the attribute of a variable's value.
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"

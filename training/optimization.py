@@ -10,17 +10,8 @@ from typing import TYPE_CHECKING, Optional
 import keras
 import tensorflow as tf
 
-if TYPE_CHECKING:  # training/config.py imports this module for the schedules' names
-    from training.config import TrainConfig
-
-SCHEDULES = ("exponential_step", "polynomial", "cosine", "constant")
-
-
-def check_schedule_name(name):
-    if name not in SCHEDULES:
-        raise ValueError(f"Unknown --lr_schedule {name!r}; valid: {', '.join(SCHEDULES)}")
-    return name
-
+if TYPE_CHECKING:  # settings/config.py imports this module for the schedules' names
+    from settings.config import TrainConfig
 
 class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """Learning rate at a (float) optimiser step, from a schedule written in epochs."""
@@ -28,7 +19,7 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, lr, schedule, steps_per_epoch, epochs, warmup_epochs=0.0,
                  decay_epochs=(), gamma=0.1, overrides=()):
         self.lr = float(lr)
-        self.schedule = check_schedule_name(schedule)
+        self.schedule = schedule
         self.steps_per_epoch = int(steps_per_epoch)
         self.total_steps = max(1, int(epochs * steps_per_epoch))
         self.warmup_steps = int(round(warmup_epochs * steps_per_epoch))

@@ -40,17 +40,6 @@ from inception.layers import ConvBlock
 
 # Keras' ImageNet top: 1000 classes.
 KERAS_CLASSES = 1000
-# --init_from's value for Keras' ImageNet weights, and the one model of the family they fit.
-KERAS_IMAGENET = "keras"
-KERAS_MODEL = "inception_v3"
-
-
-def is_keras_weights(source: str) -> bool:
-    """Whether --init_from=`source` names Keras InceptionV3 weights: `keras` (Keras downloads its
-    ImageNet weights) or a Keras weights file (`.h5`, `.weights.h5`)."""
-    return source == KERAS_IMAGENET or source.endswith(".h5")
-
-
 @dataclasses.dataclass(frozen=True)
 class InitReport:
     """What starting from other weights did, by variable path.

@@ -1,11 +1,11 @@
 """TensorBoard logs: `train/` (per-tower losses, totals, learning rate, speed) and `eval/`
 (held-out scores, those of the averaged weights under `ema_` tags), and per-epoch curves under
 tags the two share."""
-import os
 
 import numpy as np
 import tensorflow as tf
 
+from rundir.layout import EVAL_LOG_DIR, TRAIN_LOG_DIR, log_dir
 from training.devices import tower_name
 
 TOWER_METRICS = ("main_loss", "aux1_loss", "aux2_loss", "aux_loss", "accuracy")
@@ -13,9 +13,9 @@ TOWER_METRICS = ("main_loss", "aux1_loss", "aux2_loss", "aux_loss", "accuracy")
 
 class Summaries:
     def __init__(self, run_dir, towers):
-        self.train_dir = os.path.join(run_dir, "train")  # a --profile_steps trace goes here too
+        self.train_dir = log_dir(run_dir, TRAIN_LOG_DIR)  # a --profile_steps trace goes here too
         self.train = tf.summary.create_file_writer(self.train_dir)
-        self.eval = tf.summary.create_file_writer(os.path.join(run_dir, "eval"))
+        self.eval = tf.summary.create_file_writer(log_dir(run_dir, EVAL_LOG_DIR))
         self.towers = [tower_name(d) for d in towers]
 
     def write_train(self, step, tower_means, learning_rate, images_per_second):

@@ -26,7 +26,7 @@ class Recipe:
         """The recipe's decay epochs for a run of `epochs` epochs, at the same fractions of the
         run as in the recipe's own length (70 of its 300 epochs is 7 of 30, 0.2333 of 1), so a
         short trial or a longer run keeps the schedule's shape. Unscaled when `epochs` is not a
-        positive number, which training/checks.py refuses."""
+        positive number, which settings/checks.py refuses."""
         own = tuple(self.settings.get("lr_decay_epochs", FALLBACK["lr_decay_epochs"]))
         length = self.settings["epochs"]
         valid = isinstance(epochs, (int, float)) and not isinstance(epochs, bool) and epochs > 0

@@ -16,7 +16,7 @@ import socket
 import sys
 from typing import Optional
 
-LOCK_FILE = "train.lock"
+from rundir.layout import LOCK_FILE
 
 
 class RunDirInUse(ValueError):

@@ -1,8 +1,8 @@
 """`TrainConfig`: every setting of a run, saved as the run directory's config.json.
 
 Each field is declared once, here, with its help text and (for names) the registry its valid
-values come from; flags.py turns the fields into the command-line flags and training/checks.py
-checks them. Settings left as None take the dataset's recipe (training/recipes.py).
+values come from; flags.py turns the fields into the command-line flags and settings/checks.py
+checks them. Settings left as None take the dataset's recipe (settings/recipes.py).
 
 A `TrainConfig` is frozen: training/run_dir.resolve_config builds and checks the run's config once,
 and what the data decides when the run starts (the class count, whether a --lr given on resume
@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 import inception
 import input_pipeline
-from training import class_balance, devices, optimization, recipes
+from settings import choices, recipes
 
 # Settings that define what a run is; a run directory refuses a command that changes them. The
 # weights a run started from are one: once it has trained, its own checkpoints hold its weights.
@@ -73,7 +73,7 @@ def setting(default: Any, help: str, choices: Optional[Callable[[], tuple]] = No
             flag: Optional[str] = None, valid: Optional[Range] = None) -> Any:
     """A settings field with its flag's help text. `choices` returns the valid values from their
     registry (the flag is then an enum); `flag` names the flag when it differs from the field;
-    `valid` is the range a number must lie in (training/checks.py refuses any other)."""
+    `valid` is the range a number must lie in (settings/checks.py refuses any other)."""
     return dataclasses.field(default=default,
                              metadata=dict(help=help, choices=choices, flag=flag, valid=valid))
 
@@ -132,7 +132,7 @@ class TrainConfig:
     class_weight: str = setting(
         "none", "Loss weight of each class: none (every image weighs 1) or balanced (inverse to "
         "the class's count in the training split, the mean weight per image 1).",
-        lambda: class_balance.CLASS_WEIGHTS)
+        lambda: choices.CLASS_WEIGHTS)
     sampling: str = setting(
         "uniform", "How an epoch draws its training images: uniform (each once, in a random "
         "order) or balanced (a class drawn uniformly, then one of its images: every class equally "
@@ -140,14 +140,14 @@ class TrainConfig:
     # -- Augmentation ------------------------------------------------------------------------
     crop_area: Optional[tuple] = setting(
         None, "Area of the random training crop, as min,max fractions of the image (Inception's "
-        "crop: 0.08,1). Default: the recipe's (training/recipes.py).")
+        "crop: 0.08,1). Default: the recipe's (settings/recipes.py).")
     # -- Towers and batch --------------------------------------------------------------------
     num_gpus: Optional[int] = setting(None, "Number of towers, one per GPU. Default: every "
                                       "visible GPU, or one CPU tower without GPUs.",
                                       valid=Range(1, integer=True, optional=True))
     strategy: str = setting("auto", "auto: several machines (MultiWorkerMirroredStrategy) when "
                             "TF_CONFIG describes a cluster, else one machine's towers "
-                            "(MirroredStrategy).", lambda: devices.STRATEGIES)
+                            "(MirroredStrategy).", lambda: choices.STRATEGIES)
     towers_on_cpu: bool = setting(False, "Run the --num_gpus towers on logical CPU devices.")
     batch_size: Optional[int] = setting(None, "GLOBAL batch size, split evenly across the "
                                         f"towers. {RECIPE}", valid=COUNT)
@@ -157,7 +157,7 @@ class TrainConfig:
     lr: Optional[float] = setting(None, "Learning rate for the global batch. Given on resume, it "
                                   "takes over from the current step.", valid=POSITIVE)
     lr_schedule: Optional[str] = setting(None, "Learning-rate schedule, in epochs.",
-                                         lambda: optimization.SCHEDULES)
+                                         lambda: choices.SCHEDULES)
     lr_decay_epochs: Optional[tuple] = setting(
         None, "exponential_step: epochs at which the rate is multiplied by --lr_gamma, e.g. "
         "70,140,210,280. Default: the recipe's, at the same fractions of the run when --epochs "
@@ -186,7 +186,7 @@ class TrainConfig:
     mixed_precision_dtype: str = setting(
         "auto", "The 16-bit type of --mixed_precision: auto = float16 with loss scaling on GPUs, "
         "bfloat16 on CPUs. Naming one turns mixed precision on unless --nomixed_precision.",
-        lambda: devices.MIXED_PRECISION_DTYPES)
+        lambda: choices.MIXED_PRECISION_DTYPES)
     jit_compile: bool = setting(False, "Compile each tower's forward and backward pass with XLA.")
     augment_on: str = setting(
         "auto", "Where training batches are cropped, flipped and colour-jittered: host (the input "
@@ -194,7 +194,7 @@ class TrainConfig:
         "parameters go to each tower, which augments them: a third of the bytes and no host "
         "cores). Same result either way. auto = device on GPUs; on CPU towers, device when the "
         "recipe only shifts and flips (cifar10), host when it crops and resizes.",
-        lambda: devices.AUGMENT_ON)
+        lambda: choices.AUGMENT_ON)
     deterministic: bool = setting(
         False, "Deterministic ops, so a run with a given --seed repeats exactly (slower).")
     # -- Run directory, logging, checkpoints -------------------------------------------------
@@ -301,6 +301,25 @@ def settings_with_defaults(values: dict) -> dict:
     if filled["run_dir"] is None:
         filled["run_dir"] = f"runs/{filled['dataset']}-{filled['model']}"
     return filled
+
+
+@dataclasses.dataclass(frozen=True)
+class GivenSettings:
+    """The settings a command gave (by field name; flags left unset are None), normalised, and
+    all settings with the rest filled from the defaults and the dataset's recipe: done once per
+    start (`of`), then read by the run directory's resolution (rundir.recorded.resolve_config)."""
+    given: dict
+    filled: dict
+
+    @classmethod
+    def of(cls, given: dict) -> "GivenSettings":
+        normalised = normalised_paths(given)
+        return cls(normalised, settings_with_defaults(normalised))
+
+    @property
+    def run_dir(self) -> str:
+        """The run directory they point at (--run_dir, else runs/<dataset>-<model>)."""
+        return self.filled["run_dir"]
 
 
 def with_defaults(config: TrainConfig) -> TrainConfig:

@@ -4,17 +4,17 @@ set aside, and a full disk named as such.
     with guard.writing(run_dir, is_chief=True, warn=print):
         ...  # resolve the config, build the Trainer, train
 
-On entry (the chief only): the run directory's lock (training/run_lock.py), then what an earlier
-crash left removed and any damaged latest checkpoint set aside (training/recovery.py), before
+On entry (the chief only): the run directory's lock (rundir/lock.py), then what an earlier
+crash left removed and any damaged latest checkpoint set aside (rundir/recovery.py), before
 anything reads the checkpoints. ENOSPC from any write inside becomes one `DiskFull` line, after the
 partial files are removed. See docs/usage.md, "Crashes, full disks, damaged checkpoints".
 """
 import contextlib
 from typing import Callable, Iterator
 
-import disk_space
-from training import recovery
-from training.run_lock import RunLock
+from host import disk_space
+from rundir import recovery
+from rundir.lock import RunLock
 
 
 @contextlib.contextmanager

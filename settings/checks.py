@@ -8,8 +8,8 @@ import dataclasses
 from typing import Callable, Collection, Optional
 
 import inception
-from training.config import POSITIVE, TrainConfig, is_number
-from training.pretrained import KERAS_MODEL, is_keras_weights
+from settings.choices import KERAS_MODEL, is_keras_weights
+from settings.config import POSITIVE, TrainConfig, is_number
 
 
 def _show(value):
@@ -29,7 +29,7 @@ def check_config(config: TrainConfig, given: Collection[str] = (),
     """Raises ValueError for the first setting of `config` (a filled TrainConfig) that cannot
     train. `given` names the settings set on the command line; any other is named with where it
     came from (`others_from`, by default the dataset's recipe), so the user knows which flag to
-    pass. Each field's own valid values are declared beside it (training/config.py: its registry
+    pass. Each field's own valid values are declared beside it (settings/config.py: its registry
     or its range); what depends on other settings is checked here."""
     def need(name, ok, expected, value=None):
         if not ok:

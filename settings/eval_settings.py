@@ -2,14 +2,14 @@
 
 flags.py makes the command-line flags of every entry point from these declarations (and from
 TrainConfig's); keeping them here lets it do so without loading the evaluation application
-(training/evaluate_run.py) into train.py.
+(evaluation/evaluate_run.py) into train.py.
 """
 import dataclasses
 from typing import Optional
 
 from input_pipeline.crops import CROP_COUNTS
-from training.averaging import WEIGHT_CHOICES
-from training.config import setting
+from settings.choices import WEIGHT_CHOICES
+from settings.config import setting
 
 
 @dataclasses.dataclass

@@ -14,12 +14,13 @@ from typing import Optional
 
 from absl import logging
 
-from training.config import TrainConfig
-from training.devices import Worker
-from training.history import History
-from training.plot import write_run_plot
-from training.restart import set_aside_after
-from training.run_dir import DONE_FILE, save_run_config
+from rundir.history import History
+from rundir.layout import CACHE_DIR, DONE_FILE
+from rundir.plot import write_run_plot
+from rundir.recorded import save_run_config
+from rundir.restart import set_aside_after
+from settings.cluster import Worker
+from settings.config import TrainConfig
 
 
 class Role:
@@ -40,7 +41,7 @@ class Role:
         """--cache_dir is the chief's; other workers keep theirs beside their scratch files."""
         if self.is_chief and config.cache_dir:
             return config.cache_dir
-        return os.path.join(self.write_dir, "cache")
+        return os.path.join(self.write_dir, CACHE_DIR)
 
     @property
     def report_dir(self) -> Optional[str]:

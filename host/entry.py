@@ -35,7 +35,7 @@ def _reporting_errors(main, stopped_note=None):
     import tensorflow as tf
     from absl import logging
 
-    from training.loop import TrainingInterrupted
+    from host.signals import TrainingInterrupted
 
     def wrapped(argv):
         logging.set_verbosity(logging.WARNING)
@@ -63,7 +63,7 @@ def run(main, stopped_note=None):
     added to the line a stop by Ctrl+C / SIGTERM prints (what the user's next step is)."""
     from absl import app
 
-    from runtime import configure_malloc
+    from host.runtime import configure_malloc
     configure_malloc()
     # SIGTERM (a scheduler's stop) as Ctrl+C, so training saves a checkpoint before it exits.
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -14,10 +14,15 @@ import time
 
 import tensorflow as tf
 
-from training.checkpoints import absolute_checkpoint_dir, checkpoint_dir
-from training.history import HISTORY_FILE
+from rundir.layout import (
+    EVAL_LOG_DIR,
+    HISTORY_FILE,
+    SET_ASIDE_DIR,
+    TRAIN_LOG_DIR,
+    absolute_checkpoint_dir,
+    checkpoint_dir,
+)
 
-SET_ASIDE_DIR = "set_aside"
 # Per-epoch TensorBoard tags (summaries.write_epoch) are indexed by epoch, the rest by step.
 EPOCH_TAG_PREFIX = "epoch_"
 
@@ -82,7 +87,7 @@ def set_aside_after(run_dir, restart):
     # Copies first, so a crash part-way leaves every original in place.
     if os.path.exists(os.path.join(run_dir, HISTORY_FILE)):
         shutil.copy2(os.path.join(run_dir, HISTORY_FILE), os.path.join(aside, HISTORY_FILE))
-    for logs in ("train", "eval"):
+    for logs in (TRAIN_LOG_DIR, EVAL_LOG_DIR):
         _truncate_logs(os.path.join(run_dir, logs), os.path.join(aside, logs), restart)
     _keep_only_up_to(run_dir, restart)
     for r in later:

@@ -5,46 +5,35 @@
       data/            the train / test split and the class names (input_pipeline)
       checkpoints/     model, optimizer, step, epoch
       train/ eval/     TensorBoard logs
-      history.csv      one row per epoch (training.history)
-      set_aside/       what a --restart_from abandoned (training.restart), damaged
-                       checkpoints (training.recovery)
-      train.lock       held by the train.py writing the run (training.run_lock)
+      history.csv      one row per epoch (rundir.history)
+      set_aside/       what a --restart_from abandoned (rundir.restart), damaged
+                       checkpoints (rundir.recovery)
+      train.lock       held by the train.py writing the run (rundir.lock)
       skipped_files.txt  images that could not be decoded, if any
       training_done.json written when training finished (evaluate.py --watch stops there)
 
 evaluate.py and predict.py need nothing but this directory.
 """
-import contextlib
 import json
 import os
 import shutil
-import sys
-from typing import List, Optional, Tuple
+from typing import List, Optional, Union
 
-import keras
 import tensorflow as tf
 
 import input_pipeline
-from training import devices, recipes
-from training.averaging import averaged_weights
-from training.checkpoints import Checkpoints, checkpoint_dir, holds_average, read_average
-from training.checks import check_config
-from training.config import (
+from rundir.layout import CONFIG_FILE, LOCK_FILE, checkpoint_dir, split_dir
+from rundir.restart import Restart
+from settings.checks import check_config
+from settings.config import (
     IDENTITY_KEYS,
+    GivenSettings,
     TrainConfig,
-    build_model_from_config,
     check_known_settings,
     field_defaults,
     normalised_paths,
     settings_with_defaults,
 )
-from training.recovery import recover_latest
-from training.restart import Restart
-from training.run_lock import LOCK_FILE
-
-CONFIG_FILE = "config.json"
-SPLIT_DIR = "data"  # the data split and class names (input_pipeline names the files in it)
-DONE_FILE = "training_done.json"  # the last step and checkpoint of a finished run
 
 
 def load_run_settings(run_dir: str) -> dict:
@@ -72,14 +61,11 @@ def save_run_config(config: TrainConfig) -> None:
     os.replace(tmp, os.path.join(config.run_dir, CONFIG_FILE))
 
 
-def run_dir_of(given: dict) -> str:
-    """The run directory the settings `given` point at (--run_dir, else the default name)."""
-    return settings_with_defaults(given)["run_dir"]
-
-
-def resolve_config(given: dict, restart: Optional[Restart] = None) -> TrainConfig:
-    """The run's config from the settings the user gave (a dict of explicitly set flags), built
-    and checked once; it is frozen from here on.
+def resolve_config(given: Union[dict, GivenSettings], restart: Optional[Restart] = None
+                   ) -> TrainConfig:
+    """The run's config from the settings the user gave (a dict of explicitly set flags, or
+    those as `GivenSettings`, with the defaults filled), built and checked once; it is frozen
+    from here on.
 
     A new run fills the rest from the dataset's defaults. A run directory with a checkpoint keeps
     its saved settings (so `--run_dir` alone resumes it), takes the ones given now (e.g. more
@@ -88,9 +74,8 @@ def resolve_config(given: dict, restart: Optional[Restart] = None) -> TrainConfi
     `restart` (restart.find_restart), the run continues from that older checkpoint: a --lr given
     takes over there, and rate changes made after it are dropped.
     """
-    given = normalised_paths(given)
-    values = settings_with_defaults(given)
-    run_dir = values["run_dir"]
+    settings = given if isinstance(given, GivenSettings) else GivenSettings.of(given)
+    given, values, run_dir = settings.given, settings.filled, settings.run_dir
     if restart is not None and not os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
         raise ValueError(f"--restart_from: {run_dir!r} holds no run to restart")
     if not os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
@@ -160,39 +145,6 @@ def _start_afresh(given: dict, saved: dict) -> TrainConfig:
     return config
 
 
-_NOTED = set()  # what an older run's config.json lacks, said once a process
-
-
-def _note_once(line: str) -> None:
-    if line not in _NOTED:
-        _NOTED.add(line)
-        print(line, file=sys.stderr)
-
-
-def trained_precision(config: TrainConfig, towers: List[str]) -> str:
-    """The Keras precision policy the run trained in, as its config.json records it. A run saved
-    before it was recorded gets the one training would choose on `towers`, said once."""
-    if config.precision is not None:
-        return config.precision
-    policy = devices.precision_policy(config.mixed_precision, towers,
-                                      config.mixed_precision_dtype)
-    _note_once(f"Note: {os.path.join(config.run_dir, CONFIG_FILE)} records no precision (a run "
-               f"saved by an earlier version): using {policy}, as training would choose here.")
-    return policy
-
-
-def trained_augmentation(config: TrainConfig) -> input_pipeline.Augmentation:
-    """The run's training augmentation, as its config.json records it: its crop and flips decide
-    the view it is scored and served on. A run saved before it was recorded gets its dataset's
-    recipe as it is now, said once."""
-    if config.augmentation is not None:
-        return config.augmentation
-    _note_once(f"Note: {os.path.join(config.run_dir, CONFIG_FILE)} records no augmentation (a "
-               f"run saved by an earlier version): evaluating as the {config.dataset} recipe "
-               f"trains now.")
-    return recipes.get_recipe(config.dataset).augmentation
-
-
 def checkpoint_step(run_dir: str) -> Optional[int]:
     """The step of the latest checkpoint in `run_dir`, read without building a model."""
     latest = tf.train.latest_checkpoint(checkpoint_dir(run_dir))
@@ -201,63 +153,9 @@ def checkpoint_step(run_dir: str) -> Optional[int]:
     return int(tf.train.load_variable(latest, "step/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
-def split_dir(run_dir: str) -> str:
-    """Where the run's data split and class names are saved (input_pipeline.load_dataset)."""
-    return os.path.join(run_dir, SPLIT_DIR)
-
-
 def class_names_path(run_dir: str) -> str:
     return os.path.join(split_dir(run_dir), input_pipeline.CLASS_NAMES_FILE)
 
 
 def read_class_names(run_dir: str) -> List[str]:
     return input_pipeline.read_class_names(split_dir(run_dir))
-
-
-def _latest_readable(run_dir: str) -> Optional[str]:
-    """The newest checkpoint that reads whole. A reader takes no lock, so it never makes a
-    train.py starting meanwhile wait or fail: damaged newer checkpoints are only skipped, and the
-    next train.py on the run, which owns the checkpoint index, sets them aside."""
-    return recover_latest(run_dir, warn=lambda line: print(line, file=sys.stderr), move=False)
-
-
-def weights_to_use(path: str, asked: Optional[str] = None) -> str:
-    """The weights to read from the checkpoint at `path`: `asked` (--weights: ema or raw), by
-    default ema when it holds averaged weights, else raw; ema asked of one without is refused."""
-    held = holds_average(path)
-    if asked == "ema" and not held:
-        raise ValueError(f"--weights=ema: checkpoint {path!r} holds no averaged weights (its run "
-                         f"trained without --ema_decay); leave --weights out to score its "
-                         f"trained weights")
-    return asked or ("ema" if held else "raw")
-
-
-def restore_model(run_dir: str, checkpoint: Optional[str] = None,
-                  strategy: Optional[tf.distribute.Strategy] = None,
-                  weights: Optional[str] = None,
-                  ) -> Tuple[keras.Model, TrainConfig, List[str], str, int]:
-    """(model, config, class names, checkpoint path, step) of a run, from its checkpoint.
-
-    With a `strategy`, the model is built in its scope (one copy per tower). The model holds the
-    `weights` (--weights) that `weights_to_use` settles on: by default the averaged ones when the
-    checkpoint has them.
-    """
-    config = load_run_config(run_dir)
-    if checkpoint is None:
-        checkpoint = _latest_readable(run_dir)
-    with strategy.scope() if strategy else contextlib.nullcontext():
-        model = build_model_from_config(config)
-        checkpoints = Checkpoints(run_dir, model)
-    try:
-        path = checkpoints.restore(checkpoint)
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
-        # Missing objects (AssertionError), other shapes (ValueError), unreadable (OpError).
-        reason = str(e).splitlines()[0][:300]
-        raise ValueError(f"Checkpoint {checkpoint or checkpoints.latest!r} does not hold a "
-                         f"{config.model} model like the one in {run_dir!r}: {reason}") from None
-    if path is None:
-        raise ValueError(f"No checkpoint in {checkpoints.directory!r}; has this run trained "
-                         f"for at least one epoch or --checkpoint_every steps?")
-    if weights_to_use(path, weights) == "ema":
-        read_average(path, averaged_weights(model))
-    return model, config, read_class_names(run_dir), path, int(checkpoints.step.numpy())

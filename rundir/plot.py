@@ -6,7 +6,7 @@ times, training plus scoring); a run with averaged weights (--ema_decay) has the
 curves too. The chief redraws it after every epoch's checkpoint; to draw it
 for any run directory (or a copied history.csv):
 
-    python -m training.plot runs/cifar10-minigooglenet [--out=curves.png]
+    python -m rundir.plot runs/cifar10-minigooglenet [--out=curves.png]
 
 Drawn with Pillow, which the project already needs, so the picture costs no extra dependency.
 """
@@ -19,9 +19,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image, ImageDraw, ImageFont
 
-from training.history import HISTORY_FILE
+from rundir.layout import HISTORY_FILE, PLOT_FILE
 
-PLOT_FILE = "history.png"
 PANEL = (560, 330)  # one panel's size in pixels
 MARGIN = dict(left=70, right=20, top=40, bottom=50)
 # Blue, orange and green, as TensorBoard's first three.

@@ -2,7 +2,7 @@
 
 They give a compact in-memory image cache and no page faults on the memory every training step
 frees and allocates again. They hold for the whole process, so they live here, beside the entry
-points' start-up (training/entry.py), not in the data or training packages that benefit from them.
+points' start-up (host/entry.py), not in the data or training packages that benefit from them.
 """
 import ctypes
 import os

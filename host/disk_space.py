@@ -11,7 +11,7 @@ import re
 import shutil
 from typing import Optional
 
-import console
+from host import console
 
 
 class DiskFull(ValueError):

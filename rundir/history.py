@@ -10,7 +10,8 @@ empty in the columns it lacked, before a row is appended to it.
 import csv
 import os
 
-HISTORY_FILE = "history.csv"
+from rundir.layout import HISTORY_FILE
+
 COLUMNS = (
     "epoch", "step",
     "train_loss",           # the objective: main + aux_weight x aux losses + weight decay

@@ -10,25 +10,22 @@ import numpy as np
 import tensorflow as tf
 
 import input_pipeline
-from console import ProgressBar
-from input_pipeline.crops import crops_per_image
-from input_pipeline.examples import Examples, held_out_split
-from training import devices, evaluation
-from training.checkpoints import checkpoint_dir
-from training.config import TrainConfig
-from training.eval_settings import EvalSettings
-from training.export import export_saved_model
-from training.run_dir import (
-    DONE_FILE,
-    class_names_path,
-    load_run_config,
-    read_class_names,
+from evaluation import scoring
+from evaluation.export import export_saved_model
+from evaluation.trained import (
     restore_model,
-    split_dir,
     trained_augmentation,
     trained_precision,
     weights_to_use,
 )
+from host.console import ProgressBar
+from input_pipeline.crops import crops_per_image
+from input_pipeline.examples import Examples, held_out_split
+from rundir.layout import DONE_FILE, EVAL_LOG_DIR, checkpoint_dir, log_dir, split_dir
+from rundir.recorded import class_names_path, load_run_config, read_class_names
+from settings.config import TrainConfig
+from settings.eval_settings import EvalSettings
+from training import devices
 
 
 def examples_to_score(settings: EvalSettings, config: TrainConfig,
@@ -71,7 +68,7 @@ def print_report(report: dict, class_names: List[str], crops: int, path: str,
 def write_report(run_dir: str, report: dict, class_names: List[str], step: int, crops: int,
                  path: str) -> None:
     """metrics*.json, confusion_matrix*.csv and TensorBoard scalars under run_dir/eval/."""
-    out = os.path.join(run_dir, "eval")
+    out = log_dir(run_dir, EVAL_LOG_DIR)
     os.makedirs(out, exist_ok=True)
     # Scores of a split or weights chosen with --eval_split / --weights go beside, not over,
     # the default ones.
@@ -93,7 +90,7 @@ def write_report(run_dir: str, report: dict, class_names: List[str], step: int, 
         for key in ("top1", "top5", "balanced", "loss"):
             tf.summary.scalar(f"evaluate/{key}{suffix}", report[key])
         tf.summary.image(f"evaluate/confusion_matrix{suffix}",
-                         evaluation.confusion_image(matrix))
+                         scoring.confusion_image(matrix))
     writer.flush()
 
 
@@ -109,7 +106,7 @@ def evaluate_checkpoint(settings: EvalSettings, strategy: tf.distribute.Strategy
     examples = examples_to_score(settings, config, class_names)
     towers = strategy.num_replicas_in_sync
     per_tower = devices.check_batch_size(settings.batch_size, towers)
-    # One line redrawn on a terminal, a line every 30 s in a log file (console.py).
+    # One line redrawn on a terminal, a line every 30 s in a log file (host/console.py).
     bar = ProgressBar(len(examples), enabled=print_fn is print)
     seen = [0]
 
@@ -120,10 +117,10 @@ def evaluate_checkpoint(settings: EvalSettings, strategy: tf.distribute.Strategy
     # shifted images (crop="pad") is scored on whole images.
     trained_with = trained_augmentation(config)
     mirror = trained_with.flip
-    probs, labels = evaluation.predict_crops(model, strategy, examples, config.image_size,
+    probs, labels = scoring.predict_crops(model, strategy, examples, config.image_size,
                                              settings.crops, per_tower, progress, mirror,
                                              trained_with.eval_fraction)
-    report = evaluation.full_report(probs, labels, class_names)
+    report = scoring.full_report(probs, labels, class_names)
     report["crops_used"] = crops_per_image(settings.crops, mirror)
     report["split"], report["split_chosen"] = settings.eval_split, settings.eval_split is not None
     report["weights"], report["weights_chosen"] = weights, settings.weights is not None

@@ -13,11 +13,25 @@ from typing import Callable, List, Optional
 
 import tensorflow as tf
 
-from training.checkpoints import absolute_checkpoint_dir, checkpoint_dir, remove_partial_saves
-from training.history import HISTORY_FILE
-from training.restart import SET_ASIDE_DIR, rewrite_checkpoint_index
+from rundir.layout import (
+    HISTORY_FILE,
+    INDEX_FILE,
+    SET_ASIDE_DIR,
+    absolute_checkpoint_dir,
+    checkpoint_dir,
+)
+from rundir.restart import rewrite_checkpoint_index
 
-INDEX_FILE = "checkpoint"  # tf.train.CheckpointManager's list of the checkpoints it keeps
+
+def remove_partial_saves(directory: str) -> None:
+    """What an interrupted save leaves in a checkpoint directory: TensorFlow's `ckpt-N_temp`
+    directories and `checkpoint.tmp…` index files."""
+    pattern = os.path.join(glob.escape(directory), "{}")
+    for path in glob.glob(pattern.format("*_temp*")) + glob.glob(pattern.format("checkpoint.tmp*")):
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.exists(path):
+            os.remove(path)
 
 
 class NoReadableCheckpoint(ValueError):

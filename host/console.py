@@ -84,7 +84,7 @@ class ProgressBar:
 
 
 class PassProgress:
-    """An input pipeline's first pass on the console (input_pipeline.builder.Progress): its
+    """An input pipeline's first pass on the console (input_pipeline.first_pass.Progress): its
     lines printed, its images done drawn as a ProgressBar, a new bar for each pass."""
 
     def __init__(self) -> None:
