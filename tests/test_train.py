@@ -186,16 +186,29 @@ def test_a_start_that_failed_on_its_data_does_not_bind_the_corrected_schedule(da
     assert np.allclose(saved["lr_decay_epochs"], [70 / 300, 140 / 300, 210 / 300, 280 / 300])
 
 
-def test_restart_from_an_older_epoch_through_the_command_line(data_dir, tmp_path):
-    run_dir = str(tmp_path / "run")
+def two_epochs_keeping_every_checkpoint(data_dir, run_dir):
     first = run(train_args(data_dir, run_dir, "--model=minigooglenet", "--epochs=2",
                            "--keep_checkpoints=0", "--lr_schedule=constant", "--warmup_epochs=0"))
     assert first.returncode == 0, first.stderr[-3000:]
+
+
+# About 30 s (a run and a refused start); test_training_restart.py's
+# test_keep_checkpoints_zero_keeps_every_one_and_three_keeps_three checks the refusal in-process.
+@pytest.mark.slow
+def test_a_restart_from_an_epoch_the_run_does_not_keep_is_refused_through_the_command_line(
+        data_dir, tmp_path):
+    run_dir = str(tmp_path / "run")
+    two_epochs_keeping_every_checkpoint(data_dir, run_dir)
     wrong = run(train_args(data_dir, run_dir, "--restart_from=5"))
     assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
     assert "Error: --restart_from=5: no such checkpoint" in wrong.stderr
     assert "it keeps epochs 1, 2 (ckpt-3, ckpt-6)" in wrong.stderr
     assert not os.path.exists(os.path.join(run_dir, "set_aside"))
+
+
+def test_restart_from_an_older_epoch_through_the_command_line(data_dir, tmp_path):
+    run_dir = str(tmp_path / "run")
+    two_epochs_keeping_every_checkpoint(data_dir, run_dir)
     again = run(train_args(data_dir, run_dir, "--restart_from=1", "--lr=0.005"))
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Resumed from" in again.stdout and "ckpt-3 at step 3 (epoch 2)" in again.stdout
@@ -209,9 +222,9 @@ def test_restart_from_an_older_epoch_through_the_command_line(data_dir, tmp_path
 
 def test_ctrl_c_saves_and_the_same_command_resumes(data_dir, tmp_path):
     run_dir = str(tmp_path / "run")
-    # 12 training images, batch 4: 3 steps per epoch; 40 epochs leave time to press Ctrl+C once
-    # the first epoch's checkpoint is there.
-    args = train_args(data_dir, run_dir, "--model=minigooglenet", "--epochs=40",
+    # 12 training images, batch 4: 3 steps per epoch; 20 epochs leave time to press Ctrl+C once
+    # the first epoch's checkpoint is there (19 epochs, seconds, to the poll's 0.2 s).
+    args = train_args(data_dir, run_dir, "--model=minigooglenet", "--epochs=20",
                       "--eval_every_epochs=1000", "--log_every=1")
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=ENV)
@@ -227,13 +240,13 @@ def test_ctrl_c_saves_and_the_same_command_resumes(data_dir, tmp_path):
     import tensorflow as tf
     stopped_at = int(tf.train.load_variable(tf.train.latest_checkpoint(os.path.dirname(index)),
                                             "step/.ATTRIBUTES/VARIABLE_VALUE"))
-    assert 0 < stopped_at < 120
+    assert 0 < stopped_at < 60
 
     resumed = run(args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"at step {stopped_at}" in resumed.stdout
-    # An uninterrupted run of 40 epochs of 3 steps ends at step 120; so does this one.
-    assert "Done at step 120" in resumed.stdout
+    # An uninterrupted run of 20 epochs of 3 steps ends at step 60; so does this one.
+    assert "Done at step 60" in resumed.stdout
 
 
 STOPPED_IN_FIRST_PASS = textwrap.dedent("""
@@ -316,7 +329,8 @@ def test_interrupted_at_an_epoch_boundary_gives_the_same_weights(data_dir, tmp_p
         np.testing.assert_array_equal(x.numpy(), y.numpy(), err_msg=x.path)
 
 
-def test_a_pre_split_folder_with_bad_files_through_train_and_evaluate(tmp_path):
+def train_and_evaluate_a_pre_split_folder_with_bad_files(tmp_path):
+    """The pre-split run trained and scored on val/ and test/; the evaluate.py command."""
     # root/train|val|test/<class>/, with an unreadable file among the training images and one
     # among the held-out ones: both are listed, the counts are of readable images, the first
     # pass shows progress, and evaluate.py scores val/ or test/ from the run directory alone.
@@ -350,6 +364,18 @@ def test_a_pre_split_folder_with_bad_files_through_train_and_evaluate(tmp_path):
     assert test.returncode == 0, test.stderr[-3000:]
     assert "3 images of the test split" in test.stdout
     assert os.path.exists(os.path.join(run_dir, "eval", "metrics_test.json"))
+    return evaluate
+
+
+def test_a_pre_split_folder_with_bad_files_through_train_and_evaluate(tmp_path):
+    train_and_evaluate_a_pre_split_folder_with_bad_files(tmp_path)
+
+
+# About 10 s more (a third start of evaluate.py): test_input_pipeline_datasets.py's
+# test_a_pre_split_folder_with_val_and_test_scores_val_and_keeps_test checks the refusal in-process.
+@pytest.mark.slow
+def test_evaluate_refuses_a_split_the_pre_split_run_does_not_have(tmp_path):
+    evaluate = train_and_evaluate_a_pre_split_folder_with_bad_files(tmp_path)
     wrong = run(evaluate + ["--eval_split=holdout"])
     assert wrong.returncode == 1 and "this run's held-out splits are val, test" in wrong.stderr
 

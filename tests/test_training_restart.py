@@ -44,6 +44,7 @@ def test_keep_checkpoints_zero_keeps_every_one_and_three_keeps_three(data_dir, t
     with pytest.raises(ValueError, match=r"--restart_from=1: no such checkpoint .* it keeps "
                                          r"epochs 2, 3, 4 \(ckpt-6, ckpt-9, ckpt-12\)"):
         find_restart(recent, "1")
+    assert not os.path.exists(os.path.join(recent, "set_aside"))  # refused before moving anything
 
 
 def test_restart_from_an_older_epoch_with_a_lower_rate(data_dir, tmp_path, monkeypatch):
