@@ -220,7 +220,7 @@ class TrainConfig:
     # export instead of derived again (on another machine, or from a recipe edited since): the
     # Keras precision policy it trained in, and its training augmentation, whose crop and flips
     # decide the view it is scored on. None in a run saved before they were recorded
-    # (run_dir.trained_precision and trained_augmentation).
+    # (evaluation.trained.trained_precision and trained_augmentation).
     precision: Optional[str] = None
     augmentation: Optional[input_pipeline.Augmentation] = None
     # The names of the settings the user gave (every command on the run so far): a run
