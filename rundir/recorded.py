@@ -132,7 +132,7 @@ def _start_afresh(given: dict, saved: dict) -> TrainConfig:
     again (so `--run_dir` alone starts the same run again); the others were derived for that
     command (the recipe's decay epochs at its --epochs), and kept they would refuse or silently
     reshape the corrected command. config.json itself is still written
-    first (loop.Trainer): it is what makes the directory a run's, so a start that fails after
+    first (training.loop.Trainer): it is what makes the directory a run's, so a start that fails after
     the split was written leaves a directory the corrected command accepts. A split made for
     other data settings is dropped; it is remade from the data.
     """

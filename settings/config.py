@@ -4,9 +4,9 @@ Each field is declared once, here, with its help text and (for names) the regist
 values come from; flags.py turns the fields into the command-line flags and settings/checks.py
 checks them. Settings left as None take the dataset's recipe (settings/recipes.py).
 
-A `TrainConfig` is frozen: training/run_dir.resolve_config builds and checks the run's config once,
+A `TrainConfig` is frozen: rundir/recorded.resolve_config builds and checks the run's config once,
 and what the data decides when the run starts (the class count, whether a --lr given on resume
-changes anything) is set in one place, training/loop.Trainer, by `dataclasses.replace`.
+changes anything) is set in one place, training/builder.settled_config, by `dataclasses.replace`.
 """
 import dataclasses
 import math
@@ -224,7 +224,8 @@ class TrainConfig:
     precision: Optional[str] = None
     augmentation: Optional[input_pipeline.Augmentation] = None
     # The names of the settings the user gave (every command on the run so far): a run
-    # directory without a checkpoint yet is resolved from them again (run_dir.resolve_config).
+    # directory without a checkpoint yet is resolved from them again
+    # (rundir.recorded.resolve_config).
     given: tuple = ()
 
     def __post_init__(self) -> None:
@@ -286,7 +287,8 @@ def settings_with_defaults(values: dict) -> dict:
     recipe's fractions of the run's --epochs (`recipes.Recipe.decay_epochs_for`), so a smoke test
     with --epochs=1 keeps the recipe's shape instead of being refused for decay epochs the user
     never set. Settings, not a TrainConfig: the run directory decides what else goes in before
-    the config is built (run_dir.resolve_config), and a resumed run keeps its saved settings.
+    the config is built (rundir.recorded.resolve_config), and a resumed run keeps its saved
+    settings.
     """
     check_known_settings(values)
     filled = {**field_defaults(), **normalised_paths(values)}

@@ -1,4 +1,4 @@
-"""Tests for evaluate.py / predict.py and evaluation/evaluate_run.py, evaluation.py, export.py."""
+"""Tests for evaluate.py / predict.py and evaluation/evaluate_run.py, scoring.py, export.py."""
 import csv
 import dataclasses
 import json
