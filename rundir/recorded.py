@@ -131,9 +131,9 @@ def _start_afresh(given: dict, saved: dict) -> TrainConfig:
     checkpoint: before it, nothing has trained with them. Only those the user gave are taken
     again (so `--run_dir` alone starts the same run again); the others were derived for that
     command (the recipe's decay epochs at its --epochs), and kept they would refuse or silently
-    reshape the corrected command. config.json itself is still written
-    first (training.loop.Trainer): it is what makes the directory a run's, so a start that fails after
-    the split was written leaves a directory the corrected command accepts. A split made for
+    reshape the corrected command. config.json itself is still written first
+    (training.loop.Trainer): it is what makes the directory a run's, so a start that fails
+    after the split was written leaves a directory the corrected command accepts. A split made for
     other data settings is dropped; it is remade from the data.
     """
     combined = {**{key: saved[key] for key in saved["given"] if key in saved},
