@@ -58,10 +58,16 @@ def print_report(report: dict, class_names: List[str], crops: int, path: str,
             f" (--crops={crops} without the mirrored ones: the model trained without flips)")
     split = f" of the {report['split']} split" if report.get("split") else ""
     weights = "averaged" if report["weights"] == "ema" else "trained"
+    views = ("" if report["tta"] == "none" else
+             f", test-time augmentation {report['tta']} (softmax averaged over the views)")
     print_fn(f"Checkpoint {path} ({weights} weights): {report['count']} images{split}, {used} "
-             f"crop(s) per image{note}")
+             f"crop(s) per image{note}{views}")
     print_fn(f"  top-1 accuracy {report['top1']:.4f}   top-5 accuracy {report['top5']:.4f}   "
              f"balanced accuracy {report['balanced']:.4f}   mean loss {report['loss']:.4f}")
+    if "without_tta" in report:
+        plain = report["without_tta"]
+        print_fn(f"  without test-time augmentation: top-1 accuracy {plain['top1']:.4f}   "
+                 f"top-5 accuracy {plain['top5']:.4f}   mean loss {plain['loss']:.4f}")
     print_fn(report["per_class_text"])
 
 
@@ -70,14 +76,18 @@ def write_report(run_dir: str, report: dict, class_names: List[str], step: int, 
     """metrics*.json, confusion_matrix*.csv and TensorBoard scalars under run_dir/eval/."""
     out = log_dir(run_dir, EVAL_LOG_DIR)
     os.makedirs(out, exist_ok=True)
-    # Scores of a split or weights chosen with --eval_split / --weights go beside, not over,
-    # the default ones.
+    # Scores of a split, weights or test-time augmentation chosen with --eval_split / --weights /
+    # --tta go beside, not over, the default ones.
     suffix = (f"_{report['split']}" if report.get("split_chosen") else "") + (
         f"_{report['weights']}" if report.get("weights_chosen") else "") + (
-        "" if crops == 1 else f"_{crops}crops")
+        "" if crops == 1 else f"_{crops}crops") + (
+        f"_tta-{report['tta']}" if report.get("tta_chosen") else "")
     metrics = {k: report[k] for k in ("top1", "top5", "balanced", "loss", "count")}
     metrics.update(checkpoint=path, step=step, weights=report["weights"], crops=crops,
-                   crops_used=report["crops_used"], per_class=report["per_class"])
+                   crops_used=report["crops_used"], tta=report["tta"],
+                   per_class=report["per_class"])
+    if "without_tta" in report:
+        metrics["without_tta"] = report["without_tta"]
     with open(os.path.join(out, f"metrics{suffix}.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     matrix = report["confusion_matrix"]
@@ -92,6 +102,21 @@ def write_report(run_dir: str, report: dict, class_names: List[str], step: int, 
         tf.summary.image(f"evaluate/confusion_matrix{suffix}",
                          scoring.confusion_image(matrix))
     writer.flush()
+
+
+def test_time_augmentation(settings: EvalSettings, config: TrainConfig, mirror: bool) -> str:
+    """evaluate.py's --tta, else the run's own; none with several --crops, which hold their own
+    mirrors (given with them, --tta is refused), and for runs that score without any."""
+    tta = settings.tta or config.tta or "none"
+    if settings.tta not in (None, "none"):
+        if settings.crops != 1:
+            raise ValueError(f"--tta={tta}: test-time views are taken of one crop per image; "
+                             f"--crops={settings.crops} averages crops (mirrored ones among them) "
+                             f"instead. Pass one of the two")
+        if not mirror:
+            raise ValueError(f"--tta={tta}: the run in {settings.run_dir!r} trained without "
+                             f"flips, so its test-time views cannot be mirrored; use --tta=none")
+    return tta if settings.crops == 1 else "none"
 
 
 def evaluate_checkpoint(settings: EvalSettings, strategy: tf.distribute.Strategy,
@@ -117,11 +142,13 @@ def evaluate_checkpoint(settings: EvalSettings, strategy: tf.distribute.Strategy
     # shifted images (crop="pad") is scored on whole images.
     trained_with = trained_augmentation(config)
     mirror = trained_with.flip
+    tta = test_time_augmentation(settings, config, mirror)
     probs, labels = scoring.predict_crops(model, strategy, examples, config.image_size,
                                              settings.crops, per_tower, progress, mirror,
-                                             trained_with.eval_fraction)
+                                             trained_with.eval_fraction, tta)
     report = scoring.full_report(probs, labels, class_names)
     report["crops_used"] = crops_per_image(settings.crops, mirror)
+    report["tta"], report["tta_chosen"] = tta, settings.tta is not None
     report["split"], report["split_chosen"] = settings.eval_split, settings.eval_split is not None
     report["weights"], report["weights_chosen"] = weights, settings.weights is not None
     print_report(report, class_names, settings.crops, path, print_fn)
@@ -136,7 +163,7 @@ def evaluate_checkpoint(settings: EvalSettings, strategy: tf.distribute.Strategy
             finally:
                 keras.mixed_precision.set_global_policy(policy)
         export_saved_model(model, class_names, config.image_size, settings.export_dir,
-                           trained_with.eval_fraction)
+                           trained_with.eval_fraction, tta)
         print_fn(f"Exported a SavedModel to {settings.export_dir}")
     report.update(step=step, checkpoint=path, probabilities=probs, labels=labels)
     return report

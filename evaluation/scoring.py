@@ -17,18 +17,24 @@ from training.step import make_eval_step
 def predict_crops(model: keras.Model, strategy: tf.distribute.Strategy, examples: Examples,
                   image_size: int, crops: int, per_tower_batch: int,
                   progress: Optional[Callable[[int], None]] = None,
-                  mirror: bool = True, eval_fraction: float = EVAL_CROP_FRACTION
-                  ) -> Tuple[np.ndarray, np.ndarray]:
-    """Softmax averaged over `crops` crops per image: probabilities [N, classes], labels [N]."""
+                  mirror: bool = True, eval_fraction: float = EVAL_CROP_FRACTION,
+                  tta: str = "none") -> Tuple[np.ndarray, np.ndarray]:
+    """Softmax averaged over `crops` crops per image: probabilities [N, classes], labels [N];
+    with test-time augmentation (`tta`, one crop), [N, views, classes] (make_eval_step)."""
     batches = devices.distributed_iterator(
         strategy, lambda ctx: multi_crop_dataset(examples, image_size, crops, per_tower_batch,
                                                  mirror, eval_fraction))
-    return collect(batches, make_eval_step(model, strategy), progress)
+    return collect(batches, make_eval_step(model, strategy, tta), progress)
 
 
 def full_report(probs: np.ndarray, labels: np.ndarray, class_names: List[str]) -> dict:
-    """scores() plus scikit-learn's per-class precision / recall / F1 and the confusion matrix."""
+    """scores() plus scikit-learn's per-class precision / recall / F1 and the confusion matrix.
+    Probabilities per test-time view [N, views, classes] are reported as their mean, with the
+    first view's (the image as it is) `scores` under "without_tta"."""
     from sklearn.metrics import classification_report, confusion_matrix
+    if probs.ndim == 3:
+        return {**full_report(probs.mean(axis=1), labels, class_names),
+                "without_tta": scores(probs[:, 0], labels)}
     predictions = probs.argmax(1)
     everyone = list(range(len(class_names)))
     report = dict(scores(probs, labels))

@@ -9,6 +9,10 @@ and right (or top, middle, bottom) squares; of each square the 4 corners and the
 input size plus the square resized to it; each also mirrored: 4 x 3 x 6 x 2 = 144.
 A model trained without flips (the digits: a mirrored 2 is not a 2) is scored without the mirrored
 half: 5 and 72 crops.
+
+Test-time augmentation (--tta) works on the model inputs instead, inside the evaluation step and
+the exported model: each image and its mirror ("mirror"), and both shifted by a pixel up-left and
+down-right ("mirror_shift"), their softmax averaged.
 """
 import tensorflow as tf
 
@@ -21,6 +25,10 @@ from input_pipeline.preprocessing import (
 
 CROP_COUNTS = (1, 10, 144)
 PAPER_SCALES = (256, 288, 320, 352)
+TTA_POLICIES = ("none", "mirror", "mirror_shift")
+# One pixel: the views stay close to the image for models trained with 2-4 px shifts, as in
+# the fast CIFAR-10 recipes (docs/reference.md, "Fast CIFAR-10 training").
+TTA_SHIFT = 1
 
 
 def _central_crop_size(size, eval_fraction=EVAL_CROP_FRACTION):
@@ -106,3 +114,22 @@ def multi_crop_dataset(examples, image_size, crops, batch_size, mirror=True,
     ds = ds.map(lambda image, label: (make_crops(image, image_size), label),
                 num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def tta_views(images: tf.Tensor, tta: str) -> tf.Tensor:
+    """[B, V, S, S, 3] views of model inputs [B, S, S, 3] in [-1, 1] for --tta=`tta` (one of
+    TTA_POLICIES): the images first, then their mirrors; "mirror_shift" adds both moved by
+    TTA_SHIFT pixels down-right and up-left, the uncovered border black (-1), as the training
+    shifts' zero padding is."""
+    if tta not in TTA_POLICIES:
+        raise ValueError(f"--tta must be one of {TTA_POLICIES}, got {tta!r}")
+    views = [images]
+    if tta in ("mirror", "mirror_shift"):
+        views.append(tf.image.flip_left_right(images))
+    if tta == "mirror_shift":
+        size, s = tf.shape(images)[1], TTA_SHIFT
+        for image in views[:2]:
+            padded = tf.pad(image, [[0, 0], [s, s], [s, s], [0, 0]], constant_values=-1.0)
+            views.append(padded[:, :size, :size])  # content moved down-right
+            views.append(padded[:, 2 * s:2 * s + size, 2 * s:2 * s + size])  # up-left
+    return tf.stack(views, axis=1)

@@ -19,6 +19,8 @@ COLUMNS = (
     "train_top1",
     "heldout_loss", "heldout_top1", "heldout_top5",  # empty in epochs without an evaluation
     "heldout_ema_loss", "heldout_ema_top1", "heldout_ema_top5",  # the averaged weights' (or empty)
+    # With test-time augmentation (--tta; or empty): the trained weights', the averaged ones'.
+    "heldout_tta_loss", "heldout_tta_top1", "heldout_tta_top5", "heldout_ema_tta_top1",
     "lr",                   # the rate of the epoch's last step
     "images_per_second",    # training images over the epoch's training time
     "epoch_seconds",        # training plus evaluation

@@ -2,9 +2,9 @@
 
 Four panels: held-out and training top-1, then held-out and training loss (cross-entropy of the
 main logits), each against the epoch and against the hours of training (the sum of the epochs'
-times, training plus scoring); a run with averaged weights (--ema_decay) has their held-out
-curves too. The chief redraws it after every epoch's checkpoint; to draw it
-for any run directory (or a copied history.csv):
+times, training plus scoring); a run with averaged weights (--ema_decay) or test-time
+augmentation (--tta) has those held-out curves too. The chief redraws it after every epoch's
+checkpoint; to draw it for any run directory (or a copied history.csv):
 
     python -m rundir.plot runs/cifar10-minigooglenet [--out=curves.png]
 
@@ -23,9 +23,9 @@ from rundir.layout import HISTORY_FILE, PLOT_FILE
 
 PANEL = (560, 330)  # one panel's size in pixels
 MARGIN = dict(left=70, right=20, top=40, bottom=50)
-# Blue, orange and green, as TensorBoard's first three.
-HELD_OUT, TRAIN, AVERAGED = (31, 119, 180), (255, 127, 14), (44, 160, 44)
-COLOURS = {"held-out": HELD_OUT, "train": TRAIN, "averaged": AVERAGED}
+# Blue, orange, green and red, as TensorBoard's first four.
+HELD_OUT, TRAIN, AVERAGED, WITH_TTA = (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)
+COLOURS = {"held-out": HELD_OUT, "train": TRAIN, "averaged": AVERAGED, "with TTA": WITH_TTA}
 GRID, AXIS, TEXT = (225, 225, 225), (60, 60, 60), (20, 20, 20)
 
 Point = Tuple[float, float]
@@ -47,7 +47,8 @@ def _number(text: Optional[str]) -> Optional[float]:
 def curves(rows: Sequence[Dict[str, str]]) -> Dict[str, Dict[str, List[Point]]]:
     """{panel: {series: [(x, y), ...]}} for the four panels; a row without a held-out score
     (an epoch that was not scored) gives no held-out point. The averaged weights' held-out
-    scores are the series "averaged", when the rows hold any."""
+    scores are the series "averaged", and those with test-time augmentation "with TTA", when
+    the rows hold any."""
     hours, elapsed = [], 0.0
     for row in rows:
         elapsed += _number(row.get("epoch_seconds")) or 0.0
@@ -57,6 +58,8 @@ def curves(rows: Sequence[Dict[str, str]]) -> Dict[str, Dict[str, List[Point]]]:
     losses = {"held-out": "heldout_loss", "train": "train_cross_entropy"}
     if any(_number(row.get("heldout_ema_top1")) is not None for row in rows):
         series["averaged"], losses["averaged"] = "heldout_ema_top1", "heldout_ema_loss"
+    if any(_number(row.get("heldout_tta_top1")) is not None for row in rows):
+        series["with TTA"], losses["with TTA"] = "heldout_tta_top1", "heldout_tta_loss"
 
     def points(xs, column, scale=1.0):
         values = [_number(row.get(column)) for row in rows]

@@ -34,18 +34,20 @@ from settings.config import (
     normalised_paths,
     settings_with_defaults,
 )
+from settings.recipes import FALLBACK
 
 
 def load_run_settings(run_dir: str) -> dict:
     """The settings saved in `run_dir`'s config.json, by name (checked to be TrainConfig's);
-    a field the file does not hold (one added since the run was made) has its default."""
+    a field the file does not hold (one added since the run was made) has its default, or the
+    value of a recipe that does not set it (`recipes.FALLBACK`: --tta=none, as it scored)."""
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(path):
         raise ValueError(f"{run_dir!r} is not a training run directory: it has no {CONFIG_FILE}")
     with open(path) as f:
         values = json.load(f)
     check_known_settings(values)
-    return {**field_defaults(), **values}
+    return {**field_defaults(), **FALLBACK, **values}
 
 
 def load_run_config(run_dir: str) -> TrainConfig:

@@ -8,6 +8,7 @@ import dataclasses
 from typing import Callable, Collection, Optional
 
 import inception
+from settings import recipes
 from settings.choices import KERAS_MODEL, is_keras_weights
 from settings.config import POSITIVE, TrainConfig, is_number
 
@@ -92,8 +93,12 @@ def _check_schedule(c: TrainConfig, given: Collection[str], need: Callable) -> N
 
 
 def _check_other(c: TrainConfig, need: Callable) -> None:
-    """The settings whose valid values are not one range: the average's decay, the crop's area
-    and the profiled steps."""
+    """The settings whose valid values are not one range: the average's decay, the crop's area,
+    the test-time mirrors and the profiled steps."""
+    trains_with = c.augmentation or recipes.get_recipe(c.dataset).augmentation
+    need("tta", c.tta == "none" or trains_with.flip,
+         "this run trains without flips (a mirrored digit is another symbol), so its "
+         "test-time views cannot be mirrored: use --tta=none")
     need("ema_decay", is_number(c.ema_decay) and (c.ema_decay == 0 or 0 < c.ema_decay < 1),
          "must be 0 (off) or a decay per step between 0 and 1, e.g. 0.999")
     if c.crop_area is not None:

@@ -172,6 +172,11 @@ class TrainConfig:
                                             valid=NON_NEGATIVE)
     label_smoothing: Optional[float] = setting(None, "Label smoothing of the cross-entropy.",
                                                valid=FRACTION)
+    tta: Optional[str] = setting(
+        None, "Test-time augmentation of the held-out scoring, evaluate.py and the export: none; "
+        "mirror = each image and its mirror, their softmax averaged; mirror_shift = those and "
+        "both shifted a pixel up-left and down-right (6 views). The held-out scores are given "
+        "with and without it. Default: the recipe's, else none.", lambda: choices.TTA)
     aux_weight: float = setting(0.3, "Weight of each auxiliary classifier's loss.",
                                 valid=NON_NEGATIVE)
     ema_decay: float = setting(

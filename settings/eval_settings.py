@@ -23,6 +23,7 @@ class EvalSettings:
                          "mirrored) or the paper's 144; softmax averaged over them.",
                          lambda: CROP_COUNTS)
     batch_size: int = 64  # images per step, split across the towers
+    tta: Optional[str] = None  # test-time augmentation; default: the run's own --tta
     num_gpus: Optional[int] = None
     towers_on_cpu: bool = False
     dataset: Optional[str] = None  # evaluate on other data with the same classes

@@ -180,6 +180,34 @@ def test_export_gives_the_same_top1(trained_run, tmp_path):
                             one_tower(), **QUIET)
 
 
+def test_tta_scores_and_exports_the_mean_of_each_image_and_its_mirror(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    lines, export_dir = [], str(tmp_path / "serving")
+    report = evaluate_checkpoint(EvalSettings(run_dir, batch_size=4, tta="mirror",
+                                              export_dir=export_dir), one_tower(),
+                                 print_fn=lines.append)
+    model, config, *_ = restore_model(run_dir)
+    test = input_pipeline.load_dataset("folder", split_dir=split_dir(run_dir)).test
+    encoded = [open(p, "rb").read() for p in test.paths]
+    images = np.stack([preprocess_for_eval(decode_image(b), config.image_size) for b in encoded])
+    as_is = tf.nn.softmax(model(images, training=False)["logits"]).numpy()
+    mirrored = tf.nn.softmax(model(images[:, :, ::-1], training=False)["logits"]).numpy()
+    both = (as_is + mirrored) / 2
+    assert report["top1"] == pytest.approx(np.mean(both.argmax(1) == test.labels))
+    assert report["without_tta"]["top1"] == pytest.approx(np.mean(as_is.argmax(1) == test.labels))
+    assert report["loss"] == pytest.approx(
+        np.mean(-np.log(both[np.arange(len(both)), test.labels])), rel=1e-4)
+    assert "test-time augmentation mirror" in lines[0] and "without test-time" in lines[2]
+    metrics = json.load(open(os.path.join(run_dir, "eval", "metrics_tta-mirror.json")))
+    assert metrics["tta"] == "mirror" and "without_tta" in metrics
+    served = tf.saved_model.load(export_dir).signatures["serving_default"](
+        image_bytes=tf.constant(encoded))["probabilities"].numpy()
+    np.testing.assert_allclose(served, both, atol=1e-5)
+    with pytest.raises(ValueError, match=r"^--tta=mirror: test-time views are taken of one crop"):
+        evaluate_checkpoint(EvalSettings(run_dir, batch_size=4, tta="mirror", crops=10),
+                            one_tower(), **QUIET)
+
+
 def test_watch_stops_after_the_final_checkpoint(trained_run):
     run_dir, _ = trained_run
     reports = watch(EvalSettings(run_dir, batch_size=4, watch=True, watch_timeout=30),

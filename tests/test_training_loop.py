@@ -38,7 +38,8 @@ def settings(data_dir, run_dir, **extra):
 @pytest.fixture(scope="module")
 def two_tower_run(data_dir, tmp_path_factory):
     run_dir = str(tmp_path_factory.mktemp("run") / "two_towers")
-    config = resolve_config(settings(data_dir, run_dir, model="googlenet", crop_area=(0.3, 0.9)))
+    config = resolve_config(settings(data_dir, run_dir, model="googlenet", crop_area=(0.3, 0.9),
+                                     tta="mirror"))
     trainer = Trainer(config, towers=cpu_devices(2), print_fn=lambda *a: None)
     # A folder of 12 training images is a small collection: its recipe's augmentation, with the
     # crop's area range the run asked for.
@@ -63,7 +64,9 @@ def test_every_tensorboard_tag_is_written_and_finite(two_tower_run):
     assert train["learning_rate"][0] == pytest.approx(0.01)
     assert "augmented_inputs" in events.Tags()["tensors"] and events.Graph() is not None
     evals, _ = scalars(os.path.join(run_dir, "eval"))
-    assert set(evals) == {"top1", "top5", "loss", "epoch_loss", "epoch_accuracy"}
+    assert set(evals) == {"top1", "top5", "loss", "epoch_loss", "epoch_accuracy",
+                          "tta_top1", "tta_top5", "tta_loss",  # --tta=mirror
+                          "epoch_tta_loss", "epoch_tta_accuracy"}
     assert len(evals["top1"]) == 2 and evals["top5"][-1] >= evals["top1"][-1]
 
 
@@ -96,13 +99,19 @@ def test_history_has_one_row_per_epoch(two_tower_run):
     rows = read_history(run_dir)
     assert list(rows[0]) == ["epoch", "step", "train_loss", "train_cross_entropy", "train_top1",
                              "heldout_loss", "heldout_top1", "heldout_top5",
-                             "heldout_ema_loss", "heldout_ema_top1", "heldout_ema_top5", "lr",
+                             "heldout_ema_loss", "heldout_ema_top1", "heldout_ema_top5",
+                             "heldout_tta_loss", "heldout_tta_top1", "heldout_tta_top5",
+                             "heldout_ema_tta_top1", "lr",
                              "images_per_second", "epoch_seconds", "wall_time"]
     assert [(r["epoch"], r["step"]) for r in rows[:2]] == [("1", "3"), ("2", "6")]
     evals, _ = scalars(os.path.join(run_dir, "eval"))
     assert [float(r["heldout_top1"]) for r in rows[:2]] == pytest.approx(evals["top1"], abs=1e-6)
     assert [float(r["heldout_loss"]) for r in rows[:2]] == pytest.approx(evals["loss"], rel=1e-5)
     assert {r["heldout_ema_top1"] for r in rows} == {""}  # trained without --ema_decay
+    # --tta=mirror: each epoch's scores with the mirrors, from the same pass over the images.
+    assert [float(r["heldout_tta_loss"]) for r in rows[:2]] == pytest.approx(evals["tta_loss"],
+                                                                             rel=1e-5)
+    assert all(0 <= float(r["heldout_tta_top1"]) <= 1 for r in rows)
     for row in rows:
         assert float(row["lr"]) == pytest.approx(0.01)
         assert 0 <= float(row["train_top1"]) <= 1 and float(row["images_per_second"]) > 0

@@ -208,4 +208,4 @@ def build_steps(config: TrainConfig, towers: Towers, state: State,
     eval_strategy = (tf.distribute.get_strategy() if towers.worker.multi_worker
                      else towers.strategy)
     return Steps(step_config, augment_on, train_step, eval_strategy,
-                 make_eval_step(state.model, eval_strategy))
+                 make_eval_step(state.model, eval_strategy, config.tta or "none"))

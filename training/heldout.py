@@ -60,14 +60,24 @@ def scores(probs: np.ndarray, labels: np.ndarray) -> dict:
                 loss=float(np.mean(-np.log(np.maximum(true_class, 1e-12)))), count=len(labels))
 
 
+def scores_of_views(probs: np.ndarray, labels: np.ndarray) -> dict:
+    """`scores` of probabilities [N, classes], or of [N, V, classes] from a step with test-time
+    augmentation (make_eval_step's `tta`): then the scores of the first view (the image as it
+    is), with those of the views' mean softmax under "tta"."""
+    if probs.ndim == 2:
+        return scores(probs, labels)
+    return {**scores(probs[:, 0], labels), "tta": scores(probs.mean(axis=1), labels)}
+
+
 def evaluate(model: keras.Model, strategy: tf.distribute.Strategy, pipeline: InputPipeline,
              per_tower_batch: int, eval_step: Callable, average: Optional[object] = None
              ) -> dict:
     """`scores` of `model` on `pipeline`, with those of the averaged weights (--ema_decay's
     `average`, a training.averaging.WeightAverage) under "ema": they are swapped into the model
-    for the scoring and back out after it."""
+    for the scoring and back out after it. An `eval_step` with test-time augmentation adds
+    each one's scores with it under "tta" (`scores_of_views`)."""
     def score() -> dict:
-        return scores(*predict(model, strategy, pipeline, per_tower_batch, eval_step))
+        return scores_of_views(*predict(model, strategy, pipeline, per_tower_batch, eval_step))
     result = score()
     if average is not None:
         with average.swapped_in():

@@ -106,9 +106,14 @@ class Console(Observer):
         if result:
             line += (f" | {self.held_out_name} top-1 {result['top1']:.4f} "
                      f"top-5 {result['top5']:.4f}")
+            if "tta" in result:
+                line += f" (with TTA: top-1 {result['tta']['top1']:.4f})"
             if "ema" in result:
                 line += (f" (averaged weights: top-1 {result['ema']['top1']:.4f} "
-                         f"top-5 {result['ema']['top5']:.4f})")
+                         f"top-5 {result['ema']['top5']:.4f}")
+                if "tta" in result["ema"]:
+                    line += f"; with TTA: top-1 {result['ema']['tta']['top1']:.4f}"
+                line += ")"
         self.print(line + f" | {summary.wall_seconds:.1f}s | saved "
                    f"{os.path.basename(checkpoint)}")
 
@@ -152,12 +157,16 @@ class HistoryRows(Observer):
     def epoch_done(self, summary: EpochSummary) -> None:
         result = summary.heldout or {}
         ema = result.get("ema") or {}
+        tta, ema_tta = result.get("tta") or {}, ema.get("tta") or {}
         self.role.record_epoch(
             epoch=summary.epoch, step=summary.step, train_loss=summary.train_loss,
             train_cross_entropy=summary.train_cross_entropy, train_top1=summary.train_top1,
             heldout_loss=result.get("loss"), heldout_top1=result.get("top1"),
             heldout_top5=result.get("top5"), heldout_ema_loss=ema.get("loss"),
-            heldout_ema_top1=ema.get("top1"), heldout_ema_top5=ema.get("top5"), lr=summary.lr,
+            heldout_ema_top1=ema.get("top1"), heldout_ema_top5=ema.get("top5"),
+            heldout_tta_loss=tta.get("loss"), heldout_tta_top1=tta.get("top1"),
+            heldout_tta_top5=tta.get("top5"), heldout_ema_tta_top1=ema_tta.get("top1"),
+            lr=summary.lr,
             images_per_second=round(summary.images_per_second, 1),
             epoch_seconds=round(summary.train_seconds + summary.eval_seconds, 2),
             wall_time=datetime.datetime.now().astimezone().isoformat(timespec="seconds"))

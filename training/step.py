@@ -14,6 +14,8 @@ from typing import Optional, Tuple
 import keras
 import tensorflow as tf
 
+from input_pipeline.crops import tta_views
+
 
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
@@ -159,11 +161,24 @@ def make_train_step(model, optimizer, strategy, config, jit_compile=False, augme
     return train_step
 
 
-def make_eval_step(model, strategy):
+def softmax_of_views(model: keras.Model, views: tf.Tensor) -> tf.Tensor:
+    """Probabilities [B, V, classes] of images [B, V, S, S, 3] (crops or test-time views of
+    each image): the B x V images in one forward pass."""
+    shape = tf.shape(views)
+    flat = tf.reshape(views, tf.concat([[-1], shape[2:]], 0))
+    probs = tf.nn.softmax(model(flat, training=False)["logits"])
+    return tf.reshape(probs, [shape[0], shape[1], -1])
+
+
+def make_eval_step(model, strategy, tta: str = "none"):
     """A tf.function giving per-tower (probabilities, labels) for one distributed batch.
 
     Images [B, S, S, 3], or [B, C, S, S, 3] for C crops per image: the softmax is then averaged
-    over each image's crops.
+    over each image's crops. With `tta` (one of input_pipeline.crops.TTA_POLICIES but "none"),
+    the probabilities are [B, V, classes], one row per test-time view, the first the image as it
+    is: one forward pass gives the scores both with and without test-time augmentation. A
+    batch of one crop per image is taken as [B, S, S, 3] then; several crops and `tta` do not go
+    together (settings/eval_settings.py refuses them).
     """
     @tf.function
     def run(images, labels):
@@ -177,12 +192,13 @@ def make_eval_step(model, strategy):
             return probabilities(images)[:count], labels
 
         def probabilities(images):
+            if tta != "none":
+                if images.shape.rank == 5:  # one crop per image
+                    images = images[:, 0]
+                return softmax_of_views(model, tta_views(images, tta))
             if images.shape.rank == 4:
                 return tf.nn.softmax(model(images, training=False)["logits"])
-            shape = tf.shape(images)
-            flat = tf.reshape(images, tf.concat([[-1], shape[2:]], 0))
-            probs = tf.nn.softmax(model(flat, training=False)["logits"])
-            return tf.reduce_mean(tf.reshape(probs, [shape[0], shape[1], -1]), axis=1)
+            return tf.reduce_mean(softmax_of_views(model, images), axis=1)
         probs, labels = strategy.run(forward, args=(images, labels))
         return (strategy.experimental_local_results(probs),
                 strategy.experimental_local_results(labels))

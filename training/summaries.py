@@ -34,12 +34,12 @@ class Summaries:
         self.train.flush()
 
     def write_eval(self, step, metrics):
-        """`metrics`: the held-out scores, with the averaged weights' under "ema" (--ema_decay)."""
+        """`metrics`: the held-out scores, with the averaged weights' under "ema" (--ema_decay)
+        and each one's with test-time augmentation under "tta" (--tta)."""
         with self.eval.as_default(step=step):
-            for name in ("top1", "top5", "loss"):
-                tf.summary.scalar(name, metrics[name])
-                if "ema" in metrics:
-                    tf.summary.scalar(f"ema_{name}", metrics["ema"][name])
+            for prefix, scores in _scored_ways(metrics):
+                for name in ("top1", "top5", "loss"):
+                    tf.summary.scalar(prefix + name, scores[name])
         self.eval.flush()
 
     def write_epoch(self, epoch, train_loss, train_accuracy, eval_metrics=None):
@@ -54,9 +54,9 @@ class Summaries:
             with self.eval.as_default(step=epoch):
                 tf.summary.scalar("epoch_loss", eval_metrics["loss"])
                 tf.summary.scalar("epoch_accuracy", eval_metrics["top1"])
-                if "ema" in eval_metrics:
-                    tf.summary.scalar("epoch_ema_loss", eval_metrics["ema"]["loss"])
-                    tf.summary.scalar("epoch_ema_accuracy", eval_metrics["ema"]["top1"])
+                for prefix, scores in _scored_ways(eval_metrics)[1:]:
+                    tf.summary.scalar(f"epoch_{prefix}loss", scores["loss"])
+                    tf.summary.scalar(f"epoch_{prefix}accuracy", scores["top1"])
             self.eval.flush()
 
     def write_model_and_inputs(self, step, model, images, image_size):
@@ -68,3 +68,14 @@ class Summaries:
             tf.summary.graph(graph)
             tf.summary.image("augmented_inputs", (images[:6] + 1.0) / 2.0, max_outputs=6)
         self.train.flush()
+
+
+def _scored_ways(metrics: dict) -> list:
+    """(tag prefix, scores) of the held-out `metrics`: as they are (""), with test-time
+    augmentation ("tta_"), the averaged weights' ("ema_") and theirs with it ("ema_tta_")."""
+    ways = [("", metrics)]
+    if "tta" in metrics:
+        ways.append(("tta_", metrics["tta"]))
+    if "ema" in metrics:
+        ways += [("ema_" + prefix, scores) for prefix, scores in _scored_ways(metrics["ema"])]
+    return ways
