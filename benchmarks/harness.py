@@ -105,12 +105,12 @@ def towers_and_state(config, tower_devices, precision, steps_per_epoch):
     return towers, state
 
 
-def train_and_infer(model_name, classes, image_size, batch_size, *, warmup, steps,
-                    jit_compile=False, **options):
-    """(model, training-step (mean, std), inference (mean, std)) seconds per batch of train.py's
-    training step (training/builder.py, training/step.py: the recipe's SGD, weight decay and
-    label smoothing) and forward pass, on the first GPU or else the CPU, in the current Keras
-    precision policy. `options`: other TrainConfig settings (`step_config`), e.g.
+def training_step(model_name, classes, image_size, batch_size, steps, jit_compile=False,
+                  **options):
+    """(model, step, images, labels): train.py's training step (training/builder.py,
+    training/step.py: the recipe's SGD, weight decay and label smoothing) on the first GPU or
+    else the CPU, in the current Keras precision policy, with a random batch for it; the schedule
+    spans `steps` steps. `options`: other TrainConfig settings (`step_config`), e.g.
     width_multiplier, or dataset for another recipe's step."""
     import keras
     import tensorflow as tf
@@ -119,15 +119,37 @@ def train_and_infer(model_name, classes, image_size, batch_size, *, warmup, step
     config = step_config(model_name, classes, image_size, batch_size, jit_compile=jit_compile,
                          **options)
     towers, state = towers_and_state(config, devices.configure_towers()[:1],
-                                     keras.mixed_precision.global_policy().name, warmup + steps)
+                                     keras.mixed_precision.global_policy().name, steps)
     step = builder.build_steps(config, towers, state).train
-    model = state.model
     images = tf.random.uniform((batch_size, image_size, image_size, 3), -1, 1)
     labels = tf.random.uniform((batch_size,), 0, classes, tf.int32)
+    return state.model, step, images, labels
+
+
+def train_and_infer(model_name, classes, image_size, batch_size, *, warmup, steps,
+                    jit_compile=False, **options):
+    """(model, training-step (mean, std), inference (mean, std)) seconds per batch of
+    `training_step`'s step and forward pass."""
+    import tensorflow as tf
+    model, step, images, labels = training_step(model_name, classes, image_size, batch_size,
+                                                warmup + steps, jit_compile, **options)
     train = timed(lambda: step(images, labels)["total_loss"].numpy(), warmup, steps)
     forward = tf.function(lambda x: model(x, training=False)["logits"], jit_compile=jit_compile)
     infer = timed(lambda: forward(images).numpy(), warmup, steps)
     return model, train, infer
+
+
+def forward_flops(model, image_size) -> int:
+    """FLOPs of one image's forward pass through `model` (its "logits"), counted by TensorFlow's
+    profiler on the forward graph: 2 per multiply-add."""
+    import tensorflow as tf
+    from tensorflow.python.profiler import model_analyzer, option_builder
+    forward = tf.function(lambda x: model(x, training=False)["logits"])
+    graph = forward.get_concrete_function(
+        tf.TensorSpec([1, image_size, image_size, 3], tf.float32)).graph
+    options = option_builder.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    return model_analyzer.profile(graph, options=options).total_float_ops
 
 
 def child_result(script, *extra_args, drop=()):
@@ -154,14 +176,16 @@ def run_child(script, *flags):
 
 
 def read_history(run_dir: str) -> list:
-    """train.py's history.csv in `run_dir`, one dict per epoch: held-out top-1 and top-5,
-    training images per second, the epoch's seconds (training and scoring) and its end (unix
-    time); [] before the first epoch ends."""
+    """train.py's history.csv in `run_dir`, one dict per epoch: held-out top-1 and top-5, top-1
+    with test-time augmentation (None without --tta), training images per second, the epoch's
+    seconds (training and scoring) and its end (unix time); [] before the first epoch ends."""
     path = os.path.join(run_dir, "history.csv")
     if not os.path.exists(path):
         return []
     with open(path, newline="") as f:
         return [dict(top1=float(r["heldout_top1"]), top5=float(r["heldout_top5"]),
+                     tta_top1=float(r["heldout_tta_top1"]) if r.get("heldout_tta_top1")
+                     else None,
                      images_per_second=float(r["images_per_second"]),
                      seconds=float(r["epoch_seconds"]),
                      ended=datetime.datetime.fromisoformat(r["wall_time"]).timestamp())

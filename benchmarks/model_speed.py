@@ -20,22 +20,12 @@ import numpy as np
 from harness import (  # benchmarks/harness.py
     argument_parser,
     child_result,
+    forward_flops,
     print_for_parent,
     timed,
     train_and_infer,
     write_json,
 )
-
-
-def forward_flops(model, image_size):
-    import tensorflow as tf
-    from tensorflow.python.profiler import model_analyzer, option_builder
-    forward = tf.function(lambda x: model(x, training=False)["logits"])
-    graph = forward.get_concrete_function(
-        tf.TensorSpec([1, image_size, image_size, 3], tf.float32)).graph
-    options = option_builder.ProfileOptionBuilder.float_operation()
-    options["output"] = "none"
-    return model_analyzer.profile(graph, options=options).total_float_ops
 
 
 def keras_fit(args, classes):

@@ -17,7 +17,10 @@ One run of each, one after the other on the same machine, with the cifar10 recip
 Both compute in `--precision` (default float32, Keras' default; mixed_bfloat16 is train.py's
 `--mixed_precision --mixed_precision_dtype=bfloat16` and Keras' global policy), so the comparison
 is of the input path and the training loop, not of number formats.
-Both are scored on test/ after every epoch, and each stops at the end of the first epoch that
+Both are scored on test/ after every epoch, and at the end with the recipe's test-time
+augmentation too (--tta=mirror: each image and its mirror, softmax averaged; ours every epoch, from
+the same forward pass, Keras once its training ends, by the same rule). Each stops at the end of
+the first epoch that
 reaches the highest threshold (ours by a Ctrl+C, Keras by `stop_training`) or at the end of the
 schedule; `--full_schedule` trains both to the end.
 
@@ -81,10 +84,11 @@ def finished(args, top1):
     return reached(args, top1) or len(top1) >= recipe(args)["epochs"]
 
 
-def path_result(rows, startup):
-    """A path's per-epoch rows (top1, top5, seconds) and start-up as the script reports them."""
+def path_result(rows, startup, tta_top1=None):
+    """A path's per-epoch rows (top1, top5, seconds), start-up and last epoch's top-1 with
+    test-time augmentation, as the script reports them."""
     return dict(top1=[r["top1"] for r in rows], top5=[r["top5"] for r in rows],
-                epoch_seconds=[r["seconds"] for r in rows], startup=startup)
+                epoch_seconds=[r["seconds"] for r in rows], startup=startup, tta_top1=tta_top1)
 
 
 def run_ours(args, work_dir):
@@ -108,7 +112,7 @@ def run_ours(args, work_dir):
         launched = [float(line) for line in f if line.strip()]
     began = rows[0]["ended"] - rows[0]["seconds"]  # epoch 1's start, in the launch that ended it
     startup = began - max(t for t in launched if t <= began + 1)  # wall_time is to the second
-    return path_result(rows, max(startup, 0.0))
+    return path_result(rows, max(startup, 0.0), rows[-1].get("tta_top1"))
 
 
 def read_keras(work_dir):
@@ -179,12 +183,29 @@ def keras_path(args, started):
                                  time.time() - self.began])
             if reached(args, [top1]):
                 self.model.stop_training = True
-    fit_and_score(net, train, test,
+    trained = fit_and_score(net, train, test,
                   keras.optimizers.SGD(schedule, momentum=0.9,
                                        nesterov=settings.get("nesterov", False)),
                   settings["epochs"], weight_decay=settings["weight_decay"],
                   label_smoothing=settings.get("label_smoothing", 0.0), callbacks=[Clock()],
                   backup_dir=os.path.join(out, "backup"), jit_compile=JIT[args.keras_jit_compile])
+    del trained
+    with open(os.path.join(out, "tta.json"), "w") as f:
+        json.dump(dict(top1=mirror_tta_top1(net, test)), f)
+
+
+def mirror_tta_top1(net, test):
+    """Top-1 of `net` on the batched (image, label) dataset `test` with each image's softmax
+    averaged with its mirror's, as train.py's --tta=mirror scores."""
+    import numpy as np
+    import tensorflow as tf
+    correct = count = 0
+    for images, labels in test:
+        probs = sum(tf.nn.softmax(tf.cast(net(views, training=False)["logits"], tf.float32))
+                    for views in (images, tf.image.flip_left_right(images)))
+        correct += int(np.sum(np.argmax(probs, -1) == labels.numpy()))
+        count += len(labels)
+    return correct / count
 
 
 def run_keras(args, work_dir):
@@ -201,7 +222,9 @@ def run_keras(args, work_dir):
     rows = read_keras(work_dir)
     with open(os.path.join(work_dir, "keras", "startup.json")) as f:
         startup = json.load(f)["seconds"]
-    return path_result(rows, startup)
+    tta_path = os.path.join(work_dir, "keras", "tta.json")
+    tta = json.load(open(tta_path))["top1"] if os.path.exists(tta_path) else None
+    return path_result(rows, startup, tta)
 
 
 def time_to(result, threshold):
@@ -223,15 +246,16 @@ def compare(args, work_dir):
         print("  top-1 per epoch " + " ".join(f"{v:.4f}" for v in results[name]["top1"]),
               flush=True)
     print(f"\n{'path':<6} | " + " | ".join(f"time to {t:.0%}" for t in args.thresholds)
-          + " | epochs | last top-1 | time in all")
+          + " | epochs | last top-1 | with TTA | time in all")
     for name, r in results.items():
         cells = []
         for threshold in args.thresholds:
             seconds = time_to(r, threshold)
             cells.append(f"{seconds / 60:.1f} min" if seconds is not None else "not reached")
         total = r["startup"] + sum(r["epoch_seconds"])
+        tta = f"{r['tta_top1']:.2%}" if r["tta_top1"] is not None else "-"
         print(f"{name:<6} | " + " | ".join(cells)
-              + f" | {len(r['top1'])} | {r['top1'][-1]:.2%} | {total / 60:.1f} min")
+              + f" | {len(r['top1'])} | {r['top1'][-1]:.2%} | {tta} | {total / 60:.1f} min")
     return results
 
 
