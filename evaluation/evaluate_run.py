@@ -145,7 +145,8 @@ def evaluate_checkpoint(settings: EvalSettings, strategy: tf.distribute.Strategy
     tta = test_time_augmentation(settings, config, mirror)
     probs, labels = scoring.predict_crops(model, strategy, examples, config.image_size,
                                              settings.crops, per_tower, progress, mirror,
-                                             trained_with.eval_fraction, tta)
+                                             trained_with.eval_fraction, tta,
+                                             config.max_image_pixels)
     report = scoring.full_report(probs, labels, class_names)
     report["crops_used"] = crops_per_image(settings.crops, mirror)
     report["tta"], report["tta_chosen"] = tta, settings.tta is not None

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from input_pipeline import Examples
 from input_pipeline.crops import multi_crop_dataset
+from input_pipeline.image_header import MAX_IMAGE_PIXELS
 from input_pipeline.preprocessing import EVAL_CROP_FRACTION
 from training import devices
 from training.heldout import collect, scores
@@ -18,12 +19,14 @@ def predict_crops(model: keras.Model, strategy: tf.distribute.Strategy, examples
                   image_size: int, crops: int, per_tower_batch: int,
                   progress: Optional[Callable[[int], None]] = None,
                   mirror: bool = True, eval_fraction: float = EVAL_CROP_FRACTION,
-                  tta: str = "none") -> Tuple[np.ndarray, np.ndarray]:
+                  tta: str = "none", max_image_pixels: int = MAX_IMAGE_PIXELS
+                  ) -> Tuple[np.ndarray, np.ndarray]:
     """Softmax averaged over `crops` crops per image: probabilities [N, classes], labels [N];
-    with test-time augmentation (`tta`, one crop), [N, views, classes] (make_eval_step)."""
+    with test-time augmentation (`tta`, one crop), [N, views, classes] (make_eval_step). Files
+    declaring more than `max_image_pixels` are left out undecoded."""
     batches = devices.distributed_iterator(
         strategy, lambda ctx: multi_crop_dataset(examples, image_size, crops, per_tower_batch,
-                                                 mirror, eval_fraction))
+                                                 mirror, eval_fraction, max_image_pixels))
     return collect(batches, make_eval_step(model, strategy, tta), progress)
 
 

@@ -27,6 +27,7 @@ from host.runtime import release_free_memory
 from input_pipeline import first_pass, preprocessing
 from input_pipeline.examples import Examples
 from input_pipeline.first_pass import Progress
+from input_pipeline.image_header import MAX_IMAGE_PIXELS
 from input_pipeline.preprocessing import Augmentation
 from input_pipeline.skipped import report_skipped, skipped_note
 from input_pipeline.store import (
@@ -47,6 +48,7 @@ class InputPipeline:
 
     `subset` names the examples in skipped_files.txt and the progress line ("train", "val", ...);
     `progress`, when given, hears of the first pass as it goes and gets a line about the cache.
+    Images declaring more than `max_image_pixels` are skipped undecoded, like unreadable ones.
     """
 
     def __init__(self, examples: Examples, *, image_size: int, training: bool,
@@ -55,7 +57,7 @@ class InputPipeline:
                  augmentation: Augmentation = Augmentation(),
                  report_dir: Optional[str] = None, subset: Optional[str] = None,
                  max_skipped_fraction: float = 0.5, progress: Optional[Progress] = None,
-                 sampling: str = "uniform") -> None:
+                 sampling: str = "uniform", max_image_pixels: int = MAX_IMAGE_PIXELS) -> None:
         if cache not in CACHE_MODES:
             raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
         if sampling not in SAMPLINGS:
@@ -81,19 +83,26 @@ class InputPipeline:
         self._key = tf.constant([base_seed, shard_index], tf.int64)
         # Training and evaluation crops of one model agree on the cached square (its margin).
         self.augmentation = augmentation
+        if training and augmentation.random_erasing > 0:
+            preprocessing.erasing_layer()  # made now, eagerly: not in a tf.data or tower graph
         self.cache_size = preprocessing.cache_size(image_size, augmentation.eval_fraction)
         self.cache_mode = choose_cache_mode(cache, examples, self.cache_size, cache_dir)
         filled = first_pass.fill(examples, image_size=image_size,
                                  eval_fraction=augmentation.eval_fraction,
                                  cache_mode=self.cache_mode, cache_dir=cache_dir,
-                                 subset=self.subset, progress=progress)
+                                 subset=self.subset, progress=progress,
+                                 max_image_pixels=max_image_pixels)
         release_free_memory()
         self._store, self._reused = filled.store, filled.reused
         self._index_records(filled.readable)
         # A disk cache of mostly unreadable data is deleted: the corrected run never reuses it.
         delete_store = self._store.delete if isinstance(self._store, DiskStore) else None
+        # Why each was skipped: the pass only drops a file, so each is checked again alone.
+        self.skip_reasons = [first_pass.skip_reason(path, max_image_pixels)
+                             for path in self.skipped_files]
         report_skipped(self.skipped_files, len(examples), self.subset, report_dir,
-                       max_skipped_fraction, before_error=delete_store)
+                       max_skipped_fraction, before_error=delete_store,
+                       reasons=self.skip_reasons)
         if progress is not None:
             progress.line(self.describe_cache(report_dir))
 

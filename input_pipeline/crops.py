@@ -16,6 +16,7 @@ down-right ("mirror_shift"), their softmax averaged.
 """
 import tensorflow as tf
 
+from input_pipeline import image_header
 from input_pipeline.preprocessing import (
     EVAL_CROP_FRACTION,
     decode_image,
@@ -102,15 +103,25 @@ def crops_per_image(count, mirror=True):
 
 
 def multi_crop_dataset(examples, image_size, crops, batch_size, mirror=True,
-                       eval_fraction=EVAL_CROP_FRACTION):
-    """(crops [B, C, S, S, 3], labels [B]) straight from the files (or arrays); unreadable files
-    are dropped with their labels. Without `mirror` the mirrored half of the crops is left out."""
+                       eval_fraction=EVAL_CROP_FRACTION,
+                       max_image_pixels=image_header.MAX_IMAGE_PIXELS):
+    """(crops [B, C, S, S, 3], labels [B]) straight from the files (or arrays); unreadable files,
+    and those whose header declares more than `max_image_pixels` (never decoded, as in the
+    first pass), are dropped with their labels. Without `mirror` the mirrored half of the crops
+    is left out."""
     make_crops = crops_fn(crops, mirror, eval_fraction)
+
+    def decoded(path):
+        data = tf.io.read_file(path)
+        pixels = image_header.declared_size(data)[2]
+        fits = (pixels >= image_header.NOT_AN_IMAGE) & (pixels <= max_image_pixels)
+        with tf.control_dependencies([tf.debugging.Assert(fits, ["declared size refused"])]):
+            return decode_image(tf.identity(data))
     if examples.images is not None:
         ds = tf.data.Dataset.from_tensor_slices((examples.images, examples.labels))
     else:
         ds = tf.data.Dataset.from_tensor_slices((examples.paths, examples.labels)).map(
-            lambda path, label: (decode_image(tf.io.read_file(path)), label))
+            lambda path, label: (decoded(path), label))
     ds = ds.map(lambda image, label: (make_crops(image, image_size), label),
                 num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

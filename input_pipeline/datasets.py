@@ -8,6 +8,7 @@ folder later. The files in it are named here: CLASS_NAMES_FILE, SPLIT_FILE, META
 """
 import csv
 import dataclasses
+import io
 import json
 import os
 from typing import Callable, Dict, List, Optional, Tuple
@@ -72,10 +73,44 @@ def stratified_split(examples: Examples, test_fraction: float,
 CLASS_NAMES_FILE, SPLIT_FILE, META_FILE = "class_names.txt", "split.csv", "dataset.json"
 
 
+def _damaged(path: str, reason: str) -> ValueError:
+    """The one line a damaged split file gets. It is not remade from the data: a split made again
+    holds out other images if the data folder changed since, and a test image would be trained
+    on."""
+    return ValueError(f"{path} is damaged ({reason}): the run's saved train/test split cannot be "
+                      f"read. Nothing was changed; restore the file from a copy, or train a new "
+                      f"run with another --run_dir")
+
+
+def _read_text(path: str) -> str:
+    """The file's text. A file name that is not UTF-8 is kept byte for byte (surrogateescape),
+    so the names a folder holds are written and read back as they are."""
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+        return f.read()
+
+
+def _whole_text(path: str) -> str:
+    """The file's text, checked to be whole: a last line without its line break was cut off."""
+    text = _read_text(path)
+    if not text:
+        raise _damaged(path, "it is empty")
+    if not text.endswith("\n"):
+        raise _damaged(path, "its last line is cut off")
+    return text
+
+
 def read_class_names(split_dir: str) -> List[str]:
-    """The class names saved in `split_dir`, in label order."""
-    with open(os.path.join(split_dir, CLASS_NAMES_FILE)) as f:
-        return [line.rstrip("\n") for line in f]
+    """The class names saved in `split_dir`, in label order; raises naming the file when it is
+    damaged."""
+    path = os.path.join(split_dir, CLASS_NAMES_FILE)
+    names = _whole_text(path)[:-1].split("\n")
+    # A folder name holds neither "/" nor NUL, and no two classes share a name.
+    seen = set()
+    for line, name in enumerate(names, start=1):
+        if not name or "/" in name or "\0" in name or name in seen:
+            raise _damaged(path, f"line {line} is not a class name, or one listed before")
+        seen.add(name)
+    return names
 
 
 def _write_split(data_dir_out: str, meta: dict, class_names: List[str],
@@ -84,10 +119,11 @@ def _write_split(data_dir_out: str, meta: dict, class_names: List[str],
     dataset.json, each atomically, dataset.json last: its presence means the split is complete."""
     os.makedirs(data_dir_out, exist_ok=True)
     tmp = os.path.join(data_dir_out, ".tmp")
-    with open(tmp + "classes", "w") as f:
+    with open(tmp + "classes", "w", encoding="utf-8", errors="surrogateescape") as f:
         f.writelines(name + "\n" for name in class_names)
     if subsets:
-        with open(tmp + "split", "w", newline="") as f:
+        with open(tmp + "split", "w", newline="", encoding="utf-8",
+                  errors="surrogateescape") as f:
             writer = csv.writer(f)
             writer.writerow(["subset", "label", "path"])
             for subset, ex in subsets.items():
@@ -99,17 +135,67 @@ def _write_split(data_dir_out: str, meta: dict, class_names: List[str],
     os.replace(tmp + "meta", os.path.join(data_dir_out, META_FILE))
 
 
-def _read_split(data_dir_out: str):
-    """(class names, {subset name: Examples}) from a saved split."""
+SPLIT_HEADER = ["subset", "label", "path"]
+
+
+def _read_split(data_dir_out: str, meta: dict):
+    """(class names, {subset name: Examples}) from a saved split, checked against itself and
+    against dataset.json's counts: a damaged file is named, never half read."""
     class_names = read_class_names(data_dir_out)
+    path = os.path.join(data_dir_out, SPLIT_FILE)
+    reader = csv.reader(io.StringIO(_whole_text(path), newline=""))
+    if next(reader) != SPLIT_HEADER:
+        raise _damaged(path, f"its first line is not the header {','.join(SPLIT_HEADER)}")
+    known = {"train", *meta["held_out"]} if "held_out" in meta else None  # older runs: any
     rows = {}
-    with open(os.path.join(data_dir_out, SPLIT_FILE), newline="") as f:
-        for row in csv.DictReader(f):
-            labels, paths = rows.setdefault(row["subset"], ([], []))
-            labels.append(int(row["label"]))
-            paths.append(row["path"])
+    for row in reader:
+        if (len(row) != 3 or not row[1].isdigit() or not row[2]
+                or (known is not None and row[0] not in known)):
+            raise _damaged(path, f"line {reader.line_num} is not a subset,label,path row of "
+                                 f"this split")
+        labels, paths = rows.setdefault(row[0], ([], []))
+        labels.append(int(row[1]))
+        paths.append(row[2])
+    counts = {"train": meta.get("num_train"), meta.get("eval_split", "test"): meta.get("num_test")}
+    for subset, expected in counts.items():
+        found = len(rows.get(subset, ([], []))[0])
+        if expected is not None and found != expected:
+            raise _damaged(path, f"it lists {found} {subset} images; {META_FILE} says {expected}")
+    # Every class holds images (an empty class folder is refused), all of them in the split, so
+    # the labels it uses are exactly the classes listed.
+    used = sorted(set().union(*(labels for labels, _ in rows.values())))
+    if used != list(range(len(class_names))):
+        raise _damaged(os.path.join(data_dir_out, CLASS_NAMES_FILE),
+                       f"it lists {len(class_names)} class name(s); {SPLIT_FILE} has "
+                       f"{len(used)} classes")
     return class_names, {name: Examples(np.array(labels, dtype=np.int32), paths=np.array(paths))
                          for name, (labels, paths) in rows.items()}
+
+
+def _read_meta(split_dir: str) -> dict:
+    """dataset.json: how the split was made; raises naming it when it is damaged."""
+    path = os.path.join(split_dir, META_FILE)
+    try:
+        meta = json.loads(_read_text(path))
+    except json.JSONDecodeError as error:
+        raise _damaged(path, f"not JSON: {error.msg} at line {error.lineno} column "
+                             f"{error.colno}") from None
+    missing = ([key for key in ("dataset", "data_dir", "official_split") if key not in meta]
+               if isinstance(meta, dict) else ["dataset"])
+    if missing:
+        raise _damaged(path, f"it holds no {missing[0]!r}")
+    return meta
+
+
+def check_saved_split(split_dir: str) -> None:
+    """Raises naming the file when the split saved in `split_dir` is damaged (nothing when none
+    is saved): the training code checks it before it writes anything else."""
+    if os.path.exists(os.path.join(split_dir, META_FILE)):
+        meta = _read_meta(split_dir)
+        if meta.get("saved_split", not meta["official_split"]):
+            _read_split(split_dir, meta)
+        elif os.path.exists(os.path.join(split_dir, CLASS_NAMES_FILE)):
+            read_class_names(split_dir)
 
 
 def _layout(meta: dict):
@@ -144,13 +230,12 @@ def load_dataset(name: str, data_dir: Optional[str] = None, *, split_dir: Option
     spec = get_dataset(name)
     data_dir = absolute_data_dir(data_dir)
     if split_dir and os.path.exists(os.path.join(split_dir, META_FILE)):
-        with open(os.path.join(split_dir, META_FILE)) as f:
-            meta = json.load(f)
+        meta = _read_meta(split_dir)
         if meta["dataset"] != name:
             raise ValueError(f"The split in {split_dir!r} was made for dataset "
                              f"{meta['dataset']!r}, not {name!r}; use another run directory")
         if meta.get("saved_split", not meta["official_split"]):
-            class_names, subsets = _read_split(split_dir)
+            class_names, subsets = _read_split(split_dir, meta)
             train = subsets.pop("train")
             return _splits(name, meta["data_dir"], meta, class_names, train, subsets)
         data_dir = data_dir or meta["data_dir"]

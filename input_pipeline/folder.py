@@ -7,6 +7,11 @@ Already split (PyTorch ImageFolder tutorials, Kaggle sets, CIFAR-10 as images, f
 The held-out folder may be called val, valid, validation or test, in any case. train/ is trained
 on and its class folders are the classes; the held-out folder is scored as it is, with no re-split.
 With both val/ and test/, val/ is scored during training and evaluate.py scores either.
+
+Names are taken as the file system gives them: spaces and any script train as they are. A file
+name that is not valid UTF-8 is left out with a warning naming it (TensorFlow takes paths as
+UTF-8), a class folder so named or one that cannot be listed is refused naming it; a file that
+cannot be read (no permission, a symlink loop) is listed and skipped by the first pass.
 """
 import os
 
@@ -38,20 +43,56 @@ def dataset_root(data_dir, dataset, layout, archive_folder=None):
     root = os.path.abspath(os.path.expanduser(data_dir)) if data_dir else data_dir
     if not root or not os.path.isdir(root):
         raise missing_dir_error(data_dir, dataset, layout)
+    if _not_utf8(root):
+        raise ValueError(f"--data_dir='{shown(root)}' is not valid UTF-8, which TensorFlow cannot "
+                         f"take in a path; rename it or link to it under a UTF-8 name")
     if archive_folder and os.path.isdir(os.path.join(root, archive_folder)):
         root = os.path.join(root, archive_folder)
     return root
 
 
+def shown(path):
+    """`path` printable: the bytes of a name that is not UTF-8 as \\x escapes."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _not_utf8(name):
+    """Whether `name` (from os.listdir) holds bytes that are not UTF-8 (surrogate escapes)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _listed(folder):
+    """os.listdir, with a folder that cannot be listed (no permission) named in one line."""
+    try:
+        return os.listdir(folder)
+    except OSError as error:
+        raise ValueError(f"Folder '{shown(folder)}' cannot be listed ({error.strerror}); make it "
+                         f"readable, or move it out of the data directory") from None
+
+
 def _subfolders(root):
-    return sorted(d for d in os.listdir(root)
+    return sorted(d for d in _listed(root)
                   if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+
+
+def _check_class_name(root, name):
+    """A class folder's name goes into class_names.txt, one per line, and into every path."""
+    if _not_utf8(name) or "\n" in name or "\r" in name:
+        problem = "is not valid UTF-8" if _not_utf8(name) else "holds a line break"
+        raise ValueError(f"Class folder '{shown(os.path.join(root, name))}': its name {problem}, "
+                         f"which a class name cannot be; rename the folder")
 
 
 def list_class_folders(root, dataset="folder", layout=LAYOUT):
     if not root or not os.path.isdir(root):
         raise missing_dir_error(root, dataset, layout)
     classes = _subfolders(root)
+    for name in classes:
+        _check_class_name(root, name)
     if not classes:
         raise ValueError(f"{root!r} holds no class folders; the {dataset} dataset "
                          f"expects:\n{layout}")
@@ -59,8 +100,17 @@ def list_class_folders(root, dataset="folder", layout=LAYOUT):
 
 
 def list_images(folder, allow_empty=False):
-    """Image files in `folder`, sorted; raises naming the folder when there are none."""
-    names = sorted(n for n in os.listdir(folder) if is_image_file(n))
+    """Image files in `folder`, sorted; raises naming the folder when there are none. Those whose
+    names are not valid UTF-8 are left out, named in a warning."""
+    names = sorted(n for n in _listed(folder) if is_image_file(n))
+    unnamed = [n for n in names if _not_utf8(n)]
+    if unnamed:
+        names = [n for n in names if not _not_utf8(n)]
+        logging.warning("Left out %d file(s) in %s whose names are not valid UTF-8, which "
+                        "TensorFlow cannot take as paths: %s; rename them (e.g. convmv -f latin1 "
+                        "-t utf8 --notest) to train on them", len(unnamed), shown(folder),
+                        ", ".join(shown(n) for n in unnamed[:5]) + (", ..." if len(unnamed) > 5
+                                                                   else ""))
     if not names and not allow_empty:
         raise ValueError(f"Class folder {folder!r} holds no image files "
                          f"(expected .jpg, .jpeg, .png, .bmp or .gif)")

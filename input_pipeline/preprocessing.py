@@ -7,11 +7,16 @@ Two kinds of training crop (docs/design.md, "The two crops"):
 - "pad": the CIFAR way for images already at the input size: the cache is the whole image at
   `image_size`, training shifts it by up to `pad` pixels each way (zero padding, then a random
   crop of the original size), and evaluation sees the whole image.
+
+Random erasing (--random_erasing) comes last, on the [-1, 1] training input: keras.layers.
+RandomErasing's own transform_images, with boxes drawn statelessly beside the other parameters.
 """
 import dataclasses
+import functools
 import math
 from typing import Callable, Dict, Optional
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -31,10 +36,16 @@ class Augmentation:
     hue: float = 0.2  # largest hue shift, as a fraction of the colour circle
     crop: str = "inception"  # one of CROP_KINDS
     pad: int = 4  # the largest shift in pixels, for crop="pad"
+    # The probability that a training image has a box erased (keras.layers.RandomErasing, after
+    # the crop, flip and colour); 0: never. 0 in a config.json written before it existed.
+    random_erasing: float = 0.0
 
     def __post_init__(self) -> None:
         if self.crop not in CROP_KINDS:
             raise ValueError(f"Unknown crop {self.crop!r}; valid: {', '.join(CROP_KINDS)}")
+        if not 0.0 <= self.random_erasing <= 1.0:
+            raise ValueError(f"random_erasing is a probability in [0, 1], got "
+                             f"{self.random_erasing!r}")
 
     @property
     def eval_fraction(self) -> float:
@@ -106,6 +117,12 @@ _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114],
                         [0.211, -0.523, 0.312]], np.float32)
 _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
 _CROP_ATTEMPTS = 10
+# Random erasing's boxes: Keras' default `scale`, each side sqrt(U(0.02, 0.33)) of the image's
+# (14% to 57%), as RandomErasing.get_random_transformation draws them. The fill is 0, mid-grey in
+# [-1, 1] and the data's mean near enough (Cutout's choice), rather than Keras' default of noise:
+# a constant needs nothing shipped to a tower, and the host and the device fill alike.
+ERASING_SCALE = (0.02, 0.33)
+ERASING_FILL = 0.0
 
 
 def sample_augmentation(batch_size: tf.Tensor, seed: tf.Tensor,
@@ -119,7 +136,9 @@ def sample_augmentation(batch_size: tf.Tensor, seed: tf.Tensor,
     Crops follow Inception's sampler: area fraction uniform in [min_area, max_area], log aspect
     ratio uniform, the first of 10 tries that fits, else the whole image; position uniform. With
     crop="pad", a whole-image box shifted by a whole number of pixels, uniform in -pad..pad on
-    each axis.
+    each axis. With `augmentation.random_erasing`, also erase [B] (1: erased) and erase_box
+    [B, 4], the erased box as normalised (y1, x1, y2, x2) of the input, from their own seed:
+    the other parameters are those drawn without it.
     """
     seeds = tf.random.experimental.stateless_split(seed, 10)
 
@@ -127,7 +146,8 @@ def sample_augmentation(batch_size: tf.Tensor, seed: tf.Tensor,
         return tf.random.stateless_uniform(shape or [batch_size], seeds[i], low, high)
     if augmentation.crop == "pad":
         box = _shifted_boxes(batch_size, seeds[9], augmentation.pad, image_size)
-        return _with_flip_and_jitter(dict(box=box), batch_size, draw, augmentation)
+        params = _with_flip_and_jitter(dict(box=box), batch_size, draw, augmentation)
+        return _with_erasing(params, batch_size, seed, augmentation)
     tries = [batch_size, _CROP_ATTEMPTS]
     area = draw(0, augmentation.min_area, augmentation.max_area, tries)
     low, high = augmentation.aspect_ratio
@@ -140,7 +160,8 @@ def sample_augmentation(batch_size: tf.Tensor, seed: tf.Tensor,
     height = tf.where(any_fits, tf.gather(height, first, batch_dims=1), 1.0)
     top, left = draw(2, 0.0, 1.0) * (1.0 - height), draw(3, 0.0, 1.0) * (1.0 - width)
     box = tf.stack([top, left, top + height, left + width], axis=1)
-    return _with_flip_and_jitter(dict(box=box), batch_size, draw, augmentation)
+    params = _with_flip_and_jitter(dict(box=box), batch_size, draw, augmentation)
+    return _with_erasing(params, batch_size, seed, augmentation)
 
 
 def _shifted_boxes(batch_size: tf.Tensor, seed: tf.Tensor, pad: int, image_size: int):
@@ -169,10 +190,68 @@ def _with_flip_and_jitter(params: dict, batch_size: tf.Tensor, draw: Callable,
     return params
 
 
+def _with_erasing(params: dict, batch_size: tf.Tensor, seed: tf.Tensor,
+                  augmentation: Augmentation):
+    """`params` and, with random erasing, each image's erased box and whether it is erased.
+
+    RandomErasing.get_random_transformation draws these itself, but it cannot draw them from a
+    seed tensor: keras.random's draw_seed takes only a Python int (one erasing traced into the
+    graph for every batch), a SeedGenerator (a variable: stateful, so neither reproducible per
+    batch under a parallel map or on resume, nor creatable in a tf.data function) or None (the
+    global generator); a [2] tensor is refused (`seed or ...` even fails on it first). And given
+    one seed, it would reuse it for every draw of a shape (the box's x and y positions and the
+    erase-or-not threshold all the same number). So they are drawn here as it draws them, from
+    the batch's seed folded with 10 (the split above keeps its 10 draws unchanged), and
+    `apply_augmentation` hands them to its transform_images.
+    """
+    probability = augmentation.random_erasing
+    if probability == 0:
+        return params
+    seeds = tf.random.experimental.stateless_split(
+        tf.random.experimental.stateless_fold_in(seed, 10), 3)
+    low, high = ERASING_SCALE
+    size = tf.sqrt(tf.random.stateless_uniform([batch_size, 2], seeds[0], low, high))
+    start = tf.random.stateless_uniform([batch_size, 2], seeds[1]) * (1.0 - size)  # (y, x)
+    erase = tf.random.stateless_uniform([batch_size], seeds[2]) < probability
+    params.update(erase=tf.cast(erase, tf.float32),
+                  erase_box=tf.concat([start, start + size], axis=1))
+    return params
+
+
+@functools.lru_cache(maxsize=1)
+def erasing_layer() -> keras.layers.RandomErasing:
+    """The keras.layers.RandomErasing that erases the training input ([-1, 1], float32 whatever
+    the precision policy), made once and outside any graph: its SeedGenerator (unused, see
+    `_with_erasing`) is a variable, which a tf.data function or a tower's step cannot create.
+    InputPipeline makes it when it is built, before a tower's step could."""
+    with tf.init_scope():
+        return keras.layers.RandomErasing(scale=ERASING_SCALE, fill_value=ERASING_FILL,
+                                          value_range=(-1.0, 1.0), dtype="float32")
+
+
+def _erased(images: tf.Tensor, params: Dict[str, tf.Tensor], augmentation: Augmentation):
+    """[B, S, S, 3] training inputs with random erasing applied by RandomErasing.transform_images:
+    the pixels of each erased image's box (those whose row y and column x have y1 <= y / S < y2,
+    x1 <= x / S < x2, as Keras' own mask) set to the fill."""
+    if augmentation.random_erasing == 0:
+        return images
+    layer = erasing_layer()
+    side = tf.shape(images)[1]
+    grid = tf.range(side, dtype=tf.float32)
+    box = params["erase_box"] * tf.cast(side, tf.float32)  # in pixels, like Keras' bounds
+    rows = (grid >= box[:, 0, None]) & (grid < box[:, 2, None])              # [B, S]
+    columns = (grid >= box[:, 1, None]) & (grid < box[:, 3, None])           # [B, S]
+    masks = rows[:, :, None, None] & columns[:, None, :, None]               # [B, S, S, 1]
+    transformation = dict(apply_erasing=params["erase"] > 0.5, batch_masks=masks,
+                          fill_value=tf.constant(layer.fill_value, tf.float32))
+    return layer.transform_images(images, transformation, training=True)
+
+
 def apply_augmentation(images: tf.Tensor, params: Dict[str, tf.Tensor], image_size: int,
                        augmentation: Augmentation = Augmentation()) -> tf.Tensor:
     """Cached uint8 squares [B, C, C, 3] and their parameters -> [B, S, S, 3] in [-1, 1]: each
-    image's own crop resized to the input size, flip, colour jitter, all as batch operations.
+    image's own crop resized to the input size, flip, colour jitter, all as batch operations,
+    then random erasing when the augmentation has it.
 
     Two tricks keep this at a few ops per batch (benchmarks/pipeline.py measures it): a crop box
     with x1 > x2 is sampled mirrored, so the flip is free; and brightness, the colour matrix,
@@ -186,7 +265,7 @@ def apply_augmentation(images: tf.Tensor, params: Dict[str, tf.Tensor], image_si
         box = tf.where(params["flip"][:, None] > 0.5, mirrored, box)
     crops = tf.image.crop_and_resize(images, box, tf.range(batch), [image_size, image_size])
     if not augmentation.color_jitter:
-        return crops * (2.0 / 255.0) - 1.0
+        return _erased(crops * (2.0 / 255.0) - 1.0, params, augmentation)
     angle = params["hue"] * 2.0 * math.pi  # hue delta as a fraction of the colour circle
     cos, sin, s = tf.cos(angle), tf.sin(angle), params["saturation"]
     zero, one = tf.zeros_like(s), tf.ones_like(s)
@@ -204,5 +283,5 @@ def apply_augmentation(images: tf.Tensor, params: Dict[str, tf.Tensor], image_si
             + 2.0 * params["brightness"][:, None, None] * tf.reduce_sum(colour, -1)[:, None, :]
             - 1.0)
     pixels = tf.clip_by_value(tf.matmul(pixels, weights, transpose_b=True) + bias, -1.0, 1.0)
-    return tf.reshape(pixels, [batch, image_size, image_size, 3])
+    return _erased(tf.reshape(pixels, [batch, image_size, image_size, 3]), params, augmentation)
 

@@ -9,8 +9,9 @@
       train/ eval/       TensorBoard logs (a --profile_steps trace goes to train/)
       cache/             a worker's disk cache of decoded images, when --cache asks for one
       history.csv        one row per epoch (rundir.history), drawn as history.png (rundir.plot)
-      set_aside/         what a --restart_from abandoned (rundir.restart) and damaged checkpoints
-                         (rundir.recovery)
+      set_aside/         what a --restart_from abandoned (rundir.restart), damaged checkpoints and
+                         a damaged index (rundir.recovery), a damaged history.csv
+                         (rundir.history_repair)
       train.lock         held by the train.py writing the run (rundir.lock)
       skipped_files.txt  images that could not be decoded, if any (input_pipeline names it)
       training_done.json written when training finished (evaluate.py --watch stops there)

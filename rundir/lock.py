@@ -5,7 +5,9 @@ included: there is never a stale lock to clear by hand. The file records who hol
 line that refuses a second train.py. A command that leaves nothing else in the directory (one
 refused for a bad setting) removes the file, and the directory if it made it, so nothing is left
 behind; a process that locked a file removed meanwhile sees that its inode is no longer the
-path's and locks the new file instead. evaluate.py and predict.py only read, and take no lock.
+path's and locks the new file instead. A record that does not read (a damaged file) is said in
+`damaged_record` and written anew: it holds nothing else. evaluate.py and predict.py only read, and
+take no lock.
 See docs/usage.md, "Crashes, full disks, damaged checkpoints".
 """
 import datetime
@@ -40,6 +42,22 @@ def _describe_holder(text: str) -> str:
         return "another process"
 
 
+def _record_damage(data: bytes) -> Optional[str]:
+    """Why a lock file's previous record (`data`) is not one `_holder_text` wrote, or None. An
+    empty file is no damage: a holder stopped between creating it and writing its line."""
+    if not data:
+        return None
+    try:
+        holder = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        return f"byte {error.start} is not UTF-8 text"
+    except ValueError:
+        return "not the JSON line train.py writes"
+    if not isinstance(holder, dict) or not {"host", "pid", "started"} <= set(holder):
+        return "it does not name a host, PID and start time"
+    return None
+
+
 def _same_file(fd: int, path: str) -> bool:
     try:
         return os.path.samestat(os.fstat(fd), os.stat(path))
@@ -56,6 +74,8 @@ class RunLock:
         self.path = os.path.join(run_dir, LOCK_FILE)
         self._fd: Optional[int] = None
         self._made_dir = False
+        # Why the last holder's record did not read, when it did not (set by acquire).
+        self.damaged_record: Optional[str] = None
 
     def try_acquire(self) -> bool:
         """Takes the lock if no one holds it; False (and nothing changed) if someone does."""
@@ -83,6 +103,7 @@ class RunLock:
             if _same_file(fd, self.path):
                 break
             os.close(fd)  # the holder removed it as it let go: lock the path's file instead
+        self.damaged_record = _record_damage(os.pread(fd, 4096, 0))
         os.ftruncate(fd, 0)
         os.pwrite(fd, _holder_text().encode(), 0)
         self._fd = fd

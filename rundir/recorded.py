@@ -44,10 +44,32 @@ def load_run_settings(run_dir: str) -> dict:
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(path):
         raise ValueError(f"{run_dir!r} is not a training run directory: it has no {CONFIG_FILE}")
-    with open(path) as f:
-        values = json.load(f)
-    check_known_settings(values)
+    values = _read_settings_file(path)
+    try:
+        check_known_settings(values)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     return {**field_defaults(), **FALLBACK, **values}
+
+
+def _read_settings_file(path: str) -> dict:
+    """config.json's settings by name; raises one line naming the file when it is damaged. It is
+    not rebuilt: nothing else in the run records every setting."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        values = json.loads(data.decode("utf-8")) if data.strip() else None
+    except UnicodeDecodeError as error:
+        reason = f"byte {error.start} is not UTF-8 text"
+    except json.JSONDecodeError as error:
+        reason = f"not JSON: {error.msg} at line {error.lineno} column {error.colno}"
+    else:
+        if isinstance(values, dict):
+            return values
+        reason = "it is empty" if values is None else "it holds no object of settings"
+    raise ValueError(f"{path} is damaged ({reason}): it holds the run's settings, which nothing "
+                     f"else in the run records. Nothing was changed; restore it from a copy, or "
+                     f"train a new run with another --run_dir")
 
 
 def load_run_config(run_dir: str) -> TrainConfig:

@@ -10,11 +10,12 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Optional
+from typing import Callable, Optional
 
 from absl import logging
 
 from rundir.history import History
+from rundir.history_repair import repair_history
 from rundir.layout import CACHE_DIR, DONE_FILE
 from rundir.plot import write_run_plot
 from rundir.recorded import save_run_config
@@ -57,13 +58,16 @@ class Role:
         return set_aside_after(self.run_dir, restart) if self.is_chief and restart else None
 
     # -- the loop ---------------------------------------------------------------------------
-    def start(self, epochs_done: int):
-        """Before the first step: the run is not finished, and epochs after the checkpoint are
-        trained again, so their history rows go."""
+    def start(self, epochs_done: int, steps_per_epoch: int,
+              warn: Callable[[str], None] = print):
+        """Before the first step: the run is not finished, a damaged history.csv is rebuilt from
+        the logs (said with `warn`), and epochs after the checkpoint are trained again, so their
+        history rows go."""
         if self.is_chief:
             done = os.path.join(self.run_dir, DONE_FILE)
             if os.path.exists(done):
                 os.remove(done)
+            repair_history(self.run_dir, epochs_done, steps_per_epoch, warn)
             self.history.keep_epochs_up_to(epochs_done)
 
     def record_epoch(self, **row):

@@ -107,6 +107,10 @@ class TrainConfig:
         "more than the data itself, else disk_jpeg.", lambda: input_pipeline.CACHE_MODES)
     cache_dir: Optional[str] = setting(None, "Directory for the disk cache (default "
                                        "<run_dir>/cache).")
+    max_image_pixels: int = setting(
+        input_pipeline.MAX_IMAGE_PIXELS, "Images whose header declares more pixels are skipped "
+        "undecoded and listed in skipped_files.txt (default: Pillow's limit, "
+        "Image.MAX_IMAGE_PIXELS).", valid=COUNT)
     # -- Model -------------------------------------------------------------------------------
     model: Optional[str] = setting(None, f"Network (inception/). {RECIPE}",
                                    inception.model_names)
@@ -141,6 +145,11 @@ class TrainConfig:
     crop_area: Optional[tuple] = setting(
         None, "Area of the random training crop, as min,max fractions of the image (Inception's "
         "crop: 0.08,1). Default: the recipe's (settings/recipes.py).")
+    random_erasing: float = setting(
+        0.0, "Probability that a training image has a random box erased to mid-grey after its "
+        "crop, flip and colour (random erasing / Cutout, keras.layers.RandomErasing: each side "
+        "14% to 57% of the image's); 0: off. Never applied to held-out images.",
+        valid=Range(0, 1))
     # -- Towers and batch --------------------------------------------------------------------
     num_gpus: Optional[int] = setting(None, "Number of towers, one per GPU. Default: every "
                                       "visible GPU, or one CPU tower without GPUs.",

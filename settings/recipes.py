@@ -34,9 +34,10 @@ class Recipe:
             return own
         return tuple(e * epochs / length for e in own)
 
-    def augmentation_for(self, num_train_images: int, crop_area=None) -> Augmentation:
+    def augmentation_for(self, num_train_images: int, crop_area=None,
+                         random_erasing: float = 0.0) -> Augmentation:
         """The augmentation for a collection of that size; `crop_area` (min, max), when given,
-        replaces its crop's area range."""
+        replaces its crop's area range; `random_erasing` is the probability of erasing a box."""
         augmentation = self.augmentation
         if self.small_augmentation is not None and num_train_images < self.small_below:
             augmentation = self.small_augmentation
@@ -47,6 +48,8 @@ class Recipe:
                                  f", up to {augmentation.pad} px)")
             augmentation = dataclasses.replace(augmentation, min_area=crop_area[0],
                                                max_area=crop_area[1])
+        if random_erasing:
+            augmentation = dataclasses.replace(augmentation, random_erasing=random_erasing)
         return augmentation
 
 

@@ -288,6 +288,24 @@ def predict_in_process(run_dir, image):
     return out.getvalue().splitlines(), keras.mixed_precision.global_policy().name
 
 
+def test_predict_averages_the_runs_test_time_views_and_skips_an_oversized_image(trained_run,
+                                                                                tmp_path):
+    from test_input_pipeline_first_pass import declared_png
+    run_dir = copy_with_config(trained_run[0], tmp_path / "mirror", tta="mirror")
+    model, config, class_names, *_ = restore_model(run_dir)
+    test = input_pipeline.load_dataset("folder", split_dir=split_dir(run_dir)).test
+    image = preprocess_for_eval(decode_image(tf.io.read_file(test.paths[0])), config.image_size)
+    both = np.mean([tf.nn.softmax(model(x[None], training=False)["logits"])[0].numpy()
+                    for x in (image, image[:, ::-1])], axis=0)
+    lines, _ = predict_in_process(run_dir, test.paths[0])
+    best = int(np.argmax(both))
+    assert lines[0].split(": ", 1)[1].startswith(f"{class_names[best]} {both[best]:.3f}")
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(declared_png(20_000, 20_000))
+    with pytest.raises(SystemExit):  # every image given was skipped
+        predict_in_process(run_dir, str(bomb))
+
+
 @pytest.mark.parametrize("trained_native", [False, True])
 def test_evaluate_and_predict_use_the_precision_the_run_trained_in(tmp_path, monkeypatch,
                                                                    trained_native):

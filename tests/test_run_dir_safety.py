@@ -225,7 +225,8 @@ def _mounted_tmpfs(path, size):
 
 
 @pytest.mark.parametrize("model, epochs_saved", [
-    ("googlenet", 0),       # its first checkpoint (~50 MB) fills the disk part-way through
+    # its first checkpoint (~50 MB) fills the disk part-way through
+    pytest.param("googlenet", 0, marks=pytest.mark.slow),
     ("minigooglenet", 1),   # the first (~13 MB) fits; the second is refused before it starts
 ])
 def test_a_full_disk_is_named_leaves_no_partial_files_and_the_same_command_resumes(

@@ -204,6 +204,7 @@ def settings(data_dir, run_dir, **extra):
                    lr=0.05, lr_schedule="constant", warmup_epochs=0, seed=3), **extra}
 
 
+@pytest.mark.slow  # the fast suite resumes an average in the test below
 def test_a_resumed_run_restores_its_average_and_goes_on_as_an_uninterrupted_one(data_dir,
                                                                                   tmp_path):
     one = cpu_devices(1)

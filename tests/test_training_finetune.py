@@ -113,6 +113,7 @@ def test_frozen_layers_and_their_batch_norm_statistics_stay_as_loaded(fine_tuned
     assert "% of the weights frozen: the stem to 4d), 2 tower(s)" in start_line
 
 
+@pytest.mark.slow
 def test_a_resumed_run_reads_its_own_checkpoint_not_init_from(source, fine_tuned):
     source_dir, theirs = source
     run_dir = fine_tuned["run_dir"]

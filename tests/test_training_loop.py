@@ -286,6 +286,7 @@ def test_a_crash_right_after_a_mid_epoch_checkpoint_keeps_the_epochs_whole_row(d
             [float(r[column]) for r in whole], rel=1e-4), column
 
 
+@pytest.mark.slow  # tests/test_train.py traces a range in the fast suite
 def test_a_profile_cut_by_ctrl_c_is_written_and_the_resumed_run_profiles_the_rest(data_dir,
                                                                                    tmp_path):
     run_dir, lines = str(tmp_path / "r"), []
@@ -325,6 +326,7 @@ def test_a_run_resumed_past_the_profiled_steps_says_so_and_profiles_nothing(tmp_
     assert profiler.plan(3, 6).startswith("Profiling steps 3 to 3 into ")
 
 
+@pytest.mark.slow  # float16 is the GPUs' precision; test_training_step.py checks its step fast
 def test_float16_run_saves_its_loss_scale_and_resumes_with_it(data_dir, tmp_path):
     # float16 with loss scaling, the GPU path, on two CPU towers.
     run_dir = str(tmp_path / "float16")

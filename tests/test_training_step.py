@@ -188,6 +188,7 @@ def test_towers_share_batch_norms_moving_statistics_their_mean():
         np.testing.assert_allclose(copies[0], (first + second) / 2, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # float16 is the GPUs' precision; the overflow test below stays in the fast suite
 def test_float16_with_loss_scaling_on_two_towers_matches_float32():
     images, labels = batch()
     exact, exact_results = run_steps(cpu_devices(2), images, labels, steps=1)

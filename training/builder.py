@@ -110,10 +110,11 @@ def build_data(config: TrainConfig, towers: Towers, splits: input_pipeline.Datas
     counts = class_balance.class_counts(splits.train.labels, splits.num_classes)
     weights = (class_balance.balanced_class_weights(counts)
                if config.class_weight == "balanced" else None)
-    augmentation = recipes.get_recipe(config.dataset).augmentation_for(len(splits.train),
-                                                                  config.crop_area)
+    augmentation = recipes.get_recipe(config.dataset).augmentation_for(
+        len(splits.train), config.crop_area, config.random_erasing)
     common = dict(image_size=config.image_size, cache=config.cache, cache_dir=cache_dir,
-                  report_dir=report_dir, progress=progress, augmentation=augmentation)
+                  report_dir=report_dir, progress=progress, augmentation=augmentation,
+                  max_image_pixels=config.max_image_pixels)
     worker = towers.worker
     # Each worker reads its own shard, so no two read the same examples in an epoch.
     shard = (worker.count, worker.index) if worker.multi_worker else None

@@ -79,6 +79,10 @@ class Trainer:
         # its schedule with.
         self.previous_config = (load_run_config(config.run_dir)
                                 if os.path.exists(config_path(config.run_dir)) else None)
+        # A damaged saved split is named before config.json is rewritten, so that start changes
+        # nothing.
+        if role.is_chief:
+            input_pipeline.check_saved_split(split_dir(config.run_dir))
         # Saved first, so the directory is never ours without it: a start refused after the data
         # was split leaves a run the corrected command starts afresh.
         role.save_config(config)
@@ -137,7 +141,7 @@ class Trainer:
         step = int(self.state.checkpoints.step.numpy())
         total_steps = config.epochs * steps_per_epoch
         self._announce(step)
-        self.role.start(epochs_done=step // steps_per_epoch)
+        self.role.start(step // steps_per_epoch, steps_per_epoch, warn=self.print)
         last_eval = epoch = None
         wrote_inputs = step > 0
         batches = self.run_dataset(step) if step < total_steps else None
