@@ -4,7 +4,11 @@
     python evaluate.py --checkpoint_dir=runs/... --crops=10          # or 144, as in the paper
     python evaluate.py --checkpoint_dir=runs/... --eval_split=test   # a folder's test/ beside val/
     python evaluate.py --checkpoint_dir=runs/... --watch             # beside a running train.py
-    python evaluate.py --checkpoint_dir=runs/... --export_dir=serving/model
+    python evaluate.py --checkpoint_dir=runs/... --export_dir=serving/model   # SavedModel
+    python evaluate.py --checkpoint_dir=runs/... --export_dir=mobile/model --export_format=tflite
+    python evaluate.py --checkpoint_dir=runs/... --export_dir=mobile/int8 --export_format=tflite
+        --tflite_quantization=int8                     # (one line) or float16; default none
+    python evaluate.py --checkpoint_dir=runs/... --export_dir=mobile/onnx --export_format=onnx
 """
 from host import entry  # first: it quiets TensorFlow before TensorFlow loads
 

@@ -2,6 +2,8 @@
 
     python train.py                          # minigooglenet on the digits, a few minutes on a CPU
     python train.py --num_gpus=2 --dataset=mini_imagenet --data_dir=...
+    python train.py --run_dir=runs/a --print_flagfile > a.flags   # its settings, as a flagfile
+    python train.py --flagfile=a.flags --run_dir=runs/b            # a new run with them
     tensorboard --logdir runs/
 """
 from host import entry  # first: it quiets TensorFlow before TensorFlow loads
@@ -15,6 +17,7 @@ from absl import flags as absl_flags
 
 import flags
 from rundir import guard
+from rundir.layout import best_dir
 from rundir.recorded import resolve_config
 from rundir.restart import find_restart
 from settings.cluster import worker_from_tf_config
@@ -30,6 +33,14 @@ def main(argv: List[str]) -> None:
     # The settings boundary: the flags given, normalised, with the recipe's defaults filled.
     given = GivenSettings.of(flags.given_settings(TrainConfig))
     run_dir = given.run_dir
+    if FLAGS.print_flagfile:
+        # Before the run directory is locked or TF_CONFIG read: it only reads config.json.
+        others = sorted(set(given.given) - {"run_dir"})
+        if others:
+            raise ValueError(f"--print_flagfile prints the settings saved in --run_dir and takes "
+                             f"no other setting; also given: --{', --'.join(others)}")
+        print(flags.run_flagfile(run_dir), end="")
+        return
     # TF_CONFIG, read once: only the chief writes the run directory (other workers of a job
     # write scratch files).
     worker = worker_from_tf_config(given.filled["strategy"])
@@ -44,8 +55,11 @@ def main(argv: List[str]) -> None:
     ema = result.get("ema")
     averaged = (f"; averaged weights: top-1 {ema['top1']:.4f}, top-5 {ema['top5']:.4f}, "
                 f"loss {ema['loss']:.4f}" if ema else "")
+    validation = result.get("val")
+    scored = (f"; validation top-1 {validation['top1']:.4f} (the best epoch's weights are in "
+              f"{best_dir(run_dir)})" if validation else "")
     print(f"Done at step {result['step']}: test top-1 {result['top1']:.4f}, "
-          f"top-5 {result['top5']:.4f}, loss {result['loss']:.4f}{averaged}")
+          f"top-5 {result['top5']:.4f}, loss {result['loss']:.4f}{averaged}{scored}")
 
 
 if __name__ == "__main__":

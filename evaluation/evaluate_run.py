@@ -3,7 +3,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Callable, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import keras
 import numpy as np
@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import input_pipeline
 from evaluation import scoring
-from evaluation.export import export_saved_model
+from evaluation.export import REPRESENTATIVE_IMAGES, check_export_target, export_model
 from evaluation.trained import (
     restore_model,
     trained_augmentation,
@@ -19,12 +19,13 @@ from evaluation.trained import (
     weights_to_use,
 )
 from host.console import ProgressBar
-from input_pipeline.crops import crops_per_image
+from input_pipeline.crops import crops_per_image, multi_crop_dataset
 from input_pipeline.examples import Examples, held_out_split
+from rundir.best import BEST
 from rundir.layout import DONE_FILE, EVAL_LOG_DIR, checkpoint_dir, log_dir, split_dir
 from rundir.recorded import class_names_path, load_run_config, read_class_names
 from settings.config import TrainConfig
-from settings.eval_settings import EvalSettings
+from settings.eval_settings import EvalSettings, check_export_settings
 from training import devices
 
 
@@ -78,7 +79,8 @@ def write_report(run_dir: str, report: dict, class_names: List[str], step: int, 
     os.makedirs(out, exist_ok=True)
     # Scores of a split, weights or test-time augmentation chosen with --eval_split / --weights /
     # --tta go beside, not over, the default ones.
-    suffix = (f"_{report['split']}" if report.get("split_chosen") else "") + (
+    suffix = ("_best" if report.get("best") else "") + (
+        f"_{report['split']}" if report.get("split_chosen") else "") + (
         f"_{report['weights']}" if report.get("weights_chosen") else "") + (
         "" if crops == 1 else f"_{crops}crops") + (
         f"_tta-{report['tta']}" if report.get("tta_chosen") else "")
@@ -119,11 +121,35 @@ def test_time_augmentation(settings: EvalSettings, config: TrainConfig, mirror: 
     return tta if settings.crops == 1 else "none"
 
 
+def representative_images(settings: EvalSettings, config: TrainConfig, eval_fraction: float,
+                          count: int = REPRESENTATIVE_IMAGES
+                          ) -> Callable[[], Iterator[np.ndarray]]:
+    """A function yielding up to `count` of the run's training images, one at a time as
+    [1, S, S, 3] evaluation inputs (centre crop, [-1, 1]): the int8 TFLite export calibrates its
+    activation ranges on them. A seeded sample, so the classes are mixed and a repeated export
+    gives the same model."""
+    train = input_pipeline.load_dataset(config.dataset, config.data_dir,
+                                        split_dir=split_dir(settings.run_dir)).train
+    chosen = np.sort(np.random.default_rng(0).permutation(len(train))[:count])
+    sample = train.subset(chosen)
+
+    def images():
+        # multi_crop_dataset's one crop is the evaluation input, and it skips unreadable files.
+        for crops, _ in multi_crop_dataset(sample, config.image_size, 1, 1,
+                                           eval_fraction=eval_fraction,
+                                           max_image_pixels=config.max_image_pixels):
+            yield crops[:, 0].numpy()
+    return images
+
+
 def evaluate_checkpoint(settings: EvalSettings, strategy: tf.distribute.Strategy,
                         checkpoint: Optional[str] = None,
                         print_fn: Callable[..., None] = print) -> dict:
     """Scores one checkpoint (default: --checkpoint, else the latest) on the held-out split,
     prints and writes the report, and exports the model when asked; the report."""
+    check_export_settings(settings)
+    if settings.export_dir:
+        check_export_target(settings.export_dir)  # before the scoring, not after it
     model, config, class_names, path, step = restore_model(
         settings.run_dir, checkpoint or settings.checkpoint, strategy=strategy,
         weights=settings.weights)
@@ -152,6 +178,7 @@ def evaluate_checkpoint(settings: EvalSettings, strategy: tf.distribute.Strategy
     report["tta"], report["tta_chosen"] = tta, settings.tta is not None
     report["split"], report["split_chosen"] = settings.eval_split, settings.eval_split is not None
     report["weights"], report["weights_chosen"] = weights, settings.weights is not None
+    report["best"] = (checkpoint or settings.checkpoint) == BEST  # beside the latest's report
     print_report(report, class_names, settings.crops, path, print_fn)
     write_report(settings.run_dir, report, class_names, step, settings.crops, path)
     if settings.export_dir:
@@ -163,9 +190,16 @@ def evaluate_checkpoint(settings: EvalSettings, strategy: tf.distribute.Strategy
                 model = restore_model(settings.run_dir, path, weights=weights)[0]
             finally:
                 keras.mixed_precision.set_global_policy(policy)
-        export_saved_model(model, class_names, config.image_size, settings.export_dir,
-                           trained_with.eval_fraction, tta)
-        print_fn(f"Exported a SavedModel to {settings.export_dir}")
+        tflite = settings.export_format == "tflite"
+        representative = (representative_images(settings, config, trained_with.eval_fraction)
+                          if tflite and settings.tflite_quantization == "int8" else None)
+        export_model(settings.export_format, model, class_names, config.image_size,
+                     settings.export_dir, trained_with.eval_fraction, tta,
+                     settings.tflite_quantization, representative)
+        what = {"saved_model": "a SavedModel", "onnx": "an ONNX model",
+                "tflite": f"a TFLite model ({settings.tflite_quantization} quantization)"
+                }[settings.export_format]
+        print_fn(f"Exported {what} to {settings.export_dir}")
     report.update(step=step, checkpoint=path, probabilities=probs, labels=labels)
     return report
 
@@ -202,6 +236,7 @@ def _final_checkpoint(run_dir: str):
 def run(settings: EvalSettings, print_fn: Callable[..., None] = print) -> List[dict]:
     """evaluate.py: scores the run's latest checkpoint (or each new one, with --watch) in the
     precision it trained in; the reports."""
+    check_export_settings(settings)
     if not os.path.isdir(settings.run_dir or ""):
         raise ValueError(f"--checkpoint_dir={settings.run_dir!r} is not a directory")
     config = load_run_config(settings.run_dir)  # a clear error before any work if not a run

@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 import input_pipeline
+from rundir.best import BEST, best_checkpoint
 from rundir.layout import CONFIG_FILE
 from rundir.recorded import load_run_config, read_class_names
 from rundir.recovery import recover_latest
@@ -79,9 +80,11 @@ def restore_model(run_dir: str, checkpoint: Optional[str] = None,
 
     With a `strategy`, the model is built in its scope (one copy per tower). The model holds the
     `weights` (--weights) that `weights_to_use` settles on: by default the averaged ones when the
-    checkpoint has them.
+    checkpoint has them. `checkpoint="best"` is the best epoch's (rundir/best.py: best/).
     """
     config = load_run_config(run_dir)
+    if checkpoint == BEST:
+        checkpoint = best_checkpoint(run_dir)
     if checkpoint is None:
         checkpoint = _latest_readable(run_dir)
     with strategy.scope() if strategy else contextlib.nullcontext():

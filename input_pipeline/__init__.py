@@ -8,6 +8,7 @@ from input_pipeline.builder import SAMPLINGS, InputPipeline
 from input_pipeline.datasets import (
     CLASS_NAMES_FILE,
     DATASETS,
+    VALIDATION_FILE,
     DatasetSpec,
     check_saved_split,
     get_dataset,
@@ -21,5 +22,5 @@ from input_pipeline.store import CACHE_MODES
 
 __all__ = ["Augmentation", "CACHE_MODES", "CLASS_NAMES_FILE", "DATASETS", "DatasetSpec",
            "DatasetSplits", "Examples", "InputPipeline", "MAX_IMAGE_PIXELS", "RawDataset",
-           "SAMPLINGS", "cache_size", "check_saved_split", "decode_image", "get_dataset",
-           "load_dataset", "preprocess_for_eval", "read_class_names"]
+           "SAMPLINGS", "VALIDATION_FILE", "cache_size", "check_saved_split", "decode_image",
+           "get_dataset", "load_dataset", "preprocess_for_eval", "read_class_names"]

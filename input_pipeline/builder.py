@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from host.console import format_bytes
 from host.runtime import release_free_memory
-from input_pipeline import first_pass, preprocessing
+from input_pipeline import first_pass, policies, preprocessing
 from input_pipeline.examples import Examples
 from input_pipeline.first_pass import Progress
 from input_pipeline.image_header import MAX_IMAGE_PIXELS
@@ -49,6 +49,8 @@ class InputPipeline:
     `subset` names the examples in skipped_files.txt and the progress line ("train", "val", ...);
     `progress`, when given, hears of the first pass as it goes and gets a line about the cache.
     Images declaring more than `max_image_pixels` are skipped undecoded, like unreadable ones.
+    `num_classes`, the length of a soft target, is needed when the augmentation mixes images
+    (--mixup, --cutmix): a training batch's labels are then float32 [B, num_classes].
     """
 
     def __init__(self, examples: Examples, *, image_size: int, training: bool,
@@ -57,7 +59,8 @@ class InputPipeline:
                  augmentation: Augmentation = Augmentation(),
                  report_dir: Optional[str] = None, subset: Optional[str] = None,
                  max_skipped_fraction: float = 0.5, progress: Optional[Progress] = None,
-                 sampling: str = "uniform", max_image_pixels: int = MAX_IMAGE_PIXELS) -> None:
+                 sampling: str = "uniform", max_image_pixels: int = MAX_IMAGE_PIXELS,
+                 num_classes: Optional[int] = None) -> None:
         if cache not in CACHE_MODES:
             raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
         if sampling not in SAMPLINGS:
@@ -85,6 +88,12 @@ class InputPipeline:
         self.augmentation = augmentation
         if training and augmentation.random_erasing > 0:
             preprocessing.erasing_layer()  # made now, eagerly: not in a tf.data or tower graph
+        if training:
+            policies.make_layers(augmentation)  # likewise
+        self.mixes = training and policies.mixes(augmentation)
+        if self.mixes and num_classes is None:
+            raise ValueError("Mixing images (mixup, cutmix) needs num_classes for the targets")
+        self.num_classes = num_classes
         self.cache_size = preprocessing.cache_size(image_size, augmentation.eval_fraction)
         self.cache_mode = choose_cache_mode(cache, examples, self.cache_size, cache_dir)
         filled = first_pass.fill(examples, image_size=image_size,
@@ -185,7 +194,10 @@ class InputPipeline:
                 take_batches: Optional[int] = None, skip_batches: int = 0,
                 drop_remainder: Optional[bool] = None, augment_on: str = "host") -> tf.data.Dataset:
         """Epochs `epoch` .. `epoch + num_epochs - 1` of (float32 images [B, S, S, 3] in [-1, 1],
-        int32 labels [B]), each batched on its own; `num_epochs=None` goes on for ever.
+        int32 labels [B]), each batched on its own; `num_epochs=None` goes on for ever. A
+        training pipeline that mixes images (`self.mixes`) gives float32 soft targets
+        [B, num_classes] instead of the labels, on the host; with augment_on="device" the labels
+        stay int32 and `self.augment` mixes them with the images.
 
         `augment_on="device"` (training only) leaves the augmentation to the device that trains:
         the images are then {"images": uint8 cache-size squares [B, C, C, 3], and the batch's
@@ -241,8 +253,11 @@ class InputPipeline:
                     augmentation, image_size)
                 if on_device:
                     return dict(images=images, **params), labels
-                return (preprocessing.apply_augmentation(images, params, image_size,
-                                                         augmentation), labels)
+                images = preprocessing.apply_augmentation(images, params, image_size,
+                                                          augmentation)
+                if self.mixes:  # last, on the batch: MixUp or CutMix, labels to soft targets
+                    return policies.mix(images, labels, params, augmentation, self.num_classes)
+                return images, labels
             return ds.map(inputs, num_parallel_calls=AUTOTUNE)
 
         return tf.data.Dataset.range(epoch, last).flat_map(one_epoch).prefetch(AUTOTUNE)
@@ -257,9 +272,17 @@ class InputPipeline:
         within = tf.cast(tf.floor(draws[1] * tf.gather(self._class_counts, classes)), tf.int64)
         return tf.gather(self._by_class, tf.gather(self._class_starts, classes) + within)
 
-    def augment(self, inputs: dict) -> tf.Tensor:
+    def augment(self, inputs: dict, labels: Optional[tf.Tensor] = None,
+                ) -> Union[tf.Tensor, Tuple[tf.Tensor, tf.Tensor]]:
         """A batch of `dataset(augment_on="device")` -> the float32 training batch, wherever it
-        runs (the training step calls it on each tower)."""
+        runs (the training step calls it on each tower). Given the batch's `labels`, returns
+        (images, labels): the labels as the host path gives them, soft targets when the
+        augmentation mixes images (the pairs drawn within the batch at hand: a tower's share)."""
         params = {name: value for name, value in inputs.items() if name != "images"}
-        return preprocessing.apply_augmentation(inputs["images"], params, self.image_size,
-                                                self.augmentation)
+        images = preprocessing.apply_augmentation(inputs["images"], params, self.image_size,
+                                                  self.augmentation)
+        if labels is None:
+            return images
+        if self.mixes:
+            return policies.mix(images, labels, params, self.augmentation, self.num_classes)
+        return images, labels

@@ -5,11 +5,17 @@ scikit-learn, seeded. The split and the class names are written into the folder 
 (`split_dir`: the training code gives the run directory's `data/`) and read back from there on
 resume and by evaluation, so a test image is never trained on, even if files are added to the data
 folder later. The files in it are named here: CLASS_NAMES_FILE, SPLIT_FILE, META_FILE.
+
+A validation split (--val_fraction) is carved out of the training images alone, per class and
+seeded, whatever the layout (an official test split is never touched), and pinned the same way in
+VALIDATION_FILE: the positions in the training list of the images it took, with their labels and
+paths, checked against that list when it is read back.
 """
 import csv
 import dataclasses
 import io
 import json
+import math
 import os
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -71,6 +77,8 @@ def stratified_split(examples: Examples, test_fraction: float,
 
 
 CLASS_NAMES_FILE, SPLIT_FILE, META_FILE = "class_names.txt", "split.csv", "dataset.json"
+VALIDATION_FILE = "validation.csv"
+VALIDATION_HEADER = ["index", "label", "path"]
 
 
 def _damaged(path: str, reason: str) -> ValueError:
@@ -196,6 +204,8 @@ def check_saved_split(split_dir: str) -> None:
             _read_split(split_dir, meta)
         elif os.path.exists(os.path.join(split_dir, CLASS_NAMES_FILE)):
             read_class_names(split_dir)
+    if os.path.exists(os.path.join(split_dir, VALIDATION_FILE)):
+        _read_validation_rows(split_dir)
 
 
 def _layout(meta: dict):
@@ -220,13 +230,24 @@ def _splits(name: str, data_dir: Optional[str], meta: dict, class_names: List[st
 
 
 def load_dataset(name: str, data_dir: Optional[str] = None, *, split_dir: Optional[str] = None,
-                 test_fraction: float = 0.3, seed: int = 0, write: bool = True) -> DatasetSplits:
+                 test_fraction: float = 0.3, seed: int = 0, write: bool = True,
+                 val_fraction: float = 0.0) -> DatasetSplits:
     """The run's `DatasetSplits`: made (and saved in `split_dir`, when given) once, reloaded from
-    there afterwards.
+    there afterwards. With `val_fraction` > 0, `validation` holds that fraction of every class's
+    training images, taken out of `train` (`with_validation`).
 
     `write=False` reads a saved split but never writes one (multi-worker training: only the
     chief writes; the seeded split every worker makes is the same).
     """
+    splits = _load_dataset(name, data_dir, split_dir=split_dir, test_fraction=test_fraction,
+                           seed=seed, write=write)
+    if val_fraction:
+        splits = with_validation(splits, val_fraction, seed, split_dir=split_dir, write=write)
+    return splits
+
+
+def _load_dataset(name: str, data_dir: Optional[str], *, split_dir: Optional[str],
+                  test_fraction: float, seed: int, write: bool) -> DatasetSplits:
     spec = get_dataset(name)
     data_dir = absolute_data_dir(data_dir)
     if split_dir and os.path.exists(os.path.join(split_dir, META_FILE)):
@@ -268,3 +289,99 @@ def load_dataset(name: str, data_dir: Optional[str] = None, *, split_dir: Option
             _write_split(split_dir, meta, raw.class_names,
                          {"train": train, **held_out} if save_paths else None)
     return _splits(name, data_dir, meta, raw.class_names, train, held_out)
+
+
+def _validation_error(message: str) -> ValueError:
+    return ValueError(f"--val_fraction: {message}")
+
+
+def carve_validation(train: Examples, val_fraction: float, seed: int) -> np.ndarray:
+    """The sorted positions in `train` of a per-class `val_fraction` of it, reproducible from
+    `seed`; raises one line naming --val_fraction when a class is too small to give one."""
+    if not 0 < val_fraction < 1:
+        raise _validation_error(f"must be between 0 and 1, got {val_fraction}")
+    counts = np.bincount(train.labels)
+    present = counts[counts > 0]
+    if present.min() < 2:
+        raise _validation_error(
+            f"class {int(np.argmin(np.where(counts > 0, counts, 1 << 62)))} has "
+            f"{int(present.min())} training image; every class needs at least 2 to keep one "
+            f"for training and one for validation")
+    wanted = math.ceil(val_fraction * len(train))  # scikit-learn's count of the held-out part
+    if wanted < len(present) or len(train) - wanted < len(present):
+        raise _validation_error(
+            f"{val_fraction:g} of the {len(train)} training images is {wanted}, but each of the "
+            f"{len(present)} classes needs one for validation and one for training; choose a "
+            f"fraction between {len(present) / len(train):.3g} and "
+            f"{1 - len(present) / len(train):.3g}")
+    _, val_index = train_test_split(np.arange(len(train)), test_size=val_fraction,
+                                    random_state=seed, stratify=train.labels)
+    return np.sort(val_index)
+
+
+def _read_validation_rows(split_dir: str) -> List[Tuple[int, int, str]]:
+    """validation.csv's (index, label, path) rows; raises naming the file when damaged."""
+    path = os.path.join(split_dir, VALIDATION_FILE)
+    reader = csv.reader(io.StringIO(_whole_text(path), newline=""))
+    if next(reader) != VALIDATION_HEADER:
+        raise _damaged(path, f"its first line is not the header {','.join(VALIDATION_HEADER)}")
+    rows = []
+    for row in reader:
+        if len(row) != 3 or not row[0].isdigit() or not row[1].isdigit():
+            raise _damaged(path, f"line {reader.line_num} is not an index,label,path row")
+        rows.append((int(row[0]), int(row[1]), row[2]))
+    indices = [index for index, _, _ in rows]
+    if not rows or indices != sorted(set(indices)):
+        raise _damaged(path, "its indices are not increasing, each once")
+    return rows
+
+
+def _saved_validation(split_dir: str, train: Examples, val_fraction: float) -> np.ndarray:
+    """The positions saved in validation.csv, checked against the training list they index: a
+    list that changed since (an official split read again from data that changed) is refused,
+    as another validation split would score images the checkpoints trained on."""
+    path = os.path.join(split_dir, VALIDATION_FILE)
+    rows = _read_validation_rows(split_dir)
+    index = np.array([i for i, _, _ in rows])
+    if index[-1] >= len(train) or len(rows) != math.ceil(val_fraction * len(train)):
+        raise ValueError(f"{path} was made for another training list or --val_fraction than "
+                         f"this run's {len(train)} training images at --val_fraction="
+                         f"{val_fraction:g}; train a new run with another --run_dir")
+    labels_match = np.array_equal(train.labels[index], [label for _, label, _ in rows])
+    paths_match = train.paths is None or list(train.paths[index]) == [p for _, _, p in rows]
+    if not (labels_match and paths_match):
+        raise ValueError(f"{path} lists other images than the training data now holds at those "
+                         f"positions (the data changed since the run started); train a new run "
+                         f"with another --run_dir")
+    return index
+
+
+def _write_validation(split_dir: str, train: Examples, index: np.ndarray) -> None:
+    """validation.csv, atomically."""
+    os.makedirs(split_dir, exist_ok=True)
+    tmp = os.path.join(split_dir, ".tmpvalidation")
+    with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
+        writer = csv.writer(f)
+        writer.writerow(VALIDATION_HEADER)
+        paths = train.paths[index] if train.paths is not None else [""] * len(index)
+        writer.writerows((int(i), int(label), p)
+                         for i, label, p in zip(index, train.labels[index], paths))
+    os.replace(tmp, os.path.join(split_dir, VALIDATION_FILE))
+
+
+def with_validation(splits: DatasetSplits, val_fraction: float, seed: int, *,
+                    split_dir: Optional[str] = None, write: bool = True) -> DatasetSplits:
+    """`splits` with `validation` carved out of `splits.train` (never out of a held-out split):
+    read from `split_dir`'s validation.csv when saved there, else made (`carve_validation`) and
+    saved (when `write`)."""
+    train = splits.train
+    saved = split_dir is not None and os.path.exists(os.path.join(split_dir, VALIDATION_FILE))
+    if saved:
+        index = _saved_validation(split_dir, train, val_fraction)
+    else:
+        index = carve_validation(train, val_fraction, seed)
+        if split_dir and write:
+            _write_validation(split_dir, train, index)
+    keep = np.ones(len(train), dtype=bool)
+    keep[index] = False
+    return dataclasses.replace(splits, train=train.subset(keep), validation=train.subset(index))

@@ -52,7 +52,7 @@ class RawDataset:
 @dataclasses.dataclass
 class DatasetSplits:
     """The train / held-out split a run trains and evaluates on (plus any other held-out split,
-    by name, in `extra`)."""
+    by name, in `extra`, and the validation split carved out of the training images)."""
     name: str
     data_dir: str
     class_names: list
@@ -61,6 +61,9 @@ class DatasetSplits:
     test_name: str = "test"
     extra: dict = dataclasses.field(default_factory=dict)
     layout: str = ""  # how the held-out set was made, for the start line
+    # --val_fraction's share of the training images, scored each epoch to choose the best one
+    # (None: no validation split). Taken out of `train`, never out of a held-out split.
+    validation: Optional[Examples] = None
 
     @property
     def num_classes(self) -> int:

@@ -8,8 +8,11 @@ Two kinds of training crop (docs/design.md, "The two crops"):
   `image_size`, training shifts it by up to `pad` pixels each way (zero padding, then a random
   crop of the original size), and evaluation sees the whole image.
 
-Random erasing (--random_erasing) comes last, on the [-1, 1] training input: keras.layers.
-RandomErasing's own transform_images, with boxes drawn statelessly beside the other parameters.
+--augment_policy (RandAugment or AugMix, input_pipeline/policies.py) follows the crop, flip and
+colour; random erasing (--random_erasing) comes after it, on the [-1, 1] training input:
+keras.layers.RandomErasing's own transform_images, with boxes drawn statelessly beside the other
+parameters. MixUp and CutMix (--mixup, --cutmix) then mix the batch and its labels
+(policies.mix), in the pipeline or on the towers alike.
 """
 import dataclasses
 import functools
@@ -19,6 +22,8 @@ from typing import Callable, Dict, Optional
 import keras
 import numpy as np
 import tensorflow as tf
+
+from input_pipeline import policies
 
 EVAL_CROP_FRACTION = 0.875
 CROP_KINDS = ("inception", "pad")
@@ -39,6 +44,13 @@ class Augmentation:
     # The probability that a training image has a box erased (keras.layers.RandomErasing, after
     # the crop, flip and colour); 0: never. 0 in a config.json written before it existed.
     random_erasing: float = 0.0
+    # input_pipeline/policies.py; all off in a config.json written before they existed.
+    # MixUp's and CutMix's Beta(alpha, alpha) parameter; 0: off; both: each batch takes one.
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    policy: str = "none"  # one of policies.POLICIES, on each image before random erasing
+    magnitude: Optional[float] = None  # the layer's `factor`; None: policies.DEFAULT_MAGNITUDE
+    num_ops: int = policies.DEFAULT_NUM_OPS  # RandAugment's ops per image
 
     def __post_init__(self) -> None:
         if self.crop not in CROP_KINDS:
@@ -46,6 +58,21 @@ class Augmentation:
         if not 0.0 <= self.random_erasing <= 1.0:
             raise ValueError(f"random_erasing is a probability in [0, 1], got "
                              f"{self.random_erasing!r}")
+        # The layers' own bounds: CutMix's factor lies in [0, 1], and MixUp's alpha is
+        # documented there too; so does both policies' factor.
+        for name in ("mixup", "cutmix", "magnitude"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        if self.policy not in policies.POLICIES:
+            raise ValueError(f"Unknown augment policy {self.policy!r}; valid: "
+                             f"{', '.join(policies.POLICIES)}")
+        if not (isinstance(self.num_ops, int) and self.num_ops >= 1):
+            raise ValueError(f"num_ops must be an integer >= 1, got {self.num_ops!r}")
+        if self.magnitude is None and self.policy != "none":
+            # Recorded resolved (config.json's augmentation says what the run used); frozen, so
+            # set as dataclasses' own __init__ sets fields.
+            object.__setattr__(self, "magnitude", policies.DEFAULT_MAGNITUDE[self.policy])
 
     @property
     def eval_fraction(self) -> float:
@@ -138,7 +165,8 @@ def sample_augmentation(batch_size: tf.Tensor, seed: tf.Tensor,
     crop="pad", a whole-image box shifted by a whole number of pixels, uniform in -pad..pad on
     each axis. With `augmentation.random_erasing`, also erase [B] (1: erased) and erase_box
     [B, 4], the erased box as normalised (y1, x1, y2, x2) of the input, from their own seed:
-    the other parameters are those drawn without it.
+    the other parameters are those drawn without it. With a policy or mixing, also their
+    seeds (policies.sample_seeds), from seeds of their own likewise.
     """
     seeds = tf.random.experimental.stateless_split(seed, 10)
 
@@ -147,6 +175,7 @@ def sample_augmentation(batch_size: tf.Tensor, seed: tf.Tensor,
     if augmentation.crop == "pad":
         box = _shifted_boxes(batch_size, seeds[9], augmentation.pad, image_size)
         params = _with_flip_and_jitter(dict(box=box), batch_size, draw, augmentation)
+        params.update(policies.sample_seeds(batch_size, seed, augmentation))
         return _with_erasing(params, batch_size, seed, augmentation)
     tries = [batch_size, _CROP_ATTEMPTS]
     area = draw(0, augmentation.min_area, augmentation.max_area, tries)
@@ -161,6 +190,7 @@ def sample_augmentation(batch_size: tf.Tensor, seed: tf.Tensor,
     top, left = draw(2, 0.0, 1.0) * (1.0 - height), draw(3, 0.0, 1.0) * (1.0 - width)
     box = tf.stack([top, left, top + height, left + width], axis=1)
     params = _with_flip_and_jitter(dict(box=box), batch_size, draw, augmentation)
+    params.update(policies.sample_seeds(batch_size, seed, augmentation))
     return _with_erasing(params, batch_size, seed, augmentation)
 
 
@@ -251,7 +281,8 @@ def apply_augmentation(images: tf.Tensor, params: Dict[str, tf.Tensor], image_si
                        augmentation: Augmentation = Augmentation()) -> tf.Tensor:
     """Cached uint8 squares [B, C, C, 3] and their parameters -> [B, S, S, 3] in [-1, 1]: each
     image's own crop resized to the input size, flip, colour jitter, all as batch operations,
-    then random erasing when the augmentation has it.
+    then the augmentation's policy (RandAugment, AugMix) and random erasing when it has them.
+    MixUp and CutMix are not here: they change the labels too (policies.mix).
 
     Two tricks keep this at a few ops per batch (benchmarks/pipeline.py measures it): a crop box
     with x1 > x2 is sampled mirrored, so the flip is free; and brightness, the colour matrix,
@@ -265,7 +296,8 @@ def apply_augmentation(images: tf.Tensor, params: Dict[str, tf.Tensor], image_si
         box = tf.where(params["flip"][:, None] > 0.5, mirrored, box)
     crops = tf.image.crop_and_resize(images, box, tf.range(batch), [image_size, image_size])
     if not augmentation.color_jitter:
-        return _erased(crops * (2.0 / 255.0) - 1.0, params, augmentation)
+        return _erased(policies.apply_policy(crops * (2.0 / 255.0) - 1.0, params, augmentation),
+                       params, augmentation)
     angle = params["hue"] * 2.0 * math.pi  # hue delta as a fraction of the colour circle
     cos, sin, s = tf.cos(angle), tf.sin(angle), params["saturation"]
     zero, one = tf.zeros_like(s), tf.ones_like(s)
@@ -283,5 +315,6 @@ def apply_augmentation(images: tf.Tensor, params: Dict[str, tf.Tensor], image_si
             + 2.0 * params["brightness"][:, None, None] * tf.reduce_sum(colour, -1)[:, None, :]
             - 1.0)
     pixels = tf.clip_by_value(tf.matmul(pixels, weights, transpose_b=True) + bias, -1.0, 1.0)
-    return _erased(tf.reshape(pixels, [batch, image_size, image_size, 3]), params, augmentation)
+    pixels = tf.reshape(pixels, [batch, image_size, image_size, 3])
+    return _erased(policies.apply_policy(pixels, params, augmentation), params, augmentation)
 

@@ -21,6 +21,9 @@ COLUMNS = (
     "heldout_ema_loss", "heldout_ema_top1", "heldout_ema_top5",  # the averaged weights' (or empty)
     # With test-time augmentation (--tta; or empty): the trained weights', the averaged ones'.
     "heldout_tta_loss", "heldout_tta_top1", "heldout_tta_top5", "heldout_ema_tta_top1",
+    # The validation split's (--val_fraction; or empty), beside the test split's above.
+    "val_loss", "val_top1", "val_top5", "val_ema_loss", "val_ema_top1", "val_ema_top5",
+    "val_tta_top1", "val_ema_tta_top1",
     "lr",                   # the rate of the epoch's last step
     "images_per_second",    # training images over the epoch's training time
     "epoch_seconds",        # training plus evaluation

@@ -6,7 +6,10 @@
                          files inside the folder it is given)
       checkpoints/       model, optimizer, step, epoch (training.checkpoints); `checkpoint` is
                          TensorFlow's index of them
-      train/ eval/       TensorBoard logs (a --profile_steps trace goes to train/)
+      best/              a copy of the checkpoint of the epoch with the best validation top-1
+                         (--val_fraction) and best.json naming it (rundir.best); never pruned
+      train/ eval/       TensorBoard logs (a --profile_steps trace goes to train/); validation/
+                         the validation split's scores (--val_fraction)
       cache/             a worker's disk cache of decoded images, when --cache asks for one
       history.csv        one row per epoch (rundir.history), drawn as history.png (rundir.plot)
       set_aside/         what a --restart_from abandoned (rundir.restart), damaged checkpoints and
@@ -25,6 +28,11 @@ SPLIT_DIR = "data"
 CHECKPOINT_DIR = "checkpoints"
 INDEX_FILE = "checkpoint"  # tf.train.CheckpointManager's list of the checkpoints it keeps
 TRAIN_LOG_DIR, EVAL_LOG_DIR = "train", "eval"
+# The validation split's scores, in a writer of their own so TensorBoard overlays them with the
+# test split's under the same tags ("validation", not "val": a folder's val/ is a test split).
+VAL_LOG_DIR = "validation"
+BEST_DIR = "best"  # the best epoch's checkpoint, kept apart from checkpoints/' pruning
+BEST_FILE = "best.json"  # inside BEST_DIR: which checkpoint it holds, its epoch and score
 CACHE_DIR = "cache"
 HISTORY_FILE = "history.csv"
 PLOT_FILE = "history.png"
@@ -63,5 +71,10 @@ def done_path(run_dir: str) -> str:
 
 
 def log_dir(run_dir: str, kind: str) -> str:
-    """TensorBoard's folder of `kind` (TRAIN_LOG_DIR or EVAL_LOG_DIR)."""
+    """TensorBoard's folder of `kind` (TRAIN_LOG_DIR, EVAL_LOG_DIR or VAL_LOG_DIR)."""
     return os.path.join(run_dir, kind)
+
+
+def best_dir(run_dir: str) -> str:
+    """Where the best epoch's checkpoint is kept (rundir.best)."""
+    return os.path.join(run_dir, BEST_DIR)

@@ -3,7 +3,8 @@
 Four panels: held-out and training top-1, then held-out and training loss (cross-entropy of the
 main logits), each against the epoch and against the hours of training (the sum of the epochs'
 times, training plus scoring); a run with averaged weights (--ema_decay) or test-time
-augmentation (--tta) has those held-out curves too. The chief redraws it after every epoch's
+augmentation (--tta) has those held-out curves too, and one with a validation split
+(--val_fraction) its validation curve. The chief redraws it after every epoch's
 checkpoint; to draw it for any run directory (or a copied history.csv):
 
     python -m rundir.plot runs/cifar10-minigooglenet [--out=curves.png]
@@ -25,7 +26,9 @@ PANEL = (560, 330)  # one panel's size in pixels
 MARGIN = dict(left=70, right=20, top=40, bottom=50)
 # Blue, orange, green and red, as TensorBoard's first four.
 HELD_OUT, TRAIN, AVERAGED, WITH_TTA = (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)
-COLOURS = {"held-out": HELD_OUT, "train": TRAIN, "averaged": AVERAGED, "with TTA": WITH_TTA}
+VALIDATION = (148, 103, 189)  # TensorBoard's fifth
+COLOURS = {"held-out": HELD_OUT, "train": TRAIN, "averaged": AVERAGED, "with TTA": WITH_TTA,
+           "validation": VALIDATION}
 GRID, AXIS, TEXT = (225, 225, 225), (60, 60, 60), (20, 20, 20)
 
 Point = Tuple[float, float]
@@ -47,8 +50,8 @@ def _number(text: Optional[str]) -> Optional[float]:
 def curves(rows: Sequence[Dict[str, str]]) -> Dict[str, Dict[str, List[Point]]]:
     """{panel: {series: [(x, y), ...]}} for the four panels; a row without a held-out score
     (an epoch that was not scored) gives no held-out point. The averaged weights' held-out
-    scores are the series "averaged", and those with test-time augmentation "with TTA", when
-    the rows hold any."""
+    scores are the series "averaged", those with test-time augmentation "with TTA", and the
+    validation split's (--val_fraction) "validation", when the rows hold any."""
     hours, elapsed = [], 0.0
     for row in rows:
         elapsed += _number(row.get("epoch_seconds")) or 0.0
@@ -60,6 +63,8 @@ def curves(rows: Sequence[Dict[str, str]]) -> Dict[str, Dict[str, List[Point]]]:
         series["averaged"], losses["averaged"] = "heldout_ema_top1", "heldout_ema_loss"
     if any(_number(row.get("heldout_tta_top1")) is not None for row in rows):
         series["with TTA"], losses["with TTA"] = "heldout_tta_top1", "heldout_tta_loss"
+    if any(_number(row.get("val_top1")) is not None for row in rows):
+        series["validation"], losses["validation"] = "val_top1", "val_loss"
 
     def points(xs, column, scale=1.0):
         values = [_number(row.get(column)) for row in rows]

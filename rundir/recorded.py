@@ -113,6 +113,13 @@ def resolve_config(given: Union[dict, GivenSettings], restart: Optional[Restart]
     step = checkpoint_step(run_dir) if restart is None else restart.step
     if step is None:
         return _start_afresh(given, saved)
+    if given.get("val_fraction") not in (None, saved["val_fraction"]):
+        raise ValueError(
+            f"--val_fraction={given['val_fraction']:g}: the run in {run_dir!r} holds out "
+            f"{saved['val_fraction']:g} of its training images for validation, and its "
+            f"checkpoints trained on the rest; another fraction would score images they trained "
+            f"on. Nothing was changed: leave --val_fraction out to resume, or pass another "
+            f"--run_dir for a new run")
     changed = [key for key in IDENTITY_KEYS
                if given.get(key) is not None and given[key] != saved[key]]
     if changed:
@@ -127,6 +134,11 @@ def resolve_config(given: Union[dict, GivenSettings], restart: Optional[Restart]
             f"{saved['batch_size']}, and its checkpoints count epochs in steps of that batch, "
             f"which another batch would renumber. Nothing was changed: leave --batch_size out to "
             f"resume, or pass another --run_dir for a new run")
+    if given.get("optimizer") not in (None, saved["optimizer"]):
+        raise ValueError(
+            f"--optimizer={given['optimizer']}: the run in {run_dir!r} trains with "
+            f"--optimizer={saved['optimizer']}, whose state its checkpoints hold. Nothing was "
+            f"changed: leave --optimizer out to resume, or pass another --run_dir for a new run")
     values = {**saved, **{k: v for k, v in given.items() if v is not None}, "run_dir": run_dir}
     saved_note = f"as saved in {os.path.join(run_dir, CONFIG_FILE)}"
     # A run under way keeps its base rate, so its schedule up to now stays as it was; a --lr

@@ -3,9 +3,10 @@
 "Stop at epoch 40, go back to epoch 35 with a lower rate": the run continues from the chosen
 checkpoint, and whatever the abandoned epochs left is moved aside, never deleted, into
 `<run_dir>/set_aside/after-step-<S>-<time>/`: the later checkpoints, the full history.csv and the
-full TensorBoard event files. The run's own logs are rewritten without the abandoned steps, so
-TensorBoard and history.csv continue from the restart point instead of overlapping old curves.
-To undo, move the set-aside files back.
+full TensorBoard event files, and best/ when it holds a later epoch (the resumed run chooses its
+best again from the history it keeps). The run's own logs are rewritten without the abandoned
+steps, so TensorBoard and history.csv continue from the restart point instead of overlapping old
+curves. To undo, move the set-aside files back.
 """
 import dataclasses
 import os
@@ -14,12 +15,16 @@ import time
 
 import tensorflow as tf
 
+from rundir.best import read_best
 from rundir.layout import (
+    BEST_DIR,
     EVAL_LOG_DIR,
     HISTORY_FILE,
     SET_ASIDE_DIR,
     TRAIN_LOG_DIR,
+    VAL_LOG_DIR,
     absolute_checkpoint_dir,
+    best_dir,
     checkpoint_dir,
 )
 
@@ -87,8 +92,11 @@ def set_aside_after(run_dir, restart):
     # Copies first, so a crash part-way leaves every original in place.
     if os.path.exists(os.path.join(run_dir, HISTORY_FILE)):
         shutil.copy2(os.path.join(run_dir, HISTORY_FILE), os.path.join(aside, HISTORY_FILE))
-    for logs in (TRAIN_LOG_DIR, EVAL_LOG_DIR):
+    for logs in (TRAIN_LOG_DIR, EVAL_LOG_DIR, VAL_LOG_DIR):
         _truncate_logs(os.path.join(run_dir, logs), os.path.join(aside, logs), restart)
+    best = read_best(run_dir)
+    if best is not None and best["step"] > restart.step:
+        shutil.move(best_dir(run_dir), os.path.join(aside, BEST_DIR))
     _keep_only_up_to(run_dir, restart)
     for r in later:
         for path in tf.io.gfile.glob(r.path + ".*"):

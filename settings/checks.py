@@ -48,7 +48,7 @@ def check_config(config: TrainConfig, given: Collection[str] = (),
         need("lr", POSITIVE.contains(rate), POSITIVE.describe(), rate)
     _check_model(config, need)
     _check_schedule(config, given, need)
-    _check_other(config, need)
+    _check_other(config, given, need)
     return config
 
 
@@ -92,15 +92,32 @@ def _check_schedule(c: TrainConfig, given: Collection[str], need: Callable) -> N
              f"the warm-up must end within the run's --epochs={c.epochs}")
 
 
-def _check_other(c: TrainConfig, need: Callable) -> None:
-    """The settings whose valid values are not one range: the average's decay, the crop's area,
-    the test-time mirrors and the profiled steps."""
+def _check_other(c: TrainConfig, given: Collection[str], need: Callable) -> None:
+    """The settings whose valid values are not one range: the optimizer's rate, the
+    micro-batches, the average's decay, the crop's area, the test-time mirrors and the profiled
+    steps."""
+    # The recipes' rates are SGD's (0.1 for a batch of 128); Adam-type updates are already
+    # normalised per weight, and at that rate they diverge.
+    need("lr", c.optimizer == "sgd" or "lr" in given or "lr" in c.given,
+         f"the recipes' rate is SGD's; give --lr with --optimizer={c.optimizer} (e.g. 0.001)")
+    need("grad_accum_steps", c.batch_size % c.grad_accum_steps == 0,
+         f"--batch_size={c.batch_size} must divide into {c.grad_accum_steps} micro-batches "
+         f"(per tower too)")
     trains_with = c.augmentation or recipes.get_recipe(c.dataset).augmentation
     need("tta", c.tta == "none" or trains_with.flip,
          "this run trains without flips (a mirrored digit is another symbol), so its "
          "test-time views cannot be mirrored: use --tta=none")
     need("ema_decay", is_number(c.ema_decay) and (c.ema_decay == 0 or 0 < c.ema_decay < 1),
          "must be 0 (off) or a decay per step between 0 and 1, e.g. 0.999")
+    # The patience counts validation scores: without a validation split the only held-out
+    # score is the test split's, and choosing when to stop on it leaks the test set.
+    need("early_stopping", c.early_stopping == 0 or c.val_fraction > 0,
+         "needs a validation split to watch: give --val_fraction (e.g. 0.1)")
+    # A policy's strength and RandAugment's op count mean nothing without the policy.
+    need("augment_magnitude", c.augment_magnitude is None or c.augment_policy != "none",
+         "sets the strength of --augment_policy, which is none: give --augment_policy too")
+    need("augment_ops", "augment_ops" not in given or c.augment_policy == "randaugment",
+         f"is RandAugment's number of ops; this run's --augment_policy is {c.augment_policy}")
     if c.crop_area is not None:
         area = tuple(c.crop_area)
         need("crop_area", len(area) == 2 and all(is_number(a) for a in area)

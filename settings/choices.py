@@ -3,16 +3,25 @@ them at the boundary (settings/checks.py), the flags list them, and the code aft
 trusts them."""
 
 from input_pipeline.crops import TTA_POLICIES
+from input_pipeline.policies import POLICIES
 
 STRATEGIES = ("auto", "mirrored", "multi_worker")
 MIXED_PRECISION_DTYPES = ("auto", "bfloat16", "float16")
 AUGMENT_ON = ("auto", "host", "device")
+# --augment_policy: each training image's RandAugment or AugMix (input_pipeline/policies.py).
+AUGMENT_POLICIES = POLICIES
+OPTIMIZERS = ("sgd", "adamw", "lamb")
 SCHEDULES = ("exponential_step", "polynomial", "cosine", "constant")
 CLASS_WEIGHTS = ("none", "balanced")
 # What evaluate.py / predict.py can score: the averaged weights or the trained ones.
 WEIGHT_CHOICES = ("ema", "raw")
 # Test-time augmentation of the held-out scoring, evaluate.py and the export.
 TTA = TTA_POLICIES
+# What evaluate.py --export_dir writes: a SavedModel (image bytes in, the evaluation preprocessing
+# and --tta inside), a TFLite or an ONNX model (preprocessed pixels in; ONNX needs the optional
+# tf2onnx), and how the TFLite one is stored.
+EXPORT_FORMATS = ("saved_model", "tflite", "onnx")
+TFLITE_QUANTIZATIONS = ("none", "float16", "int8")
 
 # --init_from's value for Keras' ImageNet weights, and the one model of the family they fit.
 KERAS_IMAGENET = "keras"

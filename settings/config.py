@@ -21,7 +21,7 @@ from settings import choices, recipes
 # Settings that define what a run is; a run directory refuses a command that changes them. The
 # weights a run started from are one: once it has trained, its own checkpoints hold its weights.
 IDENTITY_KEYS = ("dataset", "data_dir", "model", "image_size", "width_multiplier", "test_fraction",
-                 "seed", "init_from")
+                 "seed", "init_from", "val_fraction")
 
 
 def is_number(value: Any) -> bool:
@@ -97,6 +97,11 @@ class TrainConfig:
     test_fraction: float = setting(0.3, "Held-out fraction for datasets without a test split "
                                    "(stratified per class, saved in the run directory).",
                                    valid=Range(0, 1, low_open=True, high_open=True))
+    val_fraction: float = setting(
+        0.0, "Validation fraction carved out of the TRAINING images (per class, seeded by "
+        "--seed, saved in the run directory; never out of the test split), scored each epoch "
+        "beside the test split to choose the best epoch (<run_dir>/best/) and for "
+        "--early_stopping; 0: off.", valid=Range(0, 1, high_open=True))
     seed: int = setting(
         0, "Seed of the split, the shuffling, the augmentation, the initial weights and dropout.",
         valid=Range(0, MAX_SEED, integer=True))
@@ -150,6 +155,28 @@ class TrainConfig:
         "crop, flip and colour (random erasing / Cutout, keras.layers.RandomErasing: each side "
         "14% to 57% of the image's); 0: off. Never applied to held-out images.",
         valid=Range(0, 1))
+    mixup: float = setting(
+        0.0, "MixUp's alpha: each training batch is blended with a shuffled copy of itself, "
+        "image and one-hot label alike, at a Beta(alpha, alpha) share per image "
+        "(keras.layers.MixUp; 0.2 to 0.8 is usual); 0: off. The mixed labels are the targets of "
+        "the main and auxiliary losses, after label smoothing's and class weights' own rules. "
+        "With --cutmix too, each batch takes one of the two, 50/50.", valid=Range(0, 1))
+    cutmix: float = setting(
+        0.0, "CutMix's alpha: each training image gets a box pasted from another of its batch, "
+        "its label mixed by the box's share of the area, drawn from Beta(alpha, alpha) "
+        "(keras.layers.CutMix; 1 is usual); 0: off.", valid=Range(0, 1))
+    augment_policy: str = setting(
+        "none", "Augmentation policy on each training image after its crop, flip and colour and "
+        "before random erasing: randaugment (keras.layers.RandAugment) or augmix "
+        "(keras.layers.AugMix); none: off. Never applied to held-out images.",
+        lambda: choices.AUGMENT_POLICIES)
+    augment_magnitude: Optional[float] = setting(
+        None, "Strength of --augment_policy, the Keras layer's `factor` in [0, 1]. Default: "
+        "Keras' own, 0.5 for randaugment (about the paper's magnitude 9 of 10), 0.3 for augmix "
+        "(the paper's severity 3 of 10).", valid=Range(0, 1, optional=True))
+    augment_ops: int = setting(
+        2, "RandAugment's number of ops applied to each image (Keras' and the paper's 2).",
+        valid=COUNT)
     # -- Towers and batch --------------------------------------------------------------------
     num_gpus: Optional[int] = setting(None, "Number of towers, one per GPU. Default: every "
                                       "visible GPU, or one CPU tower without GPUs.",
@@ -175,8 +202,23 @@ class TrainConfig:
                                         valid=Range(0, 1, low_open=True))
     warmup_epochs: Optional[float] = setting(None, "Linear learning-rate warm-up, in epochs.",
                                              valid=NON_NEGATIVE)
+    optimizer: str = setting(
+        "sgd", "sgd: momentum (--nesterov), --weight_decay as L2 in the loss; adamw or lamb: "
+        "Keras' own, --weight_decay decoupled (each step a decayed weight shrinks by lr x "
+        "decay). The same weights decay with each: conv and dense kernels. The recipes' --lr is "
+        "SGD's, so adamw and lamb need --lr given (e.g. --lr=0.001 --weight_decay=0.05). A run "
+        "keeps its optimizer once it has a checkpoint.", lambda: choices.OPTIMIZERS)
     momentum: float = setting(0.9, "SGD momentum.", valid=FRACTION)
     nesterov: Optional[bool] = setting(None, "Nesterov momentum.")
+    clip_norm: float = setting(
+        0.0, "Clip the gradient to this global norm, taken after the towers' gradients are "
+        "summed (the norm of the whole batch's gradient, whatever the number of towers); 0: "
+        "off.", valid=NON_NEGATIVE)
+    grad_accum_steps: int = setting(
+        1, "Gradient accumulation: each tower's share of --batch_size runs as this many "
+        "micro-batches, one after the other, whose gradients are summed into one update, the "
+        "update of the whole batch in the activation memory of a micro-batch. Batch norm "
+        "normalises each micro-batch by its own statistics.", valid=COUNT)
     weight_decay: Optional[float] = setting(None, "L2 weight decay on conv and dense kernels.",
                                             valid=NON_NEGATIVE)
     label_smoothing: Optional[float] = setting(None, "Label smoothing of the cross-entropy.",
@@ -221,6 +263,10 @@ class TrainConfig:
     keep_checkpoints: int = setting(3, "How many recent checkpoints to keep; 0 keeps every one "
                                     "(to --restart_from any epoch later).", valid=COUNT_OR_ZERO)
     eval_every_epochs: int = setting(1, "Epochs between held-out evaluations.", valid=COUNT)
+    early_stopping: int = setting(
+        0, "PATIENCE: stop when the validation top-1 (higher is better; the averaged weights' "
+        "with --ema_decay) has not improved for this many evaluations; needs --val_fraction. "
+        "0: off.", valid=COUNT_OR_ZERO)
     profile_steps: Optional[tuple] = setting(
         None, "A,B: a TensorBoard profiler trace of global steps A to B (1-based, as on "
         "TensorBoard's x axis) in <run_dir>/train/plugins/profile, for the Profile tab (pip "

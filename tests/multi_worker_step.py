@@ -9,6 +9,7 @@ logical CPUs in its own process with `train_case` and compares. Tower i (worker 
 half of each global batch either way, so the two runs see the same examples on the same tower.
 """
 import sys
+from typing import Optional
 
 import keras
 import numpy as np
@@ -25,7 +26,13 @@ STEPS = 2
 # workers is trained by test_multi_worker.py's slow set (emulated on a CPU, it is slow).
 CASES = (("googlenet_float32", "googlenet", "float32"),
          ("minigooglenet_float32", "minigooglenet", "float32"),
-         ("minigooglenet_bfloat16", "minigooglenet", "mixed_bfloat16"))
+         ("minigooglenet_bfloat16", "minigooglenet", "mixed_bfloat16"),
+         ("googlenet_clip_accum", "googlenet", "float32"),
+         ("minigooglenet_clip_accum", "minigooglenet", "float32"))
+# The step's options a case trains with: the summed gradient clipped (to a norm below its own)
+# and each tower's half run as two micro-batches.
+CASE_OPTIONS = {case: dict(clip_norm=0.05, grad_accum_steps=2)
+                for case, _, _ in CASES if case.endswith("_clip_accum")}
 
 
 def batches():
@@ -57,7 +64,8 @@ def build(model_name: str) -> keras.Model:
                                  dropout_rate=0.0, **aux)
 
 
-def train_case(strategy: tf.distribute.Strategy, model_name: str, policy: str) -> dict:
+def train_case(strategy: tf.distribute.Strategy, model_name: str, policy: str,
+               options: Optional[dict] = None) -> dict:
     """{"weights": every weight after STEPS steps (moving statistics included), "moving": this
     process's tower copies of each moving statistic, "initial_moving": their values before}."""
     keras.mixed_precision.set_global_policy(policy)
@@ -68,7 +76,8 @@ def train_case(strategy: tf.distribute.Strategy, model_name: str, policy: str) -
             optimizer.build(model.trainable_variables)  # as the Trainer does
         initial = [v.numpy() for v in moving_statistics(model)]
         step = make_train_step(model, optimizer, strategy,
-                               StepConfig(GLOBAL_BATCH, NUM_CLASSES, weight_decay=1e-3))
+                               StepConfig(GLOBAL_BATCH, NUM_CLASSES, weight_decay=1e-3,
+                                          **(options or {})))
         for images, labels in batches():
             step(halves(strategy, images), halves(strategy, labels))
     finally:
@@ -82,7 +91,7 @@ def train_case(strategy: tf.distribute.Strategy, model_name: str, policy: str) -
 def main(out_prefix: str) -> None:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     for case, model_name, policy in CASES:
-        result = train_case(strategy, model_name, policy)
+        result = train_case(strategy, model_name, policy, CASE_OPTIONS.get(case))
         np.savez(f"{out_prefix}{case}.npz", *result["weights"])
         np.savez(f"{out_prefix}{case}_moving.npz", *result["moving"])
 

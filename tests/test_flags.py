@@ -41,6 +41,7 @@ def test_every_setting_with_help_is_a_flag_with_its_default_and_help():
     ("dataset", sorted(RECIPES)), ("model", inception.model_names()),
     ("cache", input_pipeline.CACHE_MODES), ("lr_schedule", choices.SCHEDULES),
     ("strategy", choices.STRATEGIES), ("augment_on", choices.AUGMENT_ON),
+    ("augment_policy", choices.AUGMENT_POLICIES),
     ("mixed_precision_dtype", choices.MIXED_PRECISION_DTYPES),
     ("crops", [str(c) for c in CROP_COUNTS])])
 def test_enum_choices_are_the_registries(name, registry):

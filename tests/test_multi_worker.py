@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import cpu_devices, write_image_folder
-from multi_worker_step import CASES, train_case
+from multi_worker_step import CASE_OPTIONS, CASES, train_case
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -184,7 +184,8 @@ def test_two_workers_train_the_same_model(tmp_path, model, batch_norms):
 def test_two_workers_step_as_two_towers_on_one_machine(tmp_path):
     """The same global batches, each tower (worker) given the same half: two workers end with
     the weights and batch-norm moving statistics of two towers on one machine, for a model
-    without batch norm and one with it, in float32 and bfloat16."""
+    without batch norm and one with it, in float32 and bfloat16, and with the summed gradient
+    clipped and accumulated over micro-batches."""
     workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
     script = os.path.join(ROOT, "tests", "multi_worker_step.py")
     processes = [subprocess.Popen([sys.executable, script, str(tmp_path / f"w{index}_")],
@@ -192,7 +193,8 @@ def test_two_workers_step_as_two_towers_on_one_machine(tmp_path):
                                   env=worker_env(workers, index)) for index in range(2)]
     from training import devices
     strategy = devices.make_strategy(cpu_devices(2))
-    expected = {case: train_case(strategy, model, policy) for case, model, policy in CASES}
+    expected = {case: train_case(strategy, model, policy, CASE_OPTIONS.get(case))
+                for case, model, policy in CASES}
     finish(processes)
     for case, model, _ in CASES:
         saved = [np.load(tmp_path / f"w{index}_{case}.npz") for index in range(2)]

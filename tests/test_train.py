@@ -406,7 +406,8 @@ def test_cifar10_image_folders_train_plot_and_evaluate_on_whole_images(tmp_path)
                   "--batch_size=5"])
     assert scored.returncode == 0, scored.stderr[-3000:]
     metrics = json.load(open(os.path.join(run_dir, "eval", "metrics.json")))
-    # The recipe scores with the mirrors too (--tta=mirror): evaluate.py gives both as training did.
-    assert metrics["tta"] == "mirror"
+    # The recipe scores with the mirrors and shifts too (--tta=mirror_shift): evaluate.py gives
+    # both as training did.
+    assert metrics["tta"] == "mirror_shift"
     assert abs(metrics["loss"] - float(row["heldout_tta_loss"])) < 1e-4
     assert abs(metrics["without_tta"]["loss"] - float(row["heldout_loss"])) < 1e-4

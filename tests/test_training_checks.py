@@ -89,6 +89,13 @@ def check(given):
     (dict(model="inception_v3", width_multiplier=0.5, init_from="imagenet.weights.h5"),
      "^--init_from=imagenet.weights.h5: Keras' InceptionV3 weights fit --model=inception_v3 at "
      "--width_multiplier=1 only; this run is --model=inception_v3 at --width_multiplier=0.5$"),
+    (dict(optimizer="adam"), "^--optimizer=adam: must be one of sgd, adamw, lamb$"),
+    (dict(optimizer="adamw"), r"^--lr=0.05 \(the digits default\): the recipes' rate is SGD's; "
+     r"give --lr with --optimizer=adamw \(e.g. 0.001\)$"),
+    (dict(clip_norm=-1.0), "^--clip_norm=-1: must be a number >= 0$"),
+    (dict(grad_accum_steps=0), "^--grad_accum_steps=0: must be an integer >= 1$"),
+    (dict(batch_size=32, grad_accum_steps=3), r"^--grad_accum_steps=3: --batch_size=32 must "
+     r"divide into 3 micro-batches \(per tower too\)$"),
 ])
 def test_settings_that_cannot_train_are_refused(given, message):
     with pytest.raises(ValueError, match=message):
@@ -113,6 +120,8 @@ def test_settings_that_cannot_train_are_refused(given, message):
     dict(model="inception_v3", width_multiplier=1.0, init_from="keras", trainable="from:mixed5"),
     dict(profile_steps=(1.0, 1.0)),
     dict(profile_steps=(100.0, 110.0)),
+    dict(optimizer="adamw", lr=0.001, weight_decay=0.05),
+    dict(optimizer="lamb", lr=0.01, clip_norm=1.0, batch_size=64, grad_accum_steps=4),
 ])
 def test_settings_that_can_train_pass(given):
     assert check(given).batch_size >= 1

@@ -101,7 +101,9 @@ def test_history_has_one_row_per_epoch(two_tower_run):
                              "heldout_loss", "heldout_top1", "heldout_top5",
                              "heldout_ema_loss", "heldout_ema_top1", "heldout_ema_top5",
                              "heldout_tta_loss", "heldout_tta_top1", "heldout_tta_top5",
-                             "heldout_ema_tta_top1", "lr",
+                             "heldout_ema_tta_top1", "val_loss", "val_top1", "val_top5",
+                             "val_ema_loss", "val_ema_top1", "val_ema_top5", "val_tta_top1",
+                             "val_ema_tta_top1", "lr",
                              "images_per_second", "epoch_seconds", "wall_time"]
     assert [(r["epoch"], r["step"]) for r in rows[:2]] == [("1", "3"), ("2", "6")]
     evals, _ = scalars(os.path.join(run_dir, "eval"))

@@ -182,3 +182,15 @@ def test_a_resume_with_another_batch_size_is_refused(tmp_path):
         rd.resolve_config({"run_dir": saved.run_dir, "batch_size": 16})
     assert open(os.path.join(saved.run_dir, "config.json")).read() == before
     assert rd.resolve_config({"run_dir": saved.run_dir, "batch_size": 32}).batch_size == 32
+
+
+def test_a_resume_with_another_optimizer_is_refused(tmp_path):
+    """Its checkpoints hold SGD's momentum, not Adam's moments."""
+    saved = saved_run(tmp_path)
+    write_checkpoint(saved.run_dir, 12)
+    before = open(os.path.join(saved.run_dir, "config.json")).read()
+    with pytest.raises(ValueError, match=r"^--optimizer=adamw: the run in .* trains with "
+                                         r"--optimizer=sgd, whose state its checkpoints hold"):
+        rd.resolve_config({"run_dir": saved.run_dir, "optimizer": "adamw", "lr": 0.001})
+    assert open(os.path.join(saved.run_dir, "config.json")).read() == before
+    assert rd.resolve_config({"run_dir": saved.run_dir, "optimizer": "sgd"}).optimizer == "sgd"

@@ -38,13 +38,14 @@ class Towers:
 
 @dataclasses.dataclass(frozen=True)
 class Data:
-    """The pipelines (the held-out one only where it is scored), the steps of an epoch and the
-    training split's class counts with the loss weights they give."""
+    """The pipelines (the held-out ones only where they are scored), the steps of an epoch and
+    the training split's class counts with the loss weights they give."""
     train: input_pipeline.InputPipeline
     test: Optional[input_pipeline.InputPipeline]
     steps_per_epoch: int
     class_counts: list
     class_weights: Optional[list]
+    validation: Optional[input_pipeline.InputPipeline] = None  # --val_fraction's split
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +96,10 @@ def build_towers(config: TrainConfig, worker: Worker, tower_devices: Optional[Li
     else:
         strategy = devices.make_strategy(tower_devices)
     per_tower = devices.check_batch_size(config.batch_size, strategy.num_replicas_in_sync)
+    if per_tower % config.grad_accum_steps:
+        raise ValueError(f"--grad_accum_steps={config.grad_accum_steps}: each of the "
+                         f"{strategy.num_replicas_in_sync} towers' {per_tower} images must divide "
+                         f"into {config.grad_accum_steps} micro-batches")
     return Towers(worker, list(tower_devices), strategy, per_tower)
 
 
@@ -111,7 +116,9 @@ def build_data(config: TrainConfig, towers: Towers, splits: input_pipeline.Datas
     weights = (class_balance.balanced_class_weights(counts)
                if config.class_weight == "balanced" else None)
     augmentation = recipes.get_recipe(config.dataset).augmentation_for(
-        len(splits.train), config.crop_area, config.random_erasing)
+        len(splits.train), config.crop_area, config.random_erasing, mixup=config.mixup,
+        cutmix=config.cutmix, policy=config.augment_policy, magnitude=config.augment_magnitude,
+        num_ops=config.augment_ops)
     common = dict(image_size=config.image_size, cache=config.cache, cache_dir=cache_dir,
                   report_dir=report_dir, progress=progress, augmentation=augmentation,
                   max_image_pixels=config.max_image_pixels)
@@ -120,9 +127,14 @@ def build_data(config: TrainConfig, towers: Towers, splits: input_pipeline.Datas
     shard = (worker.count, worker.index) if worker.multi_worker else None
     train = input_pipeline.InputPipeline(splits.train, training=True, seed=config.seed,
                                          shard=shard, subset="train", sampling=config.sampling,
-                                         **common)
+                                         num_classes=splits.num_classes, **common)
     test = (input_pipeline.InputPipeline(splits.test, training=False, subset=splits.test_name,
                                          **common) if evaluates else None)
+    # "validation", not "val": a folder's val/ may be the test split, and the subset names the
+    # disk cache's file.
+    validation = (input_pipeline.InputPipeline(splits.validation, training=False,
+                                               subset="validation", **common)
+                  if evaluates and splits.validation is not None else None)
     # Workers meet in every all-reduce, so they must agree on the steps per epoch: computed
     # alike everywhere from the split, not from what each one could decode.
     examples = (len(splits.train) // worker.count if worker.multi_worker
@@ -131,7 +143,7 @@ def build_data(config: TrainConfig, towers: Towers, splits: input_pipeline.Datas
     if steps_per_epoch == 0:
         raise ValueError(f"--batch_size={config.batch_size} is larger than the {examples} "
                          f"training images of a worker")
-    return Data(train, test, steps_per_epoch, counts, weights)
+    return Data(train, test, steps_per_epoch, counts, weights, validation)
 
 
 def settled_config(config: TrainConfig, splits: input_pipeline.DatasetSplits, data: Data,
@@ -152,7 +164,7 @@ def build_state(config: TrainConfig, towers: Towers, steps_per_epoch: int, write
     `write_dir` is the run directory the checkpoints will be saved in."""
     with towers.strategy.scope():
         model = build_model_from_config(config)
-        optimizer, schedule = optimization.build_optimizer(config, steps_per_epoch)
+        optimizer, schedule = optimization.build_optimizer(config, steps_per_epoch, model)
         # Built for every weight, frozen or not: the optimizer's state and so the checkpoints
         # are laid out alike whatever --trainable is, and a run can resume with another one
         # (the heads first, then all).
@@ -196,8 +208,9 @@ def build_steps(config: TrainConfig, towers: Towers, state: State,
     augmentation the towers take over when --augment_on puts it there; without one (a benchmark
     feeding its own tensors) the step trains on its batches as they come."""
     step_config = StepConfig(config.batch_size, config.num_classes, config.aux_weight,
-                             config.label_smoothing, config.weight_decay,
-                             class_weights=class_weights)
+                             config.label_smoothing, optimization.step_weight_decay(config),
+                             class_weights=class_weights, clip_norm=config.clip_norm,
+                             grad_accum_steps=config.grad_accum_steps)
     augment_on = (devices.augment_on(config.augment_on, towers.devices,
                                      train.augmentation.resizes) if train is not None else "host")
     train_step = make_train_step(

@@ -23,6 +23,7 @@ import input_pipeline
 from host import disk_space
 from host.console import PassProgress
 from host.signals import StopOnSignal, TrainingInterrupted
+from rundir.best import BestEpoch
 from rundir.history import EpochMeter
 from rundir.layout import checkpoint_dir, config_path, split_dir
 from rundir.recorded import load_run_config
@@ -74,6 +75,11 @@ class Trainer:
             checkpoint_dir(config.run_dir)) is None
         init_source = (finetune.find_init_source(config.init_from)
                        if config.init_from is not None and new_run else None)
+        if config.early_stopping and worker.multi_worker:
+            # Only the chief scores the validation split; the other workers could not hear
+            # when to stop and would wait for it in the next all-reduce.
+            raise ValueError("--early_stopping: not available in a multi-worker job (only the "
+                             "chief scores the validation split); train without it")
         self.role = role = Role(worker, config)
         # The settings the run trained with until now: what a resumed run's start line compares
         # its schedule with.
@@ -88,7 +94,8 @@ class Trainer:
         role.save_config(config)
         self.splits = input_pipeline.load_dataset(
             config.dataset, config.data_dir, split_dir=split_dir(config.run_dir),
-            test_fraction=config.test_fraction, seed=config.seed, write=role.is_chief)
+            test_fraction=config.test_fraction, seed=config.seed, write=role.is_chief,
+            val_fraction=config.val_fraction)
         self.data = builder.build_data(
             config, self.towers, self.splits, evaluates=role.evaluates,
             cache_dir=role.cache_dir(config), report_dir=role.report_dir,
@@ -116,6 +123,8 @@ class Trainer:
                                       self.data.train.augment
                                       if self.steps.augment_on == "device" else None),
                           HistoryRows(role)]
+        # The best epoch by validation top-1 (rundir/best.py), known once the history is trimmed.
+        self.best: Optional[BestEpoch] = None
         # The chief's trace only: another worker's logs are scratch, removed when it stops.
         self.profiler = StepProfiler(self.config.profile_steps if role.is_chief else None,
                                      self.summaries.train_dir)
@@ -142,11 +151,14 @@ class Trainer:
         total_steps = config.epochs * steps_per_epoch
         self._announce(step)
         self.role.start(step // steps_per_epoch, steps_per_epoch, warn=self.print)
+        if self.data.validation is not None:
+            self.best = BestEpoch.resume(config.run_dir, config.ema_decay > 0, warn=self.print)
+        stopped_early = step < total_steps and self._stops_early()
         last_eval = epoch = None
         wrote_inputs = step > 0
         batches = self.run_dataset(step) if step < total_steps else None
         with StopOnSignal() as stop:
-            while step < total_steps and not stop.received:
+            while step < total_steps and not stop.received and not stopped_early:
                 epoch = self._start_epoch(step)
                 pending, first_step, window_start = [], step, time.perf_counter()
                 while step < epoch.end_step and not stop.received:
@@ -168,6 +180,7 @@ class Trainer:
                 # A signal at an epoch's last step still ends it: its row and checkpoint as usual.
                 if step == epoch.end_step:
                     last_eval = self._end_epoch(epoch, step)
+                    stopped_early = self._stops_early()
             if stop.received:
                 # The epoch's end (or a --checkpoint_every save) may have saved this step already.
                 path = (self.state.checkpoints.latest if self.state.checkpoints.saved_at(step)
@@ -247,10 +260,25 @@ class Trainer:
         epoch.meter.add(len(pending), seconds, window.loss,
                         float(np.mean(window.means["cross_entropy"])), window.top1)
 
+    def _stops_early(self) -> bool:
+        """Whether --early_stopping ends the run here (said once, when it does)."""
+        patience = self.config.early_stopping
+        if self.best is None or not self.best.exhausted(patience):
+            return False
+        self.print(self.best.stop_line(patience))
+        return True
+
     def _evaluate(self) -> dict:
-        """The held-out scores, the averaged weights' under "ema" (training/heldout.py)."""
-        return heldout.evaluate(self.state.model, self.steps.eval_strategy, self.data.test,
-                                self.towers.per_tower_batch, self.steps.eval, self.state.average)
+        """The held-out scores, the averaged weights' under "ema" (training/heldout.py), with
+        the validation split's under "val" (--val_fraction): each split scored on its own."""
+        def score(pipeline: input_pipeline.InputPipeline) -> dict:
+            return heldout.evaluate(self.state.model, self.steps.eval_strategy, pipeline,
+                                    self.towers.per_tower_batch, self.steps.eval,
+                                    self.state.average)
+        result = score(self.data.test)
+        if self.data.validation is not None:
+            result["val"] = score(self.data.validation)
+        return result
 
     def _save_mid_epoch(self, epoch: Optional[_Epoch], step: int) -> str:
         steps = self.data.steps_per_epoch
@@ -280,4 +308,7 @@ class Trainer:
             self._notify("epoch_unsaved")
             raise
         self._notify("epoch_saved", summary, path)
+        # The choice reads the validation scores alone: the test split's never pick an epoch.
+        if self.best is not None and result is not None:
+            self.best.record(done, step, result["val"], path)
         return result

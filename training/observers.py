@@ -41,9 +41,10 @@ class Window:
 
 @dataclasses.dataclass(frozen=True)
 class EpochSummary:
-    """A finished epoch: its train means, held-out scores (None when not due), learning rate at
-    its last step and speed; `train_seconds` are its steps' (a resumed epoch's included),
-    `wall_seconds` what it took in this process, its evaluation included."""
+    """A finished epoch: its train means, held-out scores (None when not due; the validation
+    split's under "val" with --val_fraction), learning rate at its last step and speed;
+    `train_seconds` are its steps' (a resumed epoch's included), `wall_seconds` what it took in
+    this process, its evaluation included."""
     epoch: int
     step: int
     train_loss: float
@@ -103,6 +104,11 @@ class Console(Observer):
         line = (f"Epoch {summary.epoch}/{self.epochs}: train loss {summary.train_loss:.4f} "
                 f"top-1 {summary.train_top1:.4f}")
         result = summary.heldout
+        validation = (result or {}).get("val")
+        if validation:
+            line += f" | validation top-1 {validation['top1']:.4f}"
+            if "ema" in validation:
+                line += f" (averaged weights: {validation['ema']['top1']:.4f})"
         if result:
             line += (f" | {self.held_out_name} top-1 {result['top1']:.4f} "
                      f"top-5 {result['top5']:.4f}")
@@ -143,8 +149,22 @@ class TensorBoard(Observer):
     def epoch_done(self, summary: EpochSummary) -> None:
         if summary.heldout:
             self.summaries.write_eval(summary.step, summary.heldout)
+            if summary.heldout.get("val"):
+                self.summaries.write_validation(summary.step, summary.epoch,
+                                                summary.heldout["val"])
         self.summaries.write_epoch(summary.epoch, summary.train_cross_entropy,
                                    summary.train_top1, summary.heldout)
+
+
+def validation_columns(validation: Optional[dict]) -> dict:
+    """history.csv's val_* columns of the validation split's scores (None: all empty)."""
+    validation = validation or {}
+    ema = validation.get("ema") or {}
+    return dict(val_loss=validation.get("loss"), val_top1=validation.get("top1"),
+                val_top5=validation.get("top5"), val_ema_loss=ema.get("loss"),
+                val_ema_top1=ema.get("top1"), val_ema_top5=ema.get("top5"),
+                val_tta_top1=(validation.get("tta") or {}).get("top1"),
+                val_ema_tta_top1=(ema.get("tta") or {}).get("top1"))
 
 
 class HistoryRows(Observer):
@@ -166,6 +186,7 @@ class HistoryRows(Observer):
             heldout_ema_top1=ema.get("top1"), heldout_ema_top5=ema.get("top5"),
             heldout_tta_loss=tta.get("loss"), heldout_tta_top1=tta.get("top1"),
             heldout_tta_top5=tta.get("top5"), heldout_ema_tta_top1=ema_tta.get("top1"),
+            **validation_columns(result.get("val")),
             lr=summary.lr,
             images_per_second=round(summary.images_per_second, 1),
             epoch_seconds=round(summary.train_seconds + summary.eval_seconds, 2),

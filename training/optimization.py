@@ -1,4 +1,5 @@
-"""SGD with momentum, and learning-rate schedules defined in epochs (converted to steps here).
+"""The optimizers (SGD with momentum, AdamW, LAMB) and the learning-rate schedules, defined in
+epochs (converted to steps here).
 
 Every schedule is `lr * warmup(step) * decay(step)`. A --lr given when resuming takes over at that
 step: from then on the rate is `new_lr * factor(step) / factor(resume_step)`, so the given value is
@@ -9,6 +10,8 @@ from typing import TYPE_CHECKING, Optional
 
 import keras
 import tensorflow as tf
+
+from training.step import is_decayed
 
 if TYPE_CHECKING:  # settings/config.py imports this module for the schedules' names
     from settings.config import TrainConfig
@@ -125,10 +128,28 @@ def settled_overrides(config: "TrainConfig", steps_per_epoch: int) -> tuple:
     return config.lr_overrides
 
 
-def build_optimizer(config, steps_per_epoch):
-    """SGD (momentum, optional Nesterov) on the epoch schedule; loss scaling for float16."""
+def build_optimizer(config, steps_per_epoch, model: Optional[keras.Model] = None):
+    """The --optimizer on the epoch schedule; loss scaling for float16.
+
+    SGD's weight decay is L2 in the loss (training/step.py); AdamW's and LAMB's is Keras'
+    decoupled decay, kept off every weight of `model` that `step.is_decayed` leaves out, so the
+    same weights decay whichever optimizer trains them."""
     schedule = schedule_from_config(config, steps_per_epoch, config.lr_overrides)
-    optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=config.nesterov)
+    if config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum,
+                                         nesterov=config.nesterov)
+    else:
+        kind = {"adamw": keras.optimizers.AdamW, "lamb": keras.optimizers.Lamb}[config.optimizer]
+        optimizer = kind(schedule, weight_decay=config.weight_decay or None)
+        if model is not None and config.weight_decay:
+            optimizer.exclude_from_weight_decay(
+                var_list=[v for v in model.trainable_variables if not is_decayed(v)])
     if keras.mixed_precision.global_policy().compute_dtype == "float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer, schedule
+
+
+def step_weight_decay(config) -> float:
+    """The L2 weight decay the training step adds to the loss: SGD's; the other optimizers
+    decay the weights themselves (`build_optimizer`)."""
+    return config.weight_decay if config.optimizer == "sgd" else 0.0

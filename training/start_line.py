@@ -21,6 +21,11 @@ def _images(towers: Towers, splits: input_pipeline.DatasetSplits, data: Data) ->
         held_out = f"{data.test.num_examples} {name} images (readable; {layout})"
     else:  # a worker that does not evaluate does not read them
         held_out = f"{len(splits.test)} {name} images (scored by the chief; {layout})"
+    if splits.validation is not None:
+        # Carved out of the training images, so the train count above is what is left.
+        count = (data.validation.num_examples if data.validation is not None
+                 else len(splits.validation))
+        held_out += f" / {count} validation images (out of the training images)"
     if towers.worker.multi_worker:
         return (f"{len(splits.train)} train images in all, {data.train.num_examples} readable "
                 f"in this worker's shard / {held_out}")
@@ -61,12 +66,19 @@ def start_lines(config: TrainConfig, towers: Towers, splits: input_pipeline.Data
                f"{' (chief)' if worker.is_chief else ''}, workers "
                f"[{', '.join(worker.addresses)}]")
     trained = f", {trains}" if trains else ""
+    optimizer = {"sgd": "", "adamw": "AdamW ", "lamb": "LAMB "}[config.optimizer]
+    if config.grad_accum_steps > 1:
+        optimizer = (f"{config.grad_accum_steps} micro-batches of "
+                     f"{towers.per_tower_batch // config.grad_accum_steps} per tower and step, "
+                     f"{optimizer}")
+    clipped = f", gradient norm clipped to {config.clip_norm:g}" if config.clip_norm else ""
     averaged = (f", weights averaged (decay {config.ema_decay:g} per step)"
                 if state.average is not None else "")
     lines = [f"Training {config.model} on {config.dataset}{job}: "
              f"{_images(towers, splits, data)}, {_classes(config, data)}{trained}, "
              f"{_towers_and_batch(config, towers)}, {data.steps_per_epoch} steps/epoch, "
-             f"{state.schedule.describe()}{averaged}, {precision}, augmented on the "
+             f"{optimizer}{state.schedule.describe()}{clipped}{averaged}, {precision}, "
+             f"augmented on the "
              f"{steps.augment_on}. Run dir: {config.run_dir}"]
     warning = class_balance.imbalance_warning(data.class_counts, splits.class_names)
     if warning and data.class_weights is None and config.sampling != "balanced":

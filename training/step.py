@@ -6,7 +6,9 @@ weights, each example's losses times its class's weight), plus the L2
 weight decay divided by the number of towers. A Keras 3 optimizer's `apply_gradients` inside
 `strategy.run` sums the towers' gradients (docs/reference.md, "Traps seen in other projects' issue
 trackers"), so that sum is exactly the gradient of the global-batch mean: averaged once, weight
-decay counted once.
+decay counted once. Options: --grad_accum_steps runs each tower's batch as micro-batches whose
+gradients are summed before that (`accumulated_gradients`); --clip_norm clips the towers' summed
+gradient (`clipped_sum_share`).
 """
 import dataclasses
 from typing import Optional, Tuple
@@ -26,30 +28,59 @@ class StepConfig:
     weight_decay: float = 0.0
     # One loss weight per class (--class_weight=balanced), or None: every example weighs 1.
     class_weights: Optional[Tuple[float, ...]] = None
+    clip_norm: float = 0.0  # the global norm the summed gradient is clipped to; 0: off
+    grad_accum_steps: int = 1  # micro-batches per tower and step
 
 
-def cross_entropy(labels, logits, num_classes, label_smoothing):
-    """Per-example softmax cross-entropy with optional label smoothing."""
-    targets = tf.one_hot(labels, num_classes)
+def is_soft(labels: tf.Tensor) -> bool:
+    """Whether `labels` are soft targets, float [B, classes] (--mixup, --cutmix), rather than
+    int class indices [B]."""
+    return labels.dtype.is_floating
+
+
+def cross_entropy(labels: tf.Tensor, logits: tf.Tensor, num_classes: int,
+                  label_smoothing: float) -> tf.Tensor:
+    """Per-example softmax cross-entropy with optional label smoothing, against int labels [B]
+    or soft targets [B, classes] (smoothed the same way, on top of the mix)."""
+    targets = labels if is_soft(labels) else tf.one_hot(labels, num_classes)
     if label_smoothing:
         targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
     return tf.nn.softmax_cross_entropy_with_logits(targets, tf.cast(logits, tf.float32))
 
 
+def is_decayed(variable) -> bool:
+    """Whether weight decay applies to `variable`: conv and dense kernels do; biases and
+    batch-norm parameters do not (decaying a scale or shift only fights the normalisation)."""
+    return variable.path.endswith("kernel")
+
+
 def decayed_weights(model):
-    """Conv and dense kernels; biases and batch-norm parameters are not decayed, nor are the
-    kernels --trainable freezes (not in `trainable_variables`): decay pulls a kernel that is
-    trained towards 0, and a frozen one would only add a constant to the loss."""
-    return [v for v in model.trainable_variables if v.path.endswith("kernel")]
+    """The weights that decay (`is_decayed`), without the kernels --trainable freezes (not in
+    `trainable_variables`): decay pulls a kernel that is trained towards 0, and a frozen one
+    would only add a constant to the loss."""
+    return [v for v in model.trainable_variables if is_decayed(v)]
+
+
+def example_weights(labels: tf.Tensor, class_weights: Optional[Tuple[float, ...]]):
+    """Each example's loss weight: its class's, or with soft targets the target-weighted mix of
+    the classes' weights (a MixUp of a and b at lam weighs lam w_a + (1 - lam) w_b). None
+    without class weights."""
+    if class_weights is None:
+        return None
+    weights = tf.constant(class_weights, tf.float32)
+    if is_soft(labels):
+        return tf.linalg.matvec(tf.cast(labels, tf.float32), weights)
+    return tf.gather(weights, labels)
 
 
 def tower_losses(model, images, labels, config):
-    """Forward one tower: its total loss for the gradient, and per-output mean losses to log."""
+    """Forward one tower: its total loss for the gradient, and per-output mean losses to log.
+    `labels`: int [B], or soft targets [B, classes] (mixed images); the training accuracy then
+    counts the argmax of each target, the class with the larger share."""
     outputs = model(images, training=True)
     per_example = {name: cross_entropy(labels, logits, config.num_classes, config.label_smoothing)
                    for name, logits in outputs.items()}
-    weights = (None if config.class_weights is None
-               else tf.gather(tf.constant(config.class_weights, tf.float32), labels))
+    weights = example_weights(labels, config.class_weights)
     total = tf.nn.compute_average_loss(per_example["logits"], sample_weight=weights,
                                        global_batch_size=config.global_batch_size)
     for name, losses in per_example.items():
@@ -59,7 +90,8 @@ def tower_losses(model, images, labels, config):
     if config.weight_decay:
         l2 = tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in decayed_weights(model)])
         total += tf.nn.scale_regularization_loss(config.weight_decay * l2)
-    correct = tf.equal(tf.argmax(outputs["logits"], -1, output_type=tf.int32), labels)
+    hard = tf.argmax(labels, -1, output_type=tf.int32) if is_soft(labels) else labels
+    correct = tf.equal(tf.argmax(outputs["logits"], -1, output_type=tf.int32), hard)
     metrics = {("main_loss" if name == "logits" else f"{name}_loss"): tf.reduce_mean(losses)
                for name, losses in per_example.items()}
     metrics["accuracy"] = tf.reduce_mean(tf.cast(correct, tf.float32))
@@ -79,6 +111,37 @@ def tower_gradients(model, optimizer, images, labels, config):
     return tape.gradient(scaled, model.trainable_variables), total, metrics
 
 
+def accumulated_gradients(gradients_fn, model, optimizer, images, labels, config):
+    """`gradients_fn` over `config.grad_accum_steps` micro-batches of this tower's batch, one
+    after the other, their gradients and losses summed: the whole batch's, as each micro-batch's
+    loss is already a share of the global batch's mean. The weight decay, added to every
+    micro-batch's loss, is divided among them so it counts once.
+
+    Written by hand: Keras' `gradient_accumulation_steps` accumulates over optimizer steps (one
+    batch from the pipeline each), which would change what a step and an epoch are, and sums each
+    tower's part before the towers are summed. A tf.while_loop, not a Python loop: its
+    iterations run in turn, so only one micro-batch's activations are alive at a time."""
+    n = config.grad_accum_steps
+    micro_config = dataclasses.replace(config, weight_decay=config.weight_decay / n)
+    size = tf.shape(images)[0] // n
+
+    def micro_batch(i):
+        part = slice(i * size, (i + 1) * size)
+        grads, total, metrics = gradients_fn(model, optimizer, images[part], labels[part],
+                                             micro_config)
+        return ([tf.zeros_like(v) if g is None else g
+                 for g, v in zip(grads, model.trainable_variables)], total, metrics)
+
+    def add(i, grads, total, metrics):
+        g, t, m = micro_batch(i)
+        return (i + 1, [a + b for a, b in zip(grads, g)], total + t,
+                {k: metrics[k] + m[k] for k in metrics})
+
+    first = (tf.constant(1), *micro_batch(0))
+    _, grads, total, metrics = tf.while_loop(lambda i, *_: i < n, add, first)
+    return grads, total, {k: v / n for k, v in metrics.items()}  # per-micro-batch means
+
+
 def skip_on_every_tower_if_one_overflowed(grads):
     """Float16 loss scaling across towers: the update must be skipped everywhere when any tower's
     gradients overflowed. Keras 3's LossScaleOptimizer decides from the first tower's gradients
@@ -92,6 +155,27 @@ def skip_on_every_tower_if_one_overflowed(grads):
     first = next(i for i, g in enumerate(grads) if g is not None)
     poison = tf.where(overflowed > 0.0, float("nan"), 0.0)
     return [g + tf.cast(poison, g.dtype) if i == first else g for i, g in enumerate(grads)]
+
+
+def clipped_sum_share(grads: list, clip_norm) -> list:
+    """This tower's share of the towers' summed gradient clipped to global norm `clip_norm`:
+    the sum all-reduced here, clipped, then divided by the number of towers, so that the sum
+    apply_gradients takes again gives the clipped sum.
+
+    By hand, because Keras' `global_clipnorm` clips inside apply_gradients before the towers'
+    gradients are summed: each tower's part, whose norm depends on how many towers share the
+    batch. A float16 run's gradients are still loss-scaled here, so `clip_norm` comes scaled."""
+    context = tf.distribute.get_replica_context()
+    towers = context.num_replicas_in_sync
+    present = [i for i, g in enumerate(grads) if g is not None]
+    summed = [grads[i] for i in present]
+    if towers > 1:
+        summed = context.all_reduce(tf.distribute.ReduceOp.SUM, summed)
+    clipped, _ = tf.clip_by_global_norm(summed, clip_norm)
+    grads = list(grads)
+    for i, g in zip(present, clipped):
+        grads[i] = g / towers if towers > 1 else g
+    return grads
 
 
 def moving_statistics(model: keras.Model) -> list:
@@ -126,11 +210,20 @@ def sync_moving_statistics(statistics: list) -> None:
 def replica_step(model, optimizer, images, labels, config, gradients_fn=tower_gradients,
                  augment=None):
     if augment is not None:  # the batch's augmentation, on this tower's device
-        images = augment(images)
-    grads, total, metrics = gradients_fn(model, optimizer, images, labels, config)
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        # (labels too: mixing images makes them soft targets, InputPipeline.augment)
+        images, labels = augment(images, labels)
+    if config.grad_accum_steps > 1:
+        grads, total, metrics = accumulated_gradients(gradients_fn, model, optimizer, images,
+                                                      labels, config)
+    else:
+        grads, total, metrics = gradients_fn(model, optimizer, images, labels, config)
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    if scaled:
         metrics["loss_scale"] = tf.identity(optimizer.dynamic_scale)  # the scale of this step
         grads = skip_on_every_tower_if_one_overflowed(grads)
+    if config.clip_norm:
+        grads = clipped_sum_share(grads, config.clip_norm * (
+            tf.cast(optimizer.dynamic_scale, tf.float32) if scaled else 1.0))
     optimizer.apply_gradients(zip(grads, model.trainable_variables))  # sums across towers
     sync_moving_statistics(moving_statistics(model))
     metrics["total_loss"] = total * tf.distribute.get_replica_context().num_replicas_in_sync
@@ -144,8 +237,9 @@ def make_train_step(model, optimizer, strategy, config, jit_compile=False, augme
     With `jit_compile`, XLA compiles each tower's forward and backward pass; the cross-tower
     gradient sum and the update stay outside it (not XLA-compilable under MirroredStrategy).
     `augment`, when the pipeline leaves the augmentation to the towers, turns each tower's batch
-    into model inputs on that tower (InputPipeline.augment). `average` (--ema_decay, an
-    averaging.WeightAverage) takes in each step's updated weights, on every tower.
+    and labels into model inputs and targets on that tower (InputPipeline.augment). `average`
+    (--ema_decay, an averaging.WeightAverage) takes in each step's updated weights, on every
+    tower.
     """
     gradients_fn = (tf.function(tower_gradients, jit_compile=True) if jit_compile
                     else tower_gradients)

@@ -1,11 +1,12 @@
 """TensorBoard logs: `train/` (per-tower losses, totals, learning rate, speed) and `eval/`
 (held-out scores, those of the averaged weights under `ema_` tags), and per-epoch curves under
-tags the two share."""
+tags the two share; with --val_fraction, `validation/` holds the validation split's scores under
+eval/'s tags, so TensorBoard overlays validation and test in one chart."""
 
 import numpy as np
 import tensorflow as tf
 
-from rundir.layout import EVAL_LOG_DIR, TRAIN_LOG_DIR, log_dir
+from rundir.layout import EVAL_LOG_DIR, TRAIN_LOG_DIR, VAL_LOG_DIR, log_dir
 from training.devices import tower_name
 
 TOWER_METRICS = ("main_loss", "aux1_loss", "aux2_loss", "aux_loss", "accuracy")
@@ -16,6 +17,8 @@ class Summaries:
         self.train_dir = log_dir(run_dir, TRAIN_LOG_DIR)  # a --profile_steps trace goes here too
         self.train = tf.summary.create_file_writer(self.train_dir)
         self.eval = tf.summary.create_file_writer(log_dir(run_dir, EVAL_LOG_DIR))
+        self.run_dir = run_dir
+        self.validation = None  # made at the first validation scores: none without a split
         self.towers = [tower_name(d) for d in towers]
 
     def write_train(self, step, tower_means, learning_rate, images_per_second):
@@ -33,14 +36,27 @@ class Summaries:
                 tf.summary.scalar("loss_scale", np.min(tower_means["loss_scale"]))
         self.train.flush()
 
-    def write_eval(self, step, metrics):
+    def write_eval(self, step, metrics, writer=None):
         """`metrics`: the held-out scores, with the averaged weights' under "ema" (--ema_decay)
-        and each one's with test-time augmentation under "tta" (--tta)."""
-        with self.eval.as_default(step=step):
+        and each one's with test-time augmentation under "tta" (--tta); into eval/ unless
+        another `writer` is given."""
+        writer = writer or self.eval
+        with writer.as_default(step=step):
             for prefix, scores in _scored_ways(metrics):
                 for name in ("top1", "top5", "loss"):
                     tf.summary.scalar(prefix + name, scores[name])
-        self.eval.flush()
+        writer.flush()
+
+    def write_validation(self, step, epoch, metrics):
+        """The validation split's scores into validation/, under eval/'s tags: per step, and per
+        epoch as epoch_loss / epoch_accuracy."""
+        if self.validation is None:
+            self.validation = tf.summary.create_file_writer(log_dir(self.run_dir, VAL_LOG_DIR))
+        self.write_eval(step, metrics, self.validation)
+        with self.validation.as_default(step=epoch):
+            tf.summary.scalar("epoch_loss", metrics["loss"])
+            tf.summary.scalar("epoch_accuracy", metrics["top1"])
+        self.validation.flush()
 
     def write_epoch(self, epoch, train_loss, train_accuracy, eval_metrics=None):
         """Per epoch, under the same tags in train/ and eval/ (as Keras' TensorBoard callback), so
