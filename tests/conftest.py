@@ -11,6 +11,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -36,6 +37,19 @@ def cpu_devices(n):
     if n > len(names):
         pytest.skip(f"needs {n} logical CPUs, have {len(names)}")
     return names[:n]
+
+
+def towers_and_host_batches(pipeline, towers=2, batch=4):
+    """Pairs (what `towers` CPU towers make of each device-path batch, concatenated; the
+    host path's batch) for epoch 0 of a training `pipeline`: the two augmentation paths side by
+    side."""
+    strategy = tf.distribute.MirroredStrategy(cpu_devices(towers))
+    on_host = [x.numpy() for x, _ in pipeline.dataset(batch, epoch=0)]
+    batches = strategy.experimental_distribute_dataset(
+        pipeline.dataset(batch, epoch=0, augment_on="device"))
+    step = tf.function(lambda inputs: strategy.run(pipeline.augment, args=(inputs,)))
+    return [(np.concatenate([t.numpy() for t in strategy.experimental_local_results(
+        step(inputs))]), host) for host, (inputs, _) in zip(on_host, batches)]
 
 
 def write_image(path, size=(40, 48), color=None, fmt=None, mode="RGB", seed=0):

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import inception
-from conftest import cpu_devices, write_image
+from conftest import cpu_devices, towers_and_host_batches, write_image
 from input_pipeline import policies
 from input_pipeline.builder import InputPipeline
 from input_pipeline.examples import Examples
@@ -171,14 +171,7 @@ def test_two_towers_apply_the_policy_to_their_share_as_the_host_does(examples):
     # CutMix pair images within the batch a tower holds: the host's pairs only with one tower).
     pipeline = InputPipeline(examples, image_size=SIZE, training=True, cache="memory", seed=2,
                              augmentation=Augmentation(policy="augmix"))
-    strategy = tf.distribute.MirroredStrategy(cpu_devices(2))
-    on_host = [x.numpy() for x, _ in pipeline.dataset(4, epoch=0)]
-    batches = strategy.experimental_distribute_dataset(
-        pipeline.dataset(4, epoch=0, augment_on="device"))
-    step = tf.function(lambda inputs: strategy.run(pipeline.augment, args=(inputs,)))
-    for host_images, (inputs, _) in zip(on_host, batches):
-        towers = np.concatenate([t.numpy() for t in
-                                 strategy.experimental_local_results(step(inputs))])
+    for towers, host_images in towers_and_host_batches(pipeline):
         np.testing.assert_allclose(towers, host_images, atol=1e-5)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import cpu_devices, write_image
+from conftest import towers_and_host_batches, write_image
 from input_pipeline import preprocessing
 from input_pipeline.builder import InputPipeline
 from input_pipeline.examples import Examples
@@ -148,14 +148,7 @@ def test_host_and_device_erase_the_same_boxes_and_a_resumed_epoch_too(examples):
 def test_the_towers_erase_their_share_of_the_host_batch(examples):
     pipeline = InputPipeline(examples, image_size=SIZE, training=True, cache="memory", seed=2,
                              augmentation=Augmentation(random_erasing=1.0))
-    strategy = tf.distribute.MirroredStrategy(cpu_devices(2))
-    on_host = [x.numpy() for x, _ in pipeline.dataset(4, epoch=0)]
-    batches = strategy.experimental_distribute_dataset(
-        pipeline.dataset(4, epoch=0, augment_on="device"))
-    step = tf.function(lambda inputs: strategy.run(pipeline.augment, args=(inputs,)))
-    for host_images, (inputs, _) in zip(on_host, batches):
-        towers = np.concatenate([t.numpy() for t in
-                                 strategy.experimental_local_results(step(inputs))])
+    for towers, host_images in towers_and_host_batches(pipeline):
         np.testing.assert_allclose(towers, host_images, atol=1e-5)
         assert np.all(np.sum(towers == 0.0, axis=(1, 2, 3)) > 0)
 
