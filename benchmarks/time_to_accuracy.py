@@ -18,8 +18,9 @@ Both compute in `--precision` (default float32, Keras' default; mixed_bfloat16 i
 `--mixed_precision --mixed_precision_dtype=bfloat16` and Keras' global policy), so the comparison
 is of the input path and the training loop, not of number formats.
 Both are scored on test/ after every epoch, and at the end with the recipe's test-time
-augmentation too (--tta=mirror: each image and its mirror, softmax averaged; ours every epoch, from
-the same forward pass, Keras once its training ends, by the same rule). Each stops at the end of
+augmentation too (its --tta, mirror_shift: each image, its mirror and both shifted a pixel, softmax
+averaged; ours every epoch, from the same forward pass, Keras once its training ends, by the same
+rule). Each stops at the end of
 the first epoch that
 reaches the highest threshold (ours by a Ctrl+C, Keras by `stop_training`) or at the end of the
 schedule; `--full_schedule` trains both to the end.
@@ -191,18 +192,23 @@ def keras_path(args, started):
                   backup_dir=os.path.join(out, "backup"), jit_compile=JIT[args.keras_jit_compile])
     del trained
     with open(os.path.join(out, "tta.json"), "w") as f:
-        json.dump(dict(top1=mirror_tta_top1(net, test)), f)
+        json.dump(dict(top1=tta_top1(net, test, settings.get("tta", "none"))), f)
 
 
-def mirror_tta_top1(net, test):
-    """Top-1 of `net` on the batched (image, label) dataset `test` with each image's softmax
-    averaged with its mirror's, as train.py's --tta=mirror scores."""
+def tta_top1(net, test, tta):
+    """Top-1 of `net` on the batched (image, label) dataset `test` (model inputs in [-1, 1]) with
+    each image's softmax averaged over the test-time views of --tta=`tta`, as train.py scores
+    (input_pipeline.crops.tta_views makes the views for both)."""
     import numpy as np
     import tensorflow as tf
+
+    from input_pipeline.crops import tta_views
     correct = count = 0
     for images, labels in test:
-        probs = sum(tf.nn.softmax(tf.cast(net(views, training=False)["logits"], tf.float32))
-                    for views in (images, tf.image.flip_left_right(images)))
+        views = tta_views(tf.cast(images, tf.float32), tta)
+        flat = tf.reshape(views, [-1, *views.shape[2:]])
+        probs = tf.nn.softmax(tf.cast(net(flat, training=False)["logits"], tf.float32))
+        probs = tf.reduce_mean(tf.reshape(probs, [views.shape[0], views.shape[1], -1]), axis=1)
         correct += int(np.sum(np.argmax(probs, -1) == labels.numpy()))
         count += len(labels)
     return correct / count
