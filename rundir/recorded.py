@@ -146,6 +146,12 @@ def resolve_config(given: Union[dict, GivenSettings], restart: Optional[Restart]
     # the trainer drops it again if it equals the rate the schedule already gives there
     # (optimization.settled_overrides). A restart drops the rate changes made after its step.
     overrides = [o for o in saved["lr_overrides"] if restart is None or o[0] <= restart.step]
+    if given.get("lr") is not None and values["lr_schedule"] == "plateau":
+        # The validation scores set a plateau run's rate from its base; a new base would undo
+        # the reductions made so far.
+        raise ValueError(f"--lr={given['lr']:g}: the run in {run_dir!r} follows "
+                         f"--lr_schedule=plateau, whose rate the validation scores set. Nothing "
+                         f"was changed: leave --lr out to resume")
     if given.get("lr") is not None:
         overrides.append([step, given["lr"]])
     values.update(lr=saved["lr"], lr_overrides=overrides,

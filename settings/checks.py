@@ -85,6 +85,11 @@ def _check_schedule(c: TrainConfig, given: Collection[str], need: Callable) -> N
              f"{c.epochs}")
         need("lr_decay_epochs", list(decays) == sorted(set(decays)),
              "decay epochs must be in increasing order, each once")
+    need("lr_schedule", c.lr_schedule != "plateau" or c.val_fraction > 0,
+         "plateau reduces the rate when the validation top-1 stops improving: give "
+         "--val_fraction (e.g. 0.1)")
+    need("plateau_patience", "plateau_patience" not in given or c.lr_schedule == "plateau",
+         f"is the patience of --lr_schedule=plateau; this run's schedule is {c.lr_schedule}")
     # A recipe's warm-up longer than a short trial run (--epochs=1 on a folder) only stops the
     # rate short of its peak; one the user asks for beyond the run is a mistake.
     if "warmup_epochs" in given:

@@ -11,7 +11,7 @@ AUGMENT_ON = ("auto", "host", "device")
 # --augment_policy: each training image's RandAugment or AugMix (input_pipeline/policies.py).
 AUGMENT_POLICIES = POLICIES
 OPTIMIZERS = ("sgd", "adamw", "lamb")
-SCHEDULES = ("exponential_step", "polynomial", "cosine", "constant")
+SCHEDULES = ("exponential_step", "polynomial", "cosine", "constant", "plateau")
 CLASS_WEIGHTS = ("none", "balanced")
 # What evaluate.py / predict.py can score: the averaged weights or the trained ones.
 WEIGHT_CHOICES = ("ema", "raw")

@@ -150,6 +150,11 @@ class TrainConfig:
     crop_area: Optional[tuple] = setting(
         None, "Area of the random training crop, as min,max fractions of the image (Inception's "
         "crop: 0.08,1). Default: the recipe's (settings/recipes.py).")
+    pad: Optional[int] = setting(
+        None, "Largest shift in pixels of the whole-image training crop (the cifar10 recipe's "
+        "zero-padded shifts, 4 there; 2 shifts less for short schedules); 0: no shift. "
+        "Default: the recipe's (settings/recipes.py).",
+        valid=Range(0, 64, integer=True, optional=True))
     random_erasing: float = setting(
         0.0, "Probability that a training image has a random box erased to mid-grey after its "
         "crop, flip and colour (random erasing / Cutout, keras.layers.RandomErasing: each side "
@@ -198,8 +203,13 @@ class TrainConfig:
         None, "exponential_step: epochs at which the rate is multiplied by --lr_gamma, e.g. "
         "70,140,210,280. Default: the recipe's, at the same fractions of the run when --epochs "
         "is given (70,140,210,280 of 300 epochs are 7,14,21,28 of --epochs=30).")
-    lr_gamma: Optional[float] = setting(None, "exponential_step: the factor at each decay epoch.",
+    lr_gamma: Optional[float] = setting(None, "exponential_step: the factor at each decay epoch; "
+                                        "plateau: at each reduction.",
                                         valid=Range(0, 1, low_open=True))
+    plateau_patience: int = setting(
+        5, "plateau: evaluations without a higher validation top-1 (the score --early_stopping "
+        "watches) before the rate is multiplied by --lr_gamma; needs --val_fraction.",
+        valid=COUNT)
     warmup_epochs: Optional[float] = setting(None, "Linear learning-rate warm-up, in epochs.",
                                              valid=NON_NEGATIVE)
     optimizer: str = setting(

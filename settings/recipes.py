@@ -35,9 +35,10 @@ class Recipe:
         return tuple(e * epochs / length for e in own)
 
     def augmentation_for(self, num_train_images: int, crop_area=None,
-                         random_erasing: float = 0.0, **policies) -> Augmentation:
+                         random_erasing: float = 0.0, pad=None, **policies) -> Augmentation:
         """The augmentation for a collection of that size; `crop_area` (min, max), when given,
-        replaces its crop's area range; `random_erasing` is the probability of erasing a box;
+        replaces its crop's area range, and `pad` its largest whole-image shift in pixels;
+        `random_erasing` is the probability of erasing a box;
         `policies`, Augmentation's mixup, cutmix, policy, magnitude and num_ops, replace its
         own (off in every recipe)."""
         augmentation = self.augmentation
@@ -50,6 +51,12 @@ class Recipe:
                                  f", up to {augmentation.pad} px)")
             augmentation = dataclasses.replace(augmentation, min_area=crop_area[0],
                                                max_area=crop_area[1])
+        if pad is not None:
+            if augmentation.crop != "pad":
+                raise ValueError(f"--pad sets the largest shift of whole images; this recipe "
+                                 f"crops Inception's way instead (crop={augmentation.crop!r}): "
+                                 f"give --crop_area")
+            augmentation = dataclasses.replace(augmentation, pad=pad)
         if random_erasing:
             augmentation = dataclasses.replace(augmentation, random_erasing=random_erasing)
         if policies:

@@ -2,7 +2,8 @@
 
 TensorFlow fixes its device list the first time it initialises, so this runs at import time, before
 any test touches TensorFlow. Tests that need towers use `cpu_devices(n)`. Also the fixture images
-and the way end-to-end tests run train.py (`train_args`, `run`, the `data_dir` fixture), and what
+and the way end-to-end tests run train.py (`train_args`, `run`, the `data_dir` fixture,
+`tiny_settings`), and what
 a --profile_steps trace holds (`profiles`, `profiled_steps`).
 """
 import os
@@ -37,6 +38,14 @@ def cpu_devices(n):
     if n > len(names):
         pytest.skip(f"needs {n} logical CPUs, have {len(names)}")
     return names[:n]
+
+
+def tiny_settings(data_dir, run_dir, **extra):
+    """A training run's settings small enough for a test: a folder, MiniGoogLeNet at an eighth
+    of its width on 32-px images, batch 4, 2 epochs at a constant rate; `extra` over them."""
+    return {**dict(dataset="folder", data_dir=data_dir, run_dir=run_dir, model="minigooglenet",
+                   image_size=32, width_multiplier=0.125, batch_size=4, epochs=2, log_every=1,
+                   lr=0.01, lr_schedule="constant", warmup_epochs=0), **extra}
 
 
 def towers_and_host_batches(pipeline, towers=2, batch=4):

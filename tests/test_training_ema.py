@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import inception
-from conftest import ROOT, cpu_devices, run, scalars, train_args, write_image
+from conftest import ROOT, cpu_devices, run, scalars, tiny_settings, train_args, write_image
 from evaluation.evaluate_run import EvalSettings, evaluate_checkpoint
 from evaluation.trained import restore_model
 from input_pipeline.preprocessing import decode_image, preprocess_for_eval
@@ -199,9 +199,7 @@ def test_predict_and_the_export_use_the_average_by_default(ema_run, tmp_path):
 
 # -- checkpoints and resuming -----------------------------------------------------------------
 def settings(data_dir, run_dir, **extra):
-    return {**dict(dataset="folder", data_dir=data_dir, run_dir=run_dir, model="minigooglenet",
-                   image_size=32, width_multiplier=0.125, batch_size=4, epochs=2, log_every=1,
-                   lr=0.05, lr_schedule="constant", warmup_epochs=0, seed=3), **extra}
+    return tiny_settings(data_dir, run_dir, **{"lr": 0.05, "seed": 3, **extra})
 
 
 @pytest.mark.slow  # the fast suite resumes an average in the test below

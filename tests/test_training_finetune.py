@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import inception
-from conftest import cpu_devices, write_image_folder
+from conftest import cpu_devices, tiny_settings, write_image_folder
 from evaluation.trained import restore_model
 from rundir.recorded import resolve_config
 from training import finetune
@@ -18,10 +18,8 @@ MODEL = "googlenet_bn"  # aux heads and batch norm: every kind of weight there i
 
 
 def settings(data_dir, run_dir, **extra):
-    return {**dict(dataset="folder", data_dir=data_dir, run_dir=run_dir, model=MODEL,
-                   image_size=32, width_multiplier=0.125, batch_size=4, epochs=1, log_every=1,
-                   lr=0.05, lr_schedule="constant", warmup_epochs=0, mixed_precision=False),
-            **extra}
+    return tiny_settings(data_dir, run_dir, **{"model": MODEL, "epochs": 1, "lr": 0.05,
+                                               "mixed_precision": False, **extra})
 
 
 def folder(tmp_path_factory, classes):

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import cpu_devices, profiled_steps, profiles, scalars, write_image_folder
+from conftest import (
+    cpu_devices,
+    profiled_steps,
+    profiles,
+    scalars,
+    tiny_settings,
+    write_image_folder,
+)
 from evaluation.trained import restore_model
 from host.signals import StopOnSignal
 from rundir.history import History
@@ -28,11 +35,8 @@ def data_dir(tmp_path_factory):
     return str(root)
 
 
-def settings(data_dir, run_dir, **extra):
-    # MiniGoogLeNet unless a test needs GoogLeNet's aux heads: a tenth of the graph to trace.
-    return {**dict(dataset="folder", data_dir=data_dir, run_dir=run_dir, model="minigooglenet",
-                   image_size=32, width_multiplier=0.125, batch_size=4, epochs=2, log_every=1,
-                   lr=0.01, lr_schedule="constant", warmup_epochs=0), **extra}
+# MiniGoogLeNet unless a test needs GoogLeNet's aux heads: a tenth of the graph to trace.
+settings = tiny_settings
 
 
 @pytest.fixture(scope="module")

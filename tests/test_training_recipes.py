@@ -1,11 +1,16 @@
 """The per-dataset recipes: one for every dataset reader, their augmentation, their defaults."""
 import dataclasses
 
+import numpy as np
 import pytest
+import tensorflow as tf
+from test_input_pipeline_preprocessing import _find_shift as find_shift
 from test_training_run_dir import write_checkpoint
 
 import input_pipeline
+from input_pipeline import preprocessing
 from rundir.recorded import resolve_config, save_run_config
+from settings.checks import check_config
 from settings.config import TrainConfig, with_defaults
 from settings.recipes import FALLBACK, RECIPES, get_recipe
 from training import optimization
@@ -48,6 +53,29 @@ def test_a_crop_area_given_replaces_only_the_recipes_crop_range():
 def test_crop_area_is_refused_for_a_recipe_that_shifts_whole_images():
     with pytest.raises(ValueError, match=r"--crop_area .* shifts whole images .*'pad', up to 4"):
         get_recipe("cifar10").augmentation_for(50_000, crop_area=(0.5, 1.0))
+
+
+def test_pad_given_shifts_the_cifar10_recipes_images_by_at_most_that_many_pixels():
+    recipe = get_recipe("cifar10")
+    two = recipe.augmentation_for(50_000, pad=2)
+    assert two == dataclasses.replace(recipe.augmentation, pad=2)
+    # 300 draws of one image: every shift in -2..2 each way (25, each missing with probability
+    # (24/25)^300 < 1e-5), none beyond.
+    size, draws = 32, 300
+    image = np.random.default_rng(0).integers(0, 256, (size, size, 3)).astype(np.uint8)
+    params = preprocessing.sample_augmentation(draws, tf.constant([1, 2], tf.int64), two, size)
+    out = preprocessing.apply_augmentation(tf.constant(np.repeat(image[None], draws, 0)),
+                                           params, size, two).numpy()
+    shifts = [find_shift(image.astype(np.float32), (x + 1.0) * 127.5, 4) for x in out]
+    assert {(dy, dx) for _, dy, dx in shifts} == {(dy, dx) for dy in range(-2, 3)
+                                                  for dx in range(-2, 3)}
+
+
+def test_pad_is_refused_for_a_recipe_that_crops_areas_and_out_of_range():
+    with pytest.raises(ValueError, match=r"^--pad sets the largest shift .*crop='inception'"):
+        get_recipe("folder").augmentation_for(5_000, pad=2)
+    with pytest.raises(ValueError, match=r"^--pad=-1: must be an integer >= 0 and <= 64"):
+        check_config(with_defaults(TrainConfig(dataset="cifar10", pad=-1)), {"pad": -1})
 
 
 def imagenet_decay_epochs(**given):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import input_pipeline
-from conftest import ENV, ROOT, cpu_devices, scalars, write_image_folder
+from conftest import ENV, ROOT, cpu_devices, scalars, tiny_settings, write_image_folder
 from evaluation.evaluate_run import EvalSettings, evaluate_checkpoint
 from evaluation.trained import restore_model
 from rundir.best import BestEpoch, best_checkpoint, read_best
@@ -37,9 +37,7 @@ def photos(tmp_path_factory):
 
 
 def settings(data_dir, run_dir, **extra):
-    return {**dict(dataset="folder", data_dir=data_dir, run_dir=run_dir, model="minigooglenet",
-                   image_size=32, width_multiplier=0.125, batch_size=4, epochs=8, log_every=1,
-                   lr=0.01, lr_schedule="constant", warmup_epochs=0), **extra}
+    return tiny_settings(data_dir, run_dir, **{"epochs": 8, **extra})
 
 
 def paths(examples):

@@ -19,6 +19,7 @@ from settings.config import TrainConfig, build_model_from_config
 from training import class_balance, devices, finetune, optimization
 from training.averaging import WeightAverage
 from training.checkpoints import Checkpoints
+from training.plateau import Plateau
 from training.step import StepConfig, make_eval_step, make_train_step
 
 
@@ -57,6 +58,7 @@ class State:
     schedule: optimization.EpochSchedule
     average: Optional[WeightAverage]
     checkpoints: Checkpoints
+    plateau: Optional[Plateau] = None  # --lr_schedule=plateau's reductions and patience
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,9 +118,9 @@ def build_data(config: TrainConfig, towers: Towers, splits: input_pipeline.Datas
     weights = (class_balance.balanced_class_weights(counts)
                if config.class_weight == "balanced" else None)
     augmentation = recipes.get_recipe(config.dataset).augmentation_for(
-        len(splits.train), config.crop_area, config.random_erasing, mixup=config.mixup,
-        cutmix=config.cutmix, policy=config.augment_policy, magnitude=config.augment_magnitude,
-        num_ops=config.augment_ops)
+        len(splits.train), config.crop_area, config.random_erasing, pad=config.pad,
+        mixup=config.mixup, cutmix=config.cutmix, policy=config.augment_policy,
+        magnitude=config.augment_magnitude, num_ops=config.augment_ops)
     common = dict(image_size=config.image_size, cache=config.cache, cache_dir=cache_dir,
                   report_dir=report_dir, progress=progress, augmentation=augmentation,
                   max_image_pixels=config.max_image_pixels)
@@ -164,7 +166,10 @@ def build_state(config: TrainConfig, towers: Towers, steps_per_epoch: int, write
     `write_dir` is the run directory the checkpoints will be saved in."""
     with towers.strategy.scope():
         model = build_model_from_config(config)
-        optimizer, schedule = optimization.build_optimizer(config, steps_per_epoch, model)
+        plateau = (Plateau(config.plateau_patience, config.lr_gamma)
+                   if config.lr_schedule == "plateau" else None)
+        optimizer, schedule = optimization.build_optimizer(config, steps_per_epoch, model,
+                                                           plateau)
         # Built for every weight, frozen or not: the optimizer's state and so the checkpoints
         # are laid out alike whatever --trainable is, and a run can resume with another one
         # (the heads first, then all).
@@ -172,8 +177,8 @@ def build_state(config: TrainConfig, towers: Towers, steps_per_epoch: int, write
         average = (WeightAverage(model, config.ema_decay, towers.strategy)
                    if config.ema_decay else None)
         checkpoints = Checkpoints(write_dir, model, optimizer, keep=config.keep_checkpoints,
-                                  average=average)
-    return State(model, optimizer, schedule, average, checkpoints)
+                                  average=average, plateau=plateau)
+    return State(model, optimizer, schedule, average, checkpoints, plateau)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,8 +41,9 @@ def read_average(path: str, variables: list) -> bool:
 
 
 class Checkpoints:
-    def __init__(self, run_dir, model, optimizer=None, keep=3, average=None):
-        """`average`: the run's averaging.WeightAverage, saved beside the model (None: off)."""
+    def __init__(self, run_dir, model, optimizer=None, keep=3, average=None, plateau=None):
+        """`average`: the run's averaging.WeightAverage, saved beside the model (None: off);
+        `plateau`: --lr_schedule=plateau's state (training/plateau.py), saved beside it too."""
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         objects = dict(model=model, step=self.step, epoch=self.epoch,
@@ -74,6 +75,9 @@ class Checkpoints:
         self.average_restored = False
         if average is not None:
             objects[CHECKPOINT_KEY] = average.checkpoint
+        self.plateau = plateau
+        if plateau is not None:
+            objects["plateau"] = plateau.checkpoint
         self.checkpoint = tf.train.Checkpoint(**objects)
         self.directory = checkpoint_dir(run_dir)
         # keep=0 keeps every checkpoint (CheckpointManager's None).
@@ -105,6 +109,9 @@ class Checkpoints:
             # Without averages in it (a run that turns --ema_decay on), the average is left for
             # the trainer to start from the weights it goes on from.
             self.average_restored = read_average(path, self.average.averages)
+        if self.plateau is not None:
+            # A run that turns the plateau schedule on has no reductions yet: it starts at none.
+            tf.train.Checkpoint(plateau=self.plateau.checkpoint).read(path).expect_partial()
         return path
 
     def restored_meter(self) -> EpochMeter:

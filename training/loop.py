@@ -23,7 +23,7 @@ import input_pipeline
 from host import disk_space
 from host.console import PassProgress
 from host.signals import StopOnSignal, TrainingInterrupted
-from rundir.best import BestEpoch
+from rundir.best import BestEpoch, validation_score
 from rundir.history import EpochMeter
 from rundir.layout import checkpoint_dir, config_path, split_dir
 from rundir.recorded import load_run_config
@@ -75,11 +75,13 @@ class Trainer:
             checkpoint_dir(config.run_dir)) is None
         init_source = (finetune.find_init_source(config.init_from)
                        if config.init_from is not None and new_run else None)
-        if config.early_stopping and worker.multi_worker:
+        watches = ("--early_stopping" if config.early_stopping else
+                   "--lr_schedule=plateau" if config.lr_schedule == "plateau" else None)
+        if watches and worker.multi_worker:
             # Only the chief scores the validation split; the other workers could not hear
-            # when to stop and would wait for it in the next all-reduce.
-            raise ValueError("--early_stopping: not available in a multi-worker job (only the "
-                             "chief scores the validation split); train without it")
+            # when to stop or to lower the rate, and would part from the chief.
+            raise ValueError(f"{watches}: not available in a multi-worker job (only the chief "
+                             f"scores the validation split); train without it")
         self.role = role = Role(worker, config)
         # The settings the run trained with until now: what a resumed run's start line compares
         # its schedule with.
@@ -302,6 +304,11 @@ class Trainer:
             meter.sums["steps"] * config.batch_size / max(meter.train_seconds, 1e-9),
             meter.train_seconds, eval_seconds, train_seconds + eval_seconds)
         self._notify("epoch_done", summary)
+        plateau = self.state.plateau
+        # Before the save, so the epoch's checkpoint holds the rate the next epoch trains at.
+        if plateau is not None and result is not None and plateau.see(
+                validation_score(result["val"], config.ema_decay > 0)):
+            self.print(plateau.line(float(self.state.schedule(step))))
         try:
             path = self.state.checkpoints.save(step, done)
         except BaseException:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Optional
 import keras
 import tensorflow as tf
 
+from training.plateau import Plateau
 from training.step import is_decayed
 
 if TYPE_CHECKING:  # settings/config.py imports this module for the schedules' names
@@ -20,7 +21,9 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """Learning rate at a (float) optimiser step, from a schedule written in epochs."""
 
     def __init__(self, lr, schedule, steps_per_epoch, epochs, warmup_epochs=0.0,
-                 decay_epochs=(), gamma=0.1, overrides=()):
+                 decay_epochs=(), gamma=0.1, overrides=(), plateau: Optional[Plateau] = None):
+        """`plateau`: the run's training/plateau.py state, whose reductions the plateau schedule
+        multiplies in (without it, as before any reduction)."""
         self.lr = float(lr)
         self.schedule = schedule
         self.steps_per_epoch = int(steps_per_epoch)
@@ -31,6 +34,7 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.boundaries = [int(e * steps_per_epoch + 1e-6) for e in decay_epochs]
         self.gamma = float(gamma)
         self.overrides = sorted((int(s), float(v)) for s, v in overrides)
+        self.plateau = plateau
 
     def factor(self, step):
         """The multiplier of the base rate at `step` (a float tensor)."""
@@ -43,6 +47,8 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
         elif self.schedule == "cosine":
             progress = tf.minimum(1.0, step / self.total_steps)
             decay = 0.5 * (1.0 + tf.cos(math.pi * progress))
+        elif self.schedule == "plateau" and self.plateau is not None:
+            decay = self.plateau.factor()
         else:
             decay = tf.constant(1.0)
         if self.warmup_steps:
@@ -79,6 +85,10 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
         elif self.schedule in ("polynomial", "cosine"):
             shape = "linear" if self.schedule == "polynomial" else "cosine"
             parts.append(f"{shape} to 0 at epoch {epochs(self.total_steps)}")
+        elif self.schedule == "plateau":
+            patience = self.plateau.patience if self.plateau is not None else "N"
+            parts.append(f"x{self.gamma:g} after each {patience} evaluations without a better "
+                         f"validation top-1")
         else:
             parts.append("constant")
         parts += [f"set to {rate:g} at step {step}" for step, rate in self.overrides]
@@ -108,10 +118,10 @@ def schedule_change(previous: "TrainConfig", config: "TrainConfig", steps_per_ep
             f"new schedule from there.")
 
 
-def schedule_from_config(config, steps_per_epoch, overrides):
+def schedule_from_config(config, steps_per_epoch, overrides, plateau=None):
     return EpochSchedule(config.lr, config.lr_schedule, steps_per_epoch, config.epochs,
                          config.warmup_epochs, config.lr_decay_epochs or (), config.lr_gamma,
-                         overrides)
+                         overrides, plateau)
 
 
 def settled_overrides(config: "TrainConfig", steps_per_epoch: int) -> tuple:
@@ -128,13 +138,15 @@ def settled_overrides(config: "TrainConfig", steps_per_epoch: int) -> tuple:
     return config.lr_overrides
 
 
-def build_optimizer(config, steps_per_epoch, model: Optional[keras.Model] = None):
-    """The --optimizer on the epoch schedule; loss scaling for float16.
+def build_optimizer(config, steps_per_epoch, model: Optional[keras.Model] = None,
+                    plateau: Optional[Plateau] = None):
+    """The --optimizer on the epoch schedule (with `plateau`'s reductions on a plateau
+    schedule); loss scaling for float16.
 
     SGD's weight decay is L2 in the loss (training/step.py); AdamW's and LAMB's is Keras'
     decoupled decay, kept off every weight of `model` that `step.is_decayed` leaves out, so the
     same weights decay whichever optimizer trains them."""
-    schedule = schedule_from_config(config, steps_per_epoch, config.lr_overrides)
+    schedule = schedule_from_config(config, steps_per_epoch, config.lr_overrides, plateau)
     if config.optimizer == "sgd":
         optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum,
                                          nesterov=config.nesterov)
