@@ -97,8 +97,10 @@ def test_a_run_lowers_its_rate_after_patience_evaluations_and_resumes_the_count(
     steps = trainer.data.steps_per_epoch
     assert float(trainer.state.optimizer.learning_rate) == pytest.approx(0.005)
     assert float(trainer.state.schedule(6 * steps - 1)) == pytest.approx(0.005)
+    # Said once, right after epoch 4's own line.
+    after = lines[lines.index(next(line for line in lines if line.startswith("Epoch 4/6"))) + 1]
     reduced = [line for line in lines if line.startswith("Plateau:")]
-    assert reduced == ["Plateau: validation top-1 has not improved on 0.5000 for 2 "
+    assert reduced == [after] == ["Plateau: validation top-1 has not improved on 0.5000 for 2 "
                        "evaluation(s); the learning rate is multiplied by 0.5 (reduction 1), "
                        "to 0.005."]
     assert any("lr 0.01 (x0.5 after each 2 evaluations without a better validation top-1)"

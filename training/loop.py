@@ -5,7 +5,8 @@ clean stops.
 part (config.json, the data split, a --restart_from's set-aside; rundir/roles.py says what only
 the chief writes), builds the parts without side effects (training/builder.py) and restores the
 latest checkpoint. `train()` then runs the epochs and tells the observers (training/observers.py:
-console, TensorBoard, history and plot) what happened.
+console, TensorBoard, history and plot; with --val_fraction training/validation_watch.py: the
+best epoch, the early stop, the plateau reductions) what happened.
 
 The host reads the step results only every `log_every` steps (and before every checkpoint), so the
 devices are never held up by a per-step sync; a non-finite loss is still traced to its exact step,
@@ -23,7 +24,7 @@ import input_pipeline
 from host import disk_space
 from host.console import PassProgress
 from host.signals import StopOnSignal, TrainingInterrupted
-from rundir.best import BestEpoch, validation_score
+from rundir.best import BestEpoch
 from rundir.history import EpochMeter
 from rundir.layout import checkpoint_dir, config_path, split_dir
 from rundir.recorded import load_run_config
@@ -36,6 +37,7 @@ from training.observers import Console, EpochSummary, HistoryRows, TensorBoard, 
 from training.profiling import StepProfiler
 from training.start_line import resume_lines, start_lines
 from training.summaries import Summaries
+from training.validation_watch import ValidationWatch
 
 __all__ = ["Trainer", "TrainingInterrupted"]
 
@@ -125,8 +127,9 @@ class Trainer:
                                       self.data.train.augment
                                       if self.steps.augment_on == "device" else None),
                           HistoryRows(role)]
-        # The best epoch by validation top-1 (rundir/best.py), known once the history is trimmed.
-        self.best: Optional[BestEpoch] = None
+        # What the validation split decides (training/validation_watch.py), known once the
+        # history is trimmed.
+        self.watch: Optional[ValidationWatch] = None
         # The chief's trace only: another worker's logs are scratch, removed when it stops.
         self.profiler = StepProfiler(self.config.profile_steps if role.is_chief else None,
                                      self.summaries.train_dir)
@@ -154,7 +157,10 @@ class Trainer:
         self._announce(step)
         self.role.start(step // steps_per_epoch, steps_per_epoch, warn=self.print)
         if self.data.validation is not None:
-            self.best = BestEpoch.resume(config.run_dir, config.ema_decay > 0, warn=self.print)
+            self.watch = ValidationWatch(config.run_dir, config.ema_decay > 0,
+                                         config.early_stopping, self.state.plateau,
+                                         self.state.schedule, self.print)
+            self.observers.append(self.watch)
         stopped_early = step < total_steps and self._stops_early()
         last_eval = epoch = None
         wrote_inputs = step > 0
@@ -262,13 +268,13 @@ class Trainer:
         epoch.meter.add(len(pending), seconds, window.loss,
                         float(np.mean(window.means["cross_entropy"])), window.top1)
 
+    @property
+    def best(self) -> Optional[BestEpoch]:
+        """The best epoch by validation top-1 so far (None without --val_fraction)."""
+        return self.watch.best if self.watch is not None else None
+
     def _stops_early(self) -> bool:
-        """Whether --early_stopping ends the run here (said once, when it does)."""
-        patience = self.config.early_stopping
-        if self.best is None or not self.best.exhausted(patience):
-            return False
-        self.print(self.best.stop_line(patience))
-        return True
+        return self.watch is not None and self.watch.stops()
 
     def _evaluate(self) -> dict:
         """The held-out scores, the averaged weights' under "ema" (training/heldout.py), with
@@ -304,18 +310,10 @@ class Trainer:
             meter.sums["steps"] * config.batch_size / max(meter.train_seconds, 1e-9),
             meter.train_seconds, eval_seconds, train_seconds + eval_seconds)
         self._notify("epoch_done", summary)
-        plateau = self.state.plateau
-        # Before the save, so the epoch's checkpoint holds the rate the next epoch trains at.
-        if plateau is not None and result is not None and plateau.see(
-                validation_score(result["val"], config.ema_decay > 0)):
-            self.print(plateau.line(float(self.state.schedule(step))))
         try:
             path = self.state.checkpoints.save(step, done)
         except BaseException:
             self._notify("epoch_unsaved")
             raise
         self._notify("epoch_saved", summary, path)
-        # The choice reads the validation scores alone: the test split's never pick an epoch.
-        if self.best is not None and result is not None:
-            self.best.record(done, step, result["val"], path)
         return result
