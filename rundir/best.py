@@ -13,7 +13,7 @@ previous copy, whole. The older copy's files go only after that. checkpoints/' p
 
 A resumed run knows its best so far from history.csv (whose rows are those of the training its
 checkpoint holds) and counts the evaluations since then for --early_stopping; best.json fills in
-when the history lost its validation columns (a history rebuilt from the logs).
+when the history holds no validation scores (rebuilt from logs whose validation/ was lost).
 """
 import dataclasses
 import glob

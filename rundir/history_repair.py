@@ -1,7 +1,8 @@
 """A damaged history.csv (a line cut off by a crash mid-write, a file overwritten, rows lost) is
 moved to `set_aside/` and rebuilt from the run's TensorBoard logs, which hold the same per-epoch
 numbers: the epoch's training cross-entropy and top-1 (train/, under the `epoch_` tags), its
-held-out scores and the rate at its last step (eval/ and train/, by step). The three columns the
+held-out scores and the rate at its last step (eval/ and train/, by step), and with a validation
+split its scores (validation/, under eval/'s tags). The three columns the
 logs hold only per logging window or not at all (train_loss, images_per_second, epoch_seconds) are
 left empty in the rebuilt rows rather than guessed.
 
@@ -23,11 +24,13 @@ from rundir.layout import (
     HISTORY_FILE,
     SET_ASIDE_DIR,
     TRAIN_LOG_DIR,
+    VAL_LOG_DIR,
     log_dir,
 )
 from rundir.recovery import unused_path
 
-HELD_OUT_PREFIX = "heldout_"  # heldout_<tag> is eval/'s <tag> (top1, ema_top1, ...)
+# heldout_<tag> is eval/'s <tag> (top1, ema_top1, ...), val_<tag> validation/'s.
+PREFIX_LOG_DIRS = (("heldout_", EVAL_LOG_DIR), ("val_", VAL_LOG_DIR))
 _COLUMN_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
@@ -98,7 +101,7 @@ def _number(logged: Dict[int, Tuple[float, float]], step: int) -> str:
 def rebuilt_rows(run_dir: str, epochs_done: int, steps_per_epoch: int) -> list:
     """history.csv's rows for the epochs up to `epochs_done` that the TensorBoard logs hold."""
     train = _logged(log_dir(run_dir, TRAIN_LOG_DIR))
-    held_out = _logged(log_dir(run_dir, EVAL_LOG_DIR))
+    scored = [(prefix, _logged(log_dir(run_dir, kind))) for prefix, kind in PREFIX_LOG_DIRS]
     per_epoch = train.get("epoch_loss", {})
     rows = []
     for epoch in sorted(e for e in per_epoch if 1 <= e <= epochs_done):
@@ -111,8 +114,9 @@ def rebuilt_rows(run_dir: str, epochs_done: int, steps_per_epoch: int) -> list:
                    lr=_number(train.get("learning_rate", {}), step),
                    wall_time=ended.isoformat(timespec="seconds"))
         for column in COLUMNS:
-            if column.startswith(HELD_OUT_PREFIX):
-                row[column] = _number(held_out.get(column[len(HELD_OUT_PREFIX):], {}), step)
+            for prefix, logged in scored:
+                if column.startswith(prefix):
+                    row[column] = _number(logged.get(column[len(prefix):], {}), step)
         rows.append(row)
     return rows
 
@@ -137,7 +141,10 @@ def repair_history(run_dir: str, epochs_done: int, steps_per_epoch: int,
         writer.writerows(rows)
     shutil.move(path, aside)
     os.replace(tmp, path)
+    folders = [TRAIN_LOG_DIR, EVAL_LOG_DIR] + (
+        [VAL_LOG_DIR] if os.path.isdir(log_dir(run_dir, VAL_LOG_DIR)) else [])
     warn(f"Warning: {path} is damaged ({reason}); moved to {aside} and rebuilt from the "
-         f"TensorBoard logs in {TRAIN_LOG_DIR}/ and {EVAL_LOG_DIR}/ ({len(rows)} of "
+         f"TensorBoard logs in {', '.join(f + '/' for f in folders[:-1])} and "
+         f"{folders[-1]}/ ({len(rows)} of "
          f"{epochs_done} epochs; train_loss, images_per_second and epoch_seconds, which the logs "
          f"do not hold per epoch, left empty).")

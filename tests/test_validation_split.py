@@ -7,6 +7,7 @@ replaced by one returning scripted scores, the test split's disagreeing with the
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -18,6 +19,7 @@ from conftest import ENV, ROOT, cpu_devices, scalars, tiny_settings, write_image
 from evaluation.evaluate_run import EvalSettings, evaluate_checkpoint
 from evaluation.trained import restore_model
 from rundir.best import BestEpoch, best_checkpoint, read_best
+from rundir.history_repair import repair_history
 from rundir.plot import curves
 from rundir.recorded import resolve_config
 from settings.checks import check_config
@@ -183,6 +185,25 @@ def test_a_resumed_run_keeps_its_validation_split_and_best_so_far(stopped_run, p
     with pytest.raises(ValueError, match=r"^--val_fraction=0.2: the run in .* holds out 0.3 of "
                                          r"its training images"):
         resolve_config({"run_dir": run_dir, "val_fraction": 0.2})
+
+
+def test_a_history_rebuilt_from_the_logs_keeps_the_validation_scores(stopped_run, tmp_path):
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(stopped_run[0], run_dir)
+    steps = stopped_run[2].data.steps_per_epoch
+    with open(os.path.join(run_dir, "history.csv"), "a") as f:
+        f.write("5,cut off")  # a crash mid-write
+    lines = []
+    repair_history(run_dir, 4, steps, lines.append)
+    assert lines[0].endswith("rebuilt from the TensorBoard logs in train/, eval/ and validation/ "
+                             "(4 of 4 epochs; train_loss, images_per_second and epoch_seconds, "
+                             "which the logs do not hold per epoch, left empty).")
+    rows = history(run_dir)
+    assert [float(r["val_top1"]) for r in rows] == pytest.approx([0.2, 0.5, 0.4, 0.45])
+    assert [float(r["heldout_top1"]) for r in rows] == pytest.approx([0.9, 0.1, 0.2, 0.95])
+    # So a resumed run still knows its best epoch and the evaluations since.
+    best = BestEpoch.resume(run_dir, ema=False)
+    assert (best.epoch, best.since) == (2, 2)
 
 
 def test_evaluate_checkpoint_best_scores_the_best_epochs_weights(stopped_run, tmp_path):
