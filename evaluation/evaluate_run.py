@@ -21,7 +21,7 @@ from evaluation.trained import (
 from host.console import ProgressBar
 from input_pipeline.crops import crops_per_image, multi_crop_dataset
 from input_pipeline.examples import Examples, held_out_split
-from rundir.best import BEST
+from rundir.best import BEST, best_checkpoint, read_best
 from rundir.layout import DONE_FILE, EVAL_LOG_DIR, checkpoint_dir, log_dir, split_dir
 from rundir.recorded import class_names_path, load_run_config, read_class_names
 from settings.config import TrainConfig
@@ -206,23 +206,42 @@ def evaluate_checkpoint(settings: EvalSettings, strategy: tf.distribute.Strategy
 
 def watch(settings: EvalSettings, strategy: tf.distribute.Strategy,
           print_fn: Callable[..., None] = print, poll_seconds: float = 2.0) -> List[dict]:
-    """Evaluates each new checkpoint as it appears, until training writes its final one or no new
-    checkpoint comes for `watch_timeout` seconds. Returns the reports."""
-    directory = checkpoint_dir(settings.run_dir)
+    """Evaluates each new checkpoint as it appears (each new best epoch's with
+    --checkpoint=best), until training has finished and the last one is scored, or nothing new
+    comes for `watch_timeout` seconds. Returns the reports."""
     reports, done_path, waited_since = [], None, time.time()
     while True:
-        latest = tf.train.latest_checkpoint(directory)
+        latest = _watched(settings)
         if latest and latest != done_path:
             reports.append(evaluate_checkpoint(settings, strategy, latest, print_fn))
             done_path, waited_since = latest, time.time()
-            final = _final_checkpoint(settings.run_dir)
-            if final and os.path.basename(final) == os.path.basename(latest):
-                print_fn("Training has finished; stopping.")
-                return reports
-        elif time.time() - waited_since > settings.watch_timeout:
+        if done_path and _finished(settings, done_path):
+            print_fn("Training has finished; stopping.")
+            return reports
+        if time.time() - waited_since > settings.watch_timeout:
             print_fn(f"No new checkpoint for {settings.watch_timeout:.0f}s; stopping.")
             return reports
         time.sleep(poll_seconds)
+
+
+def _watched(settings: EvalSettings) -> Optional[str]:
+    """The checkpoint --watch scores now: best/'s with --checkpoint=best (None before the first
+    evaluation chose one), else the latest."""
+    if settings.checkpoint == BEST:
+        return best_checkpoint(settings.run_dir) if read_best(settings.run_dir) else None
+    return tf.train.latest_checkpoint(checkpoint_dir(settings.run_dir))
+
+
+def _finished(settings: EvalSettings, scored: str) -> bool:
+    """Whether training has finished with `scored` the last checkpoint --watch will see: the final
+    one, or with --checkpoint=best whatever best/ holds once the run is over (it chose before
+    it finished)."""
+    final = _final_checkpoint(settings.run_dir)
+    if final is None:
+        return False
+    if settings.checkpoint == BEST:
+        return _watched(settings) == scored
+    return os.path.basename(final) == os.path.basename(scored)
 
 
 def _final_checkpoint(run_dir: str):
@@ -237,6 +256,10 @@ def run(settings: EvalSettings, print_fn: Callable[..., None] = print) -> List[d
     """evaluate.py: scores the run's latest checkpoint (or each new one, with --watch) in the
     precision it trained in; the reports."""
     check_export_settings(settings)
+    if settings.watch and settings.checkpoint not in (None, BEST):
+        raise ValueError(f"--watch scores each new checkpoint as training writes it (each new "
+                         f"best with --checkpoint=best); --checkpoint={settings.checkpoint} names "
+                         f"one: leave out --watch to score it")
     if not os.path.isdir(settings.run_dir or ""):
         raise ValueError(f"--checkpoint_dir={settings.run_dir!r} is not a directory")
     config = load_run_config(settings.run_dir)  # a clear error before any work if not a run

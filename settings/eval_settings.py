@@ -47,7 +47,8 @@ class EvalSettings:
         "none", "--export_format=tflite: none (float32), float16 (weights stored in float16) or "
         "int8 (weights and activations, calibrated on up to 200 of the run's training images); "
         "input and output stay float32.", lambda: TFLITE_QUANTIZATIONS)
-    watch: bool = setting(False, "Evaluate each new checkpoint as training writes it.")
+    watch: bool = setting(False, "Evaluate each new checkpoint as training writes it; with "
+                          "--checkpoint=best, each new best epoch's.")
     watch_timeout: float = setting(3600.0, "--watch: seconds to wait for a new checkpoint.")
     weights: Optional[str] = setting(
         None, "Which weights to score, predict with or export: ema (the averaged weights of a run "

@@ -16,7 +16,8 @@ import pytest
 
 import input_pipeline
 from conftest import ENV, ROOT, cpu_devices, scalars, tiny_settings, write_image_folder
-from evaluation.evaluate_run import EvalSettings, evaluate_checkpoint
+from evaluation.evaluate_run import EvalSettings, evaluate_checkpoint, watch
+from evaluation.evaluate_run import run as run_evaluation
 from evaluation.trained import restore_model
 from rundir.best import BestEpoch, best_checkpoint, read_best
 from rundir.history_repair import repair_history
@@ -249,6 +250,21 @@ def test_train_py_refuses_early_stopping_without_validation(tmp_path):
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if "--early_stopping" in line]
     assert len(errors) == 1 and "needs a validation split" in errors[0]
+
+
+def test_watch_with_checkpoint_best_scores_the_best_epoch_and_stops(stopped_run):
+    run_dir, _, trainer, _, _ = stopped_run
+    steps = trainer.data.steps_per_epoch
+    lines = []
+    reports = watch(EvalSettings(run_dir, checkpoint="best", batch_size=4, watch=True,
+                                 watch_timeout=30), trainer.towers.strategy, lines.append,
+                    poll_seconds=0.1)
+    assert [r["checkpoint"] for r in reports] == [os.path.join(run_dir, "best",
+                                                               f"ckpt-{2 * steps}")]
+    assert lines[-1] == "Training has finished; stopping."
+    with pytest.raises(ValueError, match=r"^--watch scores each new checkpoint .*; "
+                                         r"--checkpoint=ckpt-3 names one"):
+        run_evaluation(EvalSettings(run_dir, checkpoint="ckpt-3", watch=True))
 
 
 def test_evaluate_py_checkpoint_best_on_the_command_line(stopped_run):
