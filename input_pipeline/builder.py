@@ -164,7 +164,8 @@ class InputPipeline:
 
     # -- shuffle -> augment -> batch -> prefetch: the part done every epoch --------------------
     def _load_example(self, record: tf.Tensor):
-        """Without a cache: record -> (cache-size square, label), read from its file."""
+        """Without a cache: record -> (cache-size square, label, record), read from its
+        file."""
         example = tf.gather(self._example_of_tensor, record)
         if self.examples.images is not None:
             images = self.examples.images
@@ -174,7 +175,7 @@ class InputPipeline:
                                                    self.augmentation.eval_fraction)
         else:
             image = self._read_file(tf.gather(self._paths_tensor, example))
-        return image, tf.gather(self._record_labels, record)
+        return image, tf.gather(self._record_labels, record), record
 
     def _read_records(self, records: tf.Tensor):
         """From the store: a batch of records -> (uint8 squares [B, C, C, 3], labels [B])."""
@@ -239,10 +240,18 @@ class InputPipeline:
             # Skipped before the store is read, so resuming mid-epoch costs nothing.
             ds = ds.skip(tf.where(e == epoch, tf.constant(skip_batches, tf.int64), 0))
             augment_key = tf.random.experimental.stateless_fold_in(epoch_key, 1)
+            # One coin per record for every epoch alike: from the run's key, folded with -1,
+            # which no epoch is.
+            coins = (tf.random.stateless_uniform(
+                [count], tf.random.experimental.stateless_fold_in(key, -1))
+                if training and augmentation.alternate_flips else None)
 
-            def inputs(i: tf.Tensor, batch: Union[tf.Tensor, Tuple[tf.Tensor, tf.Tensor]],
-                       ) -> tuple:
-                images, labels = batch if self._store is None else self._read_records(batch)
+            def inputs(i: tf.Tensor,
+                       batch: Union[tf.Tensor, Tuple[tf.Tensor, tf.Tensor, tf.Tensor]]) -> tuple:
+                if self._store is None:
+                    images, labels, records = batch
+                else:
+                    records, (images, labels) = batch, self._read_records(batch)
                 if not training:
                     return (preprocessing.eval_crop(images, image_size,
                                                     augmentation.eval_fraction), labels)
@@ -251,6 +260,8 @@ class InputPipeline:
                 params = preprocessing.sample_augmentation(
                     tf.shape(images)[0], tf.random.experimental.stateless_fold_in(augment_key, i),
                     augmentation, image_size)
+                if coins is not None:
+                    params["flip"] = preprocessing.alternating_flips(records, coins, e)
                 if on_device:
                     return dict(images=images, **params), labels
                 images = preprocessing.apply_augmentation(images, params, image_size,

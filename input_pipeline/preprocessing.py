@@ -37,6 +37,11 @@ class Augmentation:
     max_area: float = 1.0
     aspect_ratio: tuple = (3 / 4, 4 / 3)
     flip: bool = True
+    # Alternating flips (K. Jordan's airbench): each image's own seeded coin decides its first
+    # epoch's flip, and every later epoch flips it the other way, so over two epochs every image
+    # is seen both ways, where independent coins leave a quarter of them one way only. False
+    # in a config.json written before it existed.
+    alternate_flips: bool = False
     color_jitter: bool = True
     hue: float = 0.2  # largest hue shift, as a fraction of the colour circle
     crop: str = "inception"  # one of CROP_KINDS
@@ -55,6 +60,9 @@ class Augmentation:
     def __post_init__(self) -> None:
         if self.crop not in CROP_KINDS:
             raise ValueError(f"Unknown crop {self.crop!r}; valid: {', '.join(CROP_KINDS)}")
+        if self.alternate_flips and not self.flip:
+            raise ValueError("alternate_flips needs flip: it decides which epochs mirror an "
+                             "image")
         if not 0.0 <= self.random_erasing <= 1.0:
             raise ValueError(f"random_erasing is a probability in [0, 1], got "
                              f"{self.random_erasing!r}")
@@ -192,6 +200,15 @@ def sample_augmentation(batch_size: tf.Tensor, seed: tf.Tensor,
     params = _with_flip_and_jitter(dict(box=box), batch_size, draw, augmentation)
     params.update(policies.sample_seeds(batch_size, seed, augmentation))
     return _with_erasing(params, batch_size, seed, augmentation)
+
+
+def alternating_flips(records: tf.Tensor, coins: tf.Tensor, epoch: tf.Tensor) -> tf.Tensor:
+    """[B] flips (1: mirrored) of the images numbered `records` in `epoch`: the image's coin
+    (`coins`, one uniform draw per record, the same every epoch) in even epochs, its opposite
+    in odd ones."""
+    heads = tf.gather(coins, records) < 0.5
+    odd = tf.math.floormod(tf.cast(epoch, tf.int64), 2) == 1
+    return tf.cast(tf.math.logical_xor(heads, odd), tf.float32)
 
 
 def _shifted_boxes(batch_size: tf.Tensor, seed: tf.Tensor, pad: int, image_size: int):

@@ -150,6 +150,11 @@ class TrainConfig:
     crop_area: Optional[tuple] = setting(
         None, "Area of the random training crop, as min,max fractions of the image (Inception's "
         "crop: 0.08,1). Default: the recipe's (settings/recipes.py).")
+    alternate_flips: Optional[bool] = setting(
+        None, "Flip each training image in every other epoch (the first epoch's flip its own "
+        "seeded coin) instead of by a new coin each epoch: over any two epochs every image is "
+        "seen both ways (K. Jordan's airbench, for short schedules). Default: the recipe's "
+        "(off in every recipe); refused for a recipe that does not flip (digits).")
     pad: Optional[int] = setting(
         None, "Largest shift in pixels of the whole-image training crop (the cifar10 recipe's "
         "zero-padded shifts, 4 there; 2 shifts less for short schedules); 0: no shift. "

@@ -35,9 +35,11 @@ class Recipe:
         return tuple(e * epochs / length for e in own)
 
     def augmentation_for(self, num_train_images: int, crop_area=None,
-                         random_erasing: float = 0.0, pad=None, **policies) -> Augmentation:
+                         random_erasing: float = 0.0, pad=None, alternate_flips=None,
+                         **policies) -> Augmentation:
         """The augmentation for a collection of that size; `crop_area` (min, max), when given,
-        replaces its crop's area range, and `pad` its largest whole-image shift in pixels;
+        replaces its crop's area range, `pad` its largest whole-image shift in pixels and
+        `alternate_flips` its flips' rule;
         `random_erasing` is the probability of erasing a box;
         `policies`, Augmentation's mixup, cutmix, policy, magnitude and num_ops, replace its
         own (off in every recipe)."""
@@ -57,6 +59,11 @@ class Recipe:
                                  f"crops Inception's way instead (crop={augmentation.crop!r}): "
                                  f"give --crop_area")
             augmentation = dataclasses.replace(augmentation, pad=pad)
+        if alternate_flips is not None and alternate_flips != augmentation.alternate_flips:
+            if not augmentation.flip:
+                raise ValueError("--alternate_flips: this recipe does not flip its images (a "
+                                 "mirrored digit is another symbol)")
+            augmentation = dataclasses.replace(augmentation, alternate_flips=alternate_flips)
         if random_erasing:
             augmentation = dataclasses.replace(augmentation, random_erasing=random_erasing)
         if policies:

@@ -119,6 +119,7 @@ def build_data(config: TrainConfig, towers: Towers, splits: input_pipeline.Datas
                if config.class_weight == "balanced" else None)
     augmentation = recipes.get_recipe(config.dataset).augmentation_for(
         len(splits.train), config.crop_area, config.random_erasing, pad=config.pad,
+        alternate_flips=config.alternate_flips,
         mixup=config.mixup, cutmix=config.cutmix, policy=config.augment_policy,
         magnitude=config.augment_magnitude, num_ops=config.augment_ops)
     common = dict(image_size=config.image_size, cache=config.cache, cache_dir=cache_dir,
