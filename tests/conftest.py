@@ -48,6 +48,24 @@ def tiny_settings(data_dir, run_dir, **extra):
                    lr=0.01, lr_schedule="constant", warmup_epochs=0), **extra}
 
 
+def assert_refused_before_data(given, message, tmp_path):
+    """`given` settings are refused with `message` (a regular expression for its start) in one
+    line, by the settings' check and as train.py resolves them: before the (missing) data folder
+    is looked at, leaving no run directory."""
+    import os
+
+    from rundir.recorded import resolve_config
+    from settings.checks import check_config
+    from settings.config import TrainConfig, with_defaults
+    with pytest.raises(ValueError, match="^" + message) as error:
+        check_config(with_defaults(TrainConfig.from_dict(given)), given)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="^" + message):
+        resolve_config({"dataset": "folder", "data_dir": str(tmp_path / "missing"),
+                        "run_dir": str(tmp_path / "run"), **given})
+    assert not os.path.exists(tmp_path / "run")
+
+
 def towers_and_host_batches(pipeline, towers=2, batch=4):
     """Pairs (what `towers` CPU towers make of each device-path batch, concatenated; the
     host path's batch) for epoch 0 of a training `pipeline`: the two augmentation paths side by

@@ -2,17 +2,14 @@
 image is mirrored in every other epoch, its first epoch decided by its own seeded
 coin, with or without a cache, on the host and on the device alike; refused where the recipe does
 not flip."""
-import os
 
 import numpy as np
 import pytest
 
+from conftest import assert_refused_before_data
 from input_pipeline.builder import InputPipeline
 from input_pipeline.examples import Examples
 from input_pipeline.preprocessing import Augmentation
-from rundir.recorded import resolve_config
-from settings.checks import check_config
-from settings.config import TrainConfig, with_defaults
 
 SIZE, COUNT = 32, 16
 # Whole images, no shift and no colour: the only change an image can undergo is the mirror.
@@ -80,14 +77,8 @@ def test_independent_coins_leave_images_unmirrored_for_two_epochs(originals):
 
 
 def test_a_recipe_without_flips_refuses_it_in_one_line(tmp_path):
-    given = dict(dataset="digits", alternate_flips=True)
-    message = (r"^--alternate_flips=True: this recipe does not flip its images \(a mirrored "
-               r"digit is another symbol\)")
-    with pytest.raises(ValueError, match=message) as error:
-        check_config(with_defaults(TrainConfig.from_dict(given)), given)
-    assert "\n" not in str(error.value)
-    with pytest.raises(ValueError, match=message):
-        resolve_config({"run_dir": str(tmp_path / "run"), **given})
-    assert not os.path.exists(tmp_path / "run")
+    assert_refused_before_data(dict(dataset="digits", alternate_flips=True),
+                               r"--alternate_flips=True: this recipe does not flip its images "
+                               r"\(a mirrored digit is another symbol\)", tmp_path)
     with pytest.raises(ValueError, match="alternate_flips needs flip"):
         Augmentation(flip=False, alternate_flips=True)

@@ -13,10 +13,8 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import cpu_devices, tiny_settings, write_image_folder
+from conftest import assert_refused_before_data, cpu_devices, tiny_settings, write_image_folder
 from rundir.recorded import resolve_config
-from settings.checks import check_config
-from settings.config import TrainConfig, with_defaults
 from training import heldout
 from training.loop import Trainer
 from training.plateau import Plateau
@@ -124,13 +122,7 @@ def test_a_run_lowers_its_rate_after_patience_evaluations_and_resumes_the_count(
      "--plateau_patience=0: must be an integer >= 1"),
 ])
 def test_bad_plateau_settings_are_refused_in_one_line(given, message, tmp_path):
-    with pytest.raises(ValueError, match="^" + message) as error:
-        check_config(with_defaults(TrainConfig.from_dict(given)), given)
-    assert "\n" not in str(error.value)
-    with pytest.raises(ValueError, match="^" + message):
-        resolve_config({"dataset": "folder", "data_dir": str(tmp_path / "missing"),
-                        "run_dir": str(tmp_path / "run"), **given})
-    assert not os.path.exists(tmp_path / "run")
+    assert_refused_before_data(given, message, tmp_path)
 
 
 def test_a_new_rate_on_resume_is_refused(photos, tmp_path):

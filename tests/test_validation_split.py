@@ -15,7 +15,15 @@ import numpy as np
 import pytest
 
 import input_pipeline
-from conftest import ENV, ROOT, cpu_devices, scalars, tiny_settings, write_image_folder
+from conftest import (
+    ENV,
+    ROOT,
+    assert_refused_before_data,
+    cpu_devices,
+    scalars,
+    tiny_settings,
+    write_image_folder,
+)
 from evaluation.evaluate_run import EvalSettings, evaluate_checkpoint, watch
 from evaluation.evaluate_run import run as run_evaluation
 from evaluation.trained import restore_model
@@ -23,8 +31,6 @@ from rundir.best import BestEpoch, best_checkpoint, read_best
 from rundir.history_repair import repair_history
 from rundir.plot import curves
 from rundir.recorded import resolve_config
-from settings.checks import check_config
-from settings.config import TrainConfig, with_defaults
 from training import heldout
 from training.loop import Trainer
 
@@ -232,14 +238,7 @@ def test_evaluate_checkpoint_best_scores_the_best_epochs_weights(stopped_run, tm
     (dict(val_fraction=-0.1), "--val_fraction=-0.1: must be a number >= 0 and < 1"),
 ])
 def test_bad_values_are_refused_in_one_line_before_data_is_read(given, message, tmp_path):
-    with pytest.raises(ValueError, match="^" + message) as error:
-        check_config(with_defaults(TrainConfig.from_dict(given)), given)
-    assert "\n" not in str(error.value)
-    # As train.py resolves it: before the (missing) data folder is looked at.
-    with pytest.raises(ValueError, match="^" + message):
-        resolve_config({"dataset": "folder", "data_dir": str(tmp_path / "missing"),
-                        "run_dir": str(tmp_path / "run"), **given})
-    assert not os.path.exists(tmp_path / "run")
+    assert_refused_before_data(given, message, tmp_path)
 
 
 def test_train_py_refuses_early_stopping_without_validation(tmp_path):
