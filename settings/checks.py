@@ -123,15 +123,10 @@ def _check_other(c: TrainConfig, given: Collection[str], need: Callable) -> None
          "sets the strength of --augment_policy, which is none: give --augment_policy too")
     need("augment_ops", "augment_ops" not in given or c.augment_policy == "randaugment",
          f"is RandAugment's number of ops; this run's --augment_policy is {c.augment_policy}")
-    # What the recipe's crop and flips allow, before any data is read (the same rule refuses
-    # them again where the augmentation is made, settings/recipes.py).
-    crop = trains_with.crop
-    need("crop_area", c.crop_area is None or crop == "inception",
-         f"sets the range of Inception's area crops; this recipe shifts whole images instead "
-         f"(crop={crop!r}): give --pad")
-    need("pad", c.pad is None or crop == "pad",
-         f"sets the largest shift of whole images; this recipe crops Inception's way instead "
-         f"(crop={crop!r}): give --crop_area")
+    # What the recipe's crop and flips allow, before any data is read.
+    for name in ("crop_area", "pad"):
+        refusal = recipes.crop_refusal(name, trains_with)
+        need(name, getattr(c, name) is None or refusal is None, refusal)
     need("alternate_flips", not c.alternate_flips or trains_with.flip,
          "this recipe does not flip its images (a mirrored digit is another symbol)")
     if c.crop_area is not None:

@@ -46,29 +46,34 @@ class Recipe:
         augmentation = self.augmentation
         if self.small_augmentation is not None and num_train_images < self.small_below:
             augmentation = self.small_augmentation
+        for name, value in (("crop_area", crop_area), ("pad", pad)):
+            refusal = crop_refusal(name, augmentation)
+            if value is not None and refusal is not None:
+                raise ValueError(f"--{name} {refusal}")
         if crop_area is not None:
-            if augmentation.crop != "inception":
-                raise ValueError(f"--crop_area sets the range of Inception's area crops; this "
-                                 f"recipe shifts whole images instead (crop={augmentation.crop!r}"
-                                 f", up to {augmentation.pad} px)")
             augmentation = dataclasses.replace(augmentation, min_area=crop_area[0],
                                                max_area=crop_area[1])
         if pad is not None:
-            if augmentation.crop != "pad":
-                raise ValueError(f"--pad sets the largest shift of whole images; this recipe "
-                                 f"crops Inception's way instead (crop={augmentation.crop!r}): "
-                                 f"give --crop_area")
             augmentation = dataclasses.replace(augmentation, pad=pad)
-        if alternate_flips is not None and alternate_flips != augmentation.alternate_flips:
-            if not augmentation.flip:
-                raise ValueError("--alternate_flips: this recipe does not flip its images (a "
-                                 "mirrored digit is another symbol)")
+        if alternate_flips is not None:  # Augmentation refuses it without flips
             augmentation = dataclasses.replace(augmentation, alternate_flips=alternate_flips)
         if random_erasing:
             augmentation = dataclasses.replace(augmentation, random_erasing=random_erasing)
         if policies:
             augmentation = dataclasses.replace(augmentation, **policies)
         return augmentation
+
+
+def crop_refusal(name: str, augmentation: Augmentation) -> Optional[str]:
+    """Why --crop_area or --pad (`name`) does not fit `augmentation`'s crop, or None when it
+    does: each belongs to one crop kind. settings/checks.py says it before any data is read."""
+    if name == "crop_area" and augmentation.crop != "inception":
+        return (f"sets the range of Inception's area crops; this recipe shifts whole images "
+                f"instead (crop={augmentation.crop!r}, up to {augmentation.pad} px): give --pad")
+    if name == "pad" and augmentation.crop != "pad":
+        return (f"sets the largest shift of whole images; this recipe crops Inception's way "
+                f"instead (crop={augmentation.crop!r}): give --crop_area")
+    return None
 
 
 # What a recipe does not set.
