@@ -215,21 +215,17 @@ class InputPipeline:
             raise ValueError(f"augment_on must be host or device, got {augment_on!r}")
         on_device = self.training and augment_on == "device"
         last = 2 ** 62 if num_epochs is None else epoch + num_epochs
-        training, image_size, augmentation = self.training, self.image_size, self.augmentation
         drop_remainder = self.training if drop_remainder is None else drop_remainder
         key, count = self._key, self.num_examples
+        # One coin per record for every epoch alike: from the run's key, folded with -1, which
+        # no epoch is.
+        coins = (tf.random.stateless_uniform(
+            [count], tf.random.experimental.stateless_fold_in(key, -1))
+            if self.training and self.augmentation.alternate_flips else None)
 
         def one_epoch(e: tf.Tensor) -> tf.data.Dataset:
             epoch_key = tf.random.experimental.stateless_fold_in(key, e)
-            records = tf.range(count, dtype=tf.int64)
-            if training and self.sampling == "balanced":
-                records = self._balanced_records(
-                    count, tf.random.experimental.stateless_fold_in(epoch_key, 2))
-            elif training:
-                # shuffle: the whole epoch's order at once, as a permutation of record numbers.
-                records = tf.random.experimental.stateless_shuffle(
-                    records, seed=tf.random.experimental.stateless_fold_in(epoch_key, 0))
-            ds = tf.data.Dataset.from_tensor_slices(records)
+            ds = tf.data.Dataset.from_tensor_slices(self._epoch_records(epoch_key))
             if self._store is None:
                 ds = ds.map(self._load_example, num_parallel_calls=AUTOTUNE).ignore_errors()
             ds = ds.batch(batch_size, drop_remainder=drop_remainder).enumerate()
@@ -240,38 +236,50 @@ class InputPipeline:
             # Skipped before the store is read, so resuming mid-epoch costs nothing.
             ds = ds.skip(tf.where(e == epoch, tf.constant(skip_batches, tf.int64), 0))
             augment_key = tf.random.experimental.stateless_fold_in(epoch_key, 1)
-            # One coin per record for every epoch alike: from the run's key, folded with -1,
-            # which no epoch is.
-            coins = (tf.random.stateless_uniform(
-                [count], tf.random.experimental.stateless_fold_in(key, -1))
-                if training and augmentation.alternate_flips else None)
-
-            def inputs(i: tf.Tensor,
-                       batch: Union[tf.Tensor, Tuple[tf.Tensor, tf.Tensor, tf.Tensor]]) -> tuple:
-                if self._store is None:
-                    images, labels, records = batch
-                else:
-                    records, (images, labels) = batch, self._read_records(batch)
-                if not training:
-                    return (preprocessing.eval_crop(images, image_size,
-                                                    augmentation.eval_fraction), labels)
-                # augment, batched: each image gets its own crop, flip and jitter, drawn from
-                # (seed, shard, epoch, batch) and applied to the whole batch in a few ops.
-                params = preprocessing.sample_augmentation(
-                    tf.shape(images)[0], tf.random.experimental.stateless_fold_in(augment_key, i),
-                    augmentation, image_size)
-                if coins is not None:
-                    params["flip"] = preprocessing.alternating_flips(records, coins, e)
-                if on_device:
-                    return dict(images=images, **params), labels
-                images = preprocessing.apply_augmentation(images, params, image_size,
-                                                          augmentation)
-                if self.mixes:  # last, on the batch: MixUp or CutMix, labels to soft targets
-                    return policies.mix(images, labels, params, augmentation, self.num_classes)
-                return images, labels
-            return ds.map(inputs, num_parallel_calls=AUTOTUNE)
+            return ds.map(lambda i, batch: self._batch_inputs(
+                batch, tf.random.experimental.stateless_fold_in(augment_key, i), e, coins,
+                on_device), num_parallel_calls=AUTOTUNE)
 
         return tf.data.Dataset.range(epoch, last).flat_map(one_epoch).prefetch(AUTOTUNE)
+
+    def _epoch_records(self, epoch_key: tf.Tensor) -> tf.Tensor:
+        """The record numbers in the order an epoch visits them: evaluation keeps the examples'
+        order; training draws the whole epoch's order at once from `epoch_key`, a uniform
+        permutation (or, with sampling="balanced", `_balanced_records`)."""
+        records = tf.range(self.num_examples, dtype=tf.int64)
+        if not self.training:
+            return records
+        if self.sampling == "balanced":
+            return self._balanced_records(
+                self.num_examples, tf.random.experimental.stateless_fold_in(epoch_key, 2))
+        return tf.random.experimental.stateless_shuffle(
+            records, seed=tf.random.experimental.stateless_fold_in(epoch_key, 0))
+
+    def _batch_inputs(self, batch: Union[tf.Tensor, Tuple[tf.Tensor, tf.Tensor, tf.Tensor]],
+                      batch_key: tf.Tensor, epoch: tf.Tensor, coins: Optional[tf.Tensor],
+                      on_device: bool) -> tuple:
+        """A batch of records (or, without a store, of loaded examples) -> what `dataset`
+        yields: the evaluation crop, or the training batch augmented from `batch_key`."""
+        if self._store is None:
+            images, labels, records = batch
+        else:
+            records, (images, labels) = batch, self._read_records(batch)
+        if not self.training:
+            return (preprocessing.eval_crop(images, self.image_size,
+                                            self.augmentation.eval_fraction), labels)
+        # Augment, batched: each image gets its own crop, flip and jitter, drawn from
+        # (seed, shard, epoch, batch) and applied to the whole batch in a few ops.
+        params = preprocessing.sample_augmentation(tf.shape(images)[0], batch_key,
+                                                   self.augmentation, self.image_size)
+        if coins is not None:
+            params["flip"] = preprocessing.alternating_flips(records, coins, epoch)
+        if on_device:
+            return dict(images=images, **params), labels
+        images = preprocessing.apply_augmentation(images, params, self.image_size,
+                                                  self.augmentation)
+        if self.mixes:  # last, on the batch: MixUp or CutMix, labels to soft targets
+            return policies.mix(images, labels, params, self.augmentation, self.num_classes)
+        return images, labels
 
     def _balanced_records(self, count: int, seed: tf.Tensor) -> tf.Tensor:
         """`sampling="balanced"`: an epoch of `count` records, each of a class drawn uniformly
