@@ -21,7 +21,7 @@ from evaluation.trained import (
 from host.console import ProgressBar
 from input_pipeline.crops import crops_per_image, multi_crop_dataset
 from input_pipeline.examples import Examples, held_out_split
-from rundir.best import BEST, best_checkpoint, read_best
+from rundir.best import BEST, best_checkpoint
 from rundir.layout import DONE_FILE, EVAL_LOG_DIR, checkpoint_dir, log_dir, split_dir
 from rundir.recorded import class_names_path, load_run_config, read_class_names
 from settings.config import TrainConfig
@@ -228,7 +228,7 @@ def _watched(settings: EvalSettings) -> Optional[str]:
     """The checkpoint --watch scores now: best/'s with --checkpoint=best (None before the first
     evaluation chose one), else the latest."""
     if settings.checkpoint == BEST:
-        return best_checkpoint(settings.run_dir) if read_best(settings.run_dir) else None
+        return best_checkpoint(settings.run_dir, missing_ok=True)
     return tf.train.latest_checkpoint(checkpoint_dir(settings.run_dir))
 
 

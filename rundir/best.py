@@ -53,10 +53,12 @@ def read_best(run_dir: str) -> Optional[dict]:
                          f"choose the best epoch afresh") from None
 
 
-def best_checkpoint(run_dir: str) -> str:
-    """The path of the best epoch's checkpoint (evaluate.py --checkpoint=best); raises one line
-    when the run has none."""
+def best_checkpoint(run_dir: str, missing_ok: bool = False) -> Optional[str]:
+    """The path of the best epoch's checkpoint (evaluate.py --checkpoint=best); when the run has
+    none, None with `missing_ok`, else one line raised."""
     record = read_best(run_dir)
+    if record is None and missing_ok:
+        return None
     if record is None:
         raise ValueError(f"--checkpoint={BEST}: {run_dir!r} holds no {best_dir(run_dir)}/ (the "
                          f"run trained without --val_fraction, or has not been scored yet)")
