@@ -1,6 +1,7 @@
 """The augmentation and optimizer options on a small photo collection: the folder recipe as it
-is, against it with MixUp, CutMix, RandAugment or random erasing, or with AdamW or LAMB in place of
-SGD (at docs/usage.md's example rate and decay for them, --lr=0.001 --weight_decay=0.05).
+is, against it with MixUp, CutMix, RandAugment, random erasing or AugMix, or with AdamW or LAMB
+in place of SGD (at docs/usage.md's example rate and decay for them, --lr=0.001
+--weight_decay=0.05).
 
     python benchmarks/augmentation_options.py --data_dir=flower_photos_split --work_dir=DIR
 
@@ -28,6 +29,7 @@ VARIANTS = {
     "cutmix": ["--cutmix=1"],
     "randaugment": ["--augment_policy=randaugment"],
     "random_erasing": ["--random_erasing=0.25"],
+    "augmix": ["--augment_policy=augmix"],
     "adamw": ["--optimizer=adamw", "--lr=0.001", "--weight_decay=0.05"],
     "lamb": ["--optimizer=lamb", "--lr=0.001", "--weight_decay=0.05"],
 }
