@@ -130,7 +130,7 @@ def test_a_resumed_run_reads_its_own_checkpoint_not_init_from(source, fine_tuned
     # It keeps training what it trained: --trainable is the run's saved setting.
     assert resumed.config.trainable == "from:4e"
     assert not resumed.state.model.trunk.get_layer("inception_4d").trainable
-    resumed._announce(4)
+    resumed.announce(4)
     assert lines[0].endswith(f"The run started from --init_from={source_dir}; it goes on from "
                              f"its own checkpoint.")
     # Another source for a run that has trained is another run: refused, nothing changed.

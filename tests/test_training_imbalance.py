@@ -26,7 +26,7 @@ def start(data_dir, run_dir, **extra):
                                  batch_size=4, epochs=1, lr=0.01, lr_schedule="constant",
                                  warmup_epochs=0, mixed_precision=False, **extra))
     trainer = Trainer(config, towers=cpu_devices(1), print_fn=lines.append)
-    trainer._announce(0)
+    trainer.announce(0)
     return trainer, lines
 
 

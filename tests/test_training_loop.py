@@ -449,7 +449,7 @@ def test_the_start_line_gives_the_data_towers_batch_and_learning_rate(data_dir, 
     lines = []
     config = resolve_config(settings(data_dir, run_dir, lr=0.1, lr_schedule="exponential_step",
                                      lr_decay_epochs=(1.0, 1.5), mixed_precision=False))
-    Trainer(config, towers=cpu_devices(2), print_fn=lines.append)._announce(0)
+    Trainer(config, towers=cpu_devices(2), print_fn=lines.append).announce(0)
     # 12 train images, 4 a step: 3 steps an epoch, so the decay at epoch 1.5 falls at step
     # int(4.5) = 4, epoch 1.333.
     assert lines == [

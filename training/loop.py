@@ -154,7 +154,7 @@ class Trainer:
         config, steps_per_epoch = self.config, self.data.steps_per_epoch
         step = int(self.state.checkpoints.step.numpy())
         total_steps = config.epochs * steps_per_epoch
-        self._announce(step)
+        self.announce(step)
         self.role.start(step // steps_per_epoch, steps_per_epoch, warn=self.print)
         if self.data.validation is not None:
             self.watch = ValidationWatch(config.run_dir, config.ema_decay > 0,
@@ -206,9 +206,10 @@ class Trainer:
         for observer in self.observers:
             getattr(observer, event)(*args)
 
-    def _announce(self, step: int) -> None:
-        """Where the weights come from, the start lines, then which steps --profile_steps
-        traces."""
+    def announce(self, step: int) -> None:
+        """Prints what a run starting at `step` says first (train() does, before its first
+        step): where the weights come from, the start lines, then which steps
+        --profile_steps traces."""
         restored = self.restored
         lines = (resume_lines(self.config, self.previous_config, restored.checkpoint, step,
                               self.data.steps_per_epoch, self.state)
