@@ -40,13 +40,15 @@ CASES = {
 PRECISIONS = ("float32", "mixed_bfloat16")
 # Op kinds, by a profiler event's name ("<layer path>/<op>:<op type>"), first match wins. Keras 3
 # computes batch norm from element-wise ops (its moments, then scale and shift) under the layer's
-# name, so it is told by the path; the concatenations' backward passes are slices.
+# name, so it is told by the path; the concatenations' backward passes are slices. The op type may
+# carry oneDNN's prefix (`_MklNativeConv2D`, `_MklFusedMatMul`: the bfloat16 kernels), so the
+# kinds match anywhere in it.
 KINDS = (
-    ("optimizer update", re.compile(r"^sgd/|/update_|:(ResourceApply|AssignSub|AssignAdd)")),
+    ("optimizer update", re.compile(r"^sgd/|/update_|:\w*(ResourceApply|AssignSub|AssignAdd)")),
     ("batch norm", re.compile(r"/bn_?\d*/|batchnorm|moments|BatchNorm")),
-    ("convolution / matmul", re.compile(r":(Conv2D|_FusedConv2D|MatMul|_FusedMatMul)")),
-    ("concat / slice", re.compile(r":(ConcatV2|Slice|Split|SplitV)$")),
-    ("pooling", re.compile(r":(MaxPool|AvgPool|MaxPoolGrad|AvgPoolGrad)")),
+    ("convolution / matmul", re.compile(r":\w*(Conv2D|MatMul)")),
+    ("concat / slice", re.compile(r":\w*(Concat|Slice|Split)\w*$")),
+    ("pooling", re.compile(r":\w*(MaxPool|AvgPool)")),
 )
 
 
