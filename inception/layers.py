@@ -31,6 +31,45 @@ def scale_width(width, multiplier):
     return max(1, int(round(width * multiplier)))
 
 
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """Keras' BatchNormalization, computed by TensorFlow's fused batch-norm kernel.
+
+    Keras 3 computes batch norm from separate passes over the activations in float32 (the
+    moments, then the scale and shift); tf.keras 2 called TensorFlow's fused kernel, which
+    Keras 3 no longer does. The passes took a quarter of the cifar10 step's op time in bfloat16
+    (docs/benchmarks.md, "How close to the machine"). Same variables, same normalisation and the
+    same moving-average rule (the batch's biased variance, as Keras keeps it), so the two layers
+    and their checkpoints are interchangeable. What the kernel does not take (another axis than
+    the last of an NHWC batch, a mask, renorm, another backend) goes to Keras' own.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        fused = (keras.backend.backend() == "tensorflow" and mask is None and not self.renorm
+                 and len(inputs.shape) == 4 and self.axis in (-1, 3))
+        if not fused:
+            return super().call(inputs, training=training, mask=mask)
+        training = bool(training) and self.trainable
+        channels = inputs.shape[-1]
+        scale = self.gamma if self.scale else tf.ones([channels])
+        offset = self.beta if self.center else tf.zeros([channels])
+        empty = tf.constant([], tf.float32)  # the kernel's running statistics, not used here
+        y, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=tf.cast(inputs, self.compute_dtype), scale=tf.cast(scale, tf.float32),
+            offset=tf.cast(offset, tf.float32),
+            mean=empty if training else tf.cast(self.moving_mean, tf.float32),
+            variance=empty if training else tf.cast(self.moving_variance, tf.float32),
+            epsilon=self.epsilon, data_format="NHWC", is_training=training)
+        if training:
+            # The kernel gives the unbiased variance for the moving average; Keras keeps the
+            # biased one (the one it normalises with), and so does this layer.
+            n = tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), tf.float32)
+            variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
+            for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
+                moving.assign(moving * self.momentum
+                              + tf.cast(batch, moving.dtype) * (1.0 - self.momentum))
+        return y
+
+
 class ConvBlock(keras.layers.Layer):
     """conv -> ReLU (the paper), or conv without bias -> batch norm -> ReLU (the BN variants)."""
 
@@ -42,7 +81,7 @@ class ConvBlock(keras.layers.Layer):
             kernel_initializer="he_normal" if activation else "glorot_uniform", name="conv")
         # Moving-average momentum 0.9 (MindSpore, PyTorch): the statistics settle within an epoch
         # even on small datasets, so held-out scores are meaningful from the first epochs.
-        self.bn = (keras.layers.BatchNormalization(epsilon=1e-3, momentum=0.9, name="bn")
+        self.bn = (FusedBatchNormalization(epsilon=1e-3, momentum=0.9, name="bn")
                    if batch_norm else None)
         self.activation = activation
 
