@@ -13,7 +13,10 @@ input stall is the share of the end-to-end epoch not explained by compute: near 
 compute-bound (the model is the bottleneck, as it should be); large means the GPU or CPU waits
 for input. Then the end-to-end epoch with the augmentation on the towers (--augment_on=device: a
 second step on the same model and optimizer) and on the host once more: the ratio is what
---augment_on=auto's choice for these towers rests on.
+--augment_on=auto's choice for these towers rests on. Last, the held-out scoring train.py runs
+after every epoch (training/heldout.py) over the same images: one view each, and with the
+recipe's test-time augmentation (--tta) when it has one; --heldout_per_train (CIFAR-10's 10,000
+test images to 50,000 train: 0.2) weighs it into the epoch.
 """
 import os
 import shutil
@@ -37,6 +40,8 @@ def main():
                         help="augment and train as this dataset's recipe does "
                              "(settings/recipes.py); default: Inception's crops and colour "
                              "jitter, and the folder recipe's step")
+    parser.add_argument("--heldout_per_train", type=float, default=0.2,
+                        help="held-out images scored per training image in an epoch")
     args = parser.parse_args()
 
     from host.runtime import configure_malloc
@@ -46,7 +51,8 @@ def main():
     import input_pipeline
     from input_pipeline.examples import Examples
     from settings import recipes
-    from training import builder, devices
+    from training import builder, devices, heldout
+    from training.step import make_eval_step
 
     root = tempfile.mkdtemp(prefix="epoch-bench-")
     try:
@@ -58,6 +64,9 @@ def main():
                                                 image_size=args.image_size, training=True,
                                                 cache="memory", seed=0, **augmentation)
         fill_seconds = time.perf_counter() - start
+        scored = input_pipeline.InputPipeline(Examples(labels, paths=paths),
+                                              image_size=args.image_size, training=False,
+                                              cache="memory", **augmentation)
     finally:
         shutil.rmtree(root, ignore_errors=True)  # from here on only the cache is read
     steps = pipeline.num_examples // args.batch_size  # whole batches, as training takes
@@ -111,7 +120,23 @@ def main():
     # once more, so a drift in the machine's speed shows as a difference between the two.
     device_s = timed(lambda: end_to_end("device"))
     host_again_s = timed(end_to_end)
+    # Held-out scoring as the loop runs it after an epoch: one view, then the recipe's views.
+    views = {"one view": "none", **({f"--tta={config.tta}": config.tta}
+                                    if config.tta not in (None, "none") else {})}
+    scoring_s = {}
+    for name, tta in views.items():
+        eval_step = make_eval_step(state.model, towers.strategy, tta)
+        score = lambda: heldout.predict(state.model, towers.strategy, scored,  # noqa: E731
+                                        towers.per_tower_batch, eval_step)
+        score()  # trace
+        scoring_s[name] = timed(score)
     stall = max(0.0, 1.0 - compute_s / e2e_s)
+    # An epoch as train.py runs it: its training images end to end, augmented where
+    # --augment_on=auto puts them, then the held-out share.
+    auto = devices.augment_on("auto", towers.devices, pipeline.augmentation.resizes)
+    train_s = device_s if auto == "device" else (e2e_s + host_again_s) / 2
+    scoring_per_image = scoring_s[list(views)[-1]] / scored.num_examples
+    heldout_s = args.heldout_per_train * images_per_epoch * scoring_per_image
     results = dict(model=args.model, recipe=args.recipe, precision=precision,
                    image_size=args.image_size,
                    batch_size=args.batch_size,
@@ -123,7 +148,11 @@ def main():
                    end_to_end_host_again_img_per_s=images_per_epoch / host_again_s,
                    end_to_end_augment_on_device_img_per_s=images_per_epoch / device_s,
                    augment_on_device_over_host=(e2e_s + host_again_s) / (2 * device_s),
-                   bound="input" if stall > 0.1 else "compute")
+                   bound="input" if stall > 0.1 else "compute",
+                   heldout_img_per_s={name: scored.num_examples / seconds
+                                      for name, seconds in scoring_s.items()},
+                   augment_on_auto=auto,
+                   heldout_share_of_epoch=heldout_s / (train_s + heldout_s))
     print(f"{args.model}, {precision}, {args.image_size} px, batch {args.batch_size}, "
           f"{'Inception' if args.recipe is None else args.recipe + ' recipe'} augmentation, "
           f"{steps} steps per epoch "
@@ -134,9 +163,15 @@ def main():
                           ("end to end, augmented on the towers", device_s),
                           ("end to end, on the host again", host_again_s)]:
         print(f"{name:<36}{seconds:>10.2f}{images_per_epoch / seconds:>10.1f}")
+    for name, seconds in scoring_s.items():
+        print(f"{'held-out scoring, ' + name:<36}{seconds:>10.2f}"
+              f"{scored.num_examples / seconds:>10.1f}")
     print(f"input stall: {100 * stall:.1f}% of the epoch -> {results['bound']}-bound")
     print(f"augmenting on the towers: {results['augment_on_device_over_host']:.2f}x the speed of "
           f"augmenting on the host (mean of the two host epochs)")
+    print(f"held-out scoring ({list(views)[-1]}, {args.heldout_per_train:g} held-out image per "
+          f"training image): {100 * results['heldout_share_of_epoch']:.1f}% of an epoch "
+          f"augmented on the {auto}, as --augment_on=auto does here")
     write_json(args.json, results)
 
 
