@@ -54,6 +54,8 @@ def main():
     from training import builder, devices, heldout
     from training.step import make_eval_step
 
+    # First, as train.py does: TensorFlow's set-up before any pipeline is made.
+    tower_devices = devices.configure_towers()
     root = tempfile.mkdtemp(prefix="epoch-bench-")
     try:
         paths, labels = write_jpegs(root, args.num_images, args.source_size, args.classes)
@@ -74,7 +76,6 @@ def main():
 
     config = step_config(args.model, args.classes, args.image_size, args.batch_size,
                          dataset=args.recipe or "folder", jit_compile=args.jit_compile)
-    tower_devices = devices.configure_towers()
     # What train.py picks by default.
     precision = devices.precision_policy(config.mixed_precision, tower_devices,
                                          config.mixed_precision_dtype)
