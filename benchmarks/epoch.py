@@ -124,11 +124,15 @@ def main():
     # Held-out scoring as the loop runs it after an epoch: one view, then the recipe's views.
     views = {"one view": "none", **({f"--tta={config.tta}": config.tta}
                                     if config.tta not in (None, "none") else {})}
+    recipe_views = list(views)[-1]  # what the loop scores with
+
+    def scoring(tta):
+        eval_step = make_eval_step(state.model, towers.strategy, tta)
+        return lambda: heldout.predict(state.model, towers.strategy, scored,
+                                       towers.per_tower_batch, eval_step)
     scoring_s = {}
     for name, tta in views.items():
-        eval_step = make_eval_step(state.model, towers.strategy, tta)
-        score = lambda: heldout.predict(state.model, towers.strategy, scored,  # noqa: E731
-                                        towers.per_tower_batch, eval_step)
+        score = scoring(tta)
         score()  # trace
         scoring_s[name] = timed(score)
     stall = max(0.0, 1.0 - compute_s / e2e_s)
@@ -136,7 +140,7 @@ def main():
     # --augment_on=auto puts them, then the held-out share.
     auto = devices.augment_on("auto", towers.devices, pipeline.augmentation.resizes)
     train_s = device_s if auto == "device" else (e2e_s + host_again_s) / 2
-    scoring_per_image = scoring_s[list(views)[-1]] / scored.num_examples
+    scoring_per_image = scoring_s[recipe_views] / scored.num_examples
     heldout_s = args.heldout_per_train * images_per_epoch * scoring_per_image
     results = dict(model=args.model, recipe=args.recipe, precision=precision,
                    image_size=args.image_size,
@@ -170,7 +174,7 @@ def main():
     print(f"input stall: {100 * stall:.1f}% of the epoch -> {results['bound']}-bound")
     print(f"augmenting on the towers: {results['augment_on_device_over_host']:.2f}x the speed of "
           f"augmenting on the host (mean of the two host epochs)")
-    print(f"held-out scoring ({list(views)[-1]}, {args.heldout_per_train:g} held-out image per "
+    print(f"held-out scoring ({recipe_views}, {args.heldout_per_train:g} held-out image per "
           f"training image): {100 * results['heldout_share_of_epoch']:.1f}% of an epoch "
           f"augmented on the {auto}, as --augment_on=auto does here")
     write_json(args.json, results)

@@ -38,9 +38,10 @@ CASES = {
     "googlenet224": ("googlenet", 224, 32, 1000, "imagenet"),
 }
 PRECISIONS = ("float32", "mixed_bfloat16")
-# Op kinds, by a profiler event's name ("<layer path>/<op>:<op type>"), first match wins. Keras 3
-# computes batch norm from element-wise ops (its moments, then scale and shift) under the layer's
-# name, so it is told by the path; the concatenations' backward passes are slices. The op type may
+# Op kinds, by a profiler event's name ("<layer path>/<op>:<op type>"), first match wins. Batch
+# norm is told by its op type (the models' fused kernel, FusedBatchNormV3) or, computed the way
+# Keras 3's own layer does it from element-wise ops (its moments, then scale and shift), by the
+# layer's name in the path; the concatenations' backward passes are slices. The op type may
 # carry oneDNN's prefix (`_MklNativeConv2D`, `_MklFusedMatMul`: the bfloat16 kernels), so the
 # kinds match anywhere in it.
 KINDS = (
