@@ -105,12 +105,16 @@ def test_conv_blocks_use_it_and_keep_the_variable_names():
         "b/bn/beta", "b/bn/gamma", "b/bn/moving_mean", "b/bn/moving_variance"]
 
 
-def test_a_keras_batch_norm_checkpoint_restores_into_the_fused_layer(tmp_path):
-    """Checkpoints written before the models' batch norm was fused load unchanged."""
+@pytest.mark.parametrize("written_with, read_with", [
+    (keras.layers.BatchNormalization, FusedBatchNormalization),
+    (FusedBatchNormalization, keras.layers.BatchNormalization)])
+def test_checkpoints_of_either_layer_restore_into_the_other(tmp_path, written_with, read_with):
+    """Checkpoints written before the models' batch norm was fused load unchanged, and the
+    models' checkpoints load into Keras' own layer."""
     def model(norm):
         return keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(2, 3),
                                  norm(epsilon=EPSILON, momentum=MOMENTUM)])
-    old, new = model(keras.layers.BatchNormalization), model(FusedBatchNormalization)
+    old, new = model(written_with), model(read_with)
     x = np.random.default_rng(5).normal(size=(3, 4, 4, 3)).astype(np.float32)
     old(x, training=True)  # moving statistics away from their initial values
     path = tf.train.Checkpoint(model=old).save(str(tmp_path / "ckpt"))
