@@ -1,5 +1,8 @@
 """Towers: which devices train, and the tf.distribute strategy that runs one tower per device."""
 import functools
+import sys
+import threading
+from typing import Any, Iterator, List
 
 import tensorflow as tf
 
@@ -147,14 +150,66 @@ def make_strategy(devices):
     return tf.distribute.MirroredStrategy(devices)
 
 
-def distributed_iterator(strategy, dataset_fn):
+def distributed_iterator(strategy, dataset_fn) -> "ReleasedInBackground":
     """An iterator over `strategy.distribute_datasets_from_function(dataset_fn)`: one batch per
-    tower a step. Making the first one sets glibc's mmap threshold to 128 KB (TensorFlow 2.21 on
-    Python 3.11 does, see runtime.reapply_malloc_settings), so the entry points'
-    malloc settings are put back after it."""
+    tower a step, destroyed off the calling thread once done (`ReleasedInBackground`). Making the
+    first one sets glibc's mmap threshold to 128 KB (TensorFlow 2.21 on Python 3.11 does, see
+    runtime.reapply_malloc_settings), so the entry points' malloc settings are put back after
+    it."""
     iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
     reapply_malloc_settings()
-    return iterator
+    return ReleasedInBackground(iterator)
+
+
+class ReleasedInBackground:
+    """Iterates `iterator`, then drops it in a thread of its own: when it is exhausted, or when
+    this wrapper is dropped unexhausted (a training run's iterator at the end of the run).
+
+    Destroying a tf.data iterator waits for its autotuning thread, and in TensorFlow 2.21 that
+    thread does not always wake when cancelled: it sleeps in periods doubling from 10 ms to 60 s,
+    so the wait reaches a minute once the iterator has run for a minute or two. A held-out
+    scoring every epoch would lose that to each epoch; in another thread the wait overlaps the
+    next epoch instead (docs/design.md, "Finished iterators").
+
+    The thread is not a daemon: the interpreter stops a daemon thread still in TensorFlow's
+    code at exit by a forced unwind, which aborts the process ("FATAL: exception not
+    rethrown"). So a process ends only once its iterators are gone."""
+
+    def __init__(self, iterator: Iterator) -> None:
+        # The only reference: the thread that clears the list destroys the iterator.
+        self._holder: List[Any] = [iterator]
+
+    def __iter__(self) -> "ReleasedInBackground":
+        return self
+
+    def __next__(self):
+        if not self._holder:
+            raise StopIteration
+        try:
+            return next(self._holder[0])
+        except StopIteration:
+            pass
+        # Outside the handler: the caught exception's traceback would hold the iterator.
+        self.release()
+        raise StopIteration
+
+    def release(self) -> None:
+        """Drops the iterator in a new thread (at once, in this one, if no thread can start)."""
+        holder, self._holder = self._holder, []
+        if not holder:
+            return
+        if sys.is_finalizing():
+            # The interpreter's last garbage collection: a thread started now never runs, and
+            # start() would wait for it for good.
+            holder.clear()
+            return
+        try:
+            threading.Thread(target=holder.clear, name="tf.data iterator release").start()
+        except RuntimeError:  # the interpreter is shutting down
+            holder.clear()
+
+    def __del__(self) -> None:
+        self.release()
 
 
 def check_batch_size(global_batch, num_towers):
